@@ -1,0 +1,102 @@
+"""The `kit` command line. Each command parses its arguments, calls one core
+function that returns a result, and renders it. No docker calls or business
+rules here. Errors are rendered once, in main()."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from kit import __version__
+from kit.errors import EXIT_INTERRUPTED, EXIT_INVALID, KitError
+
+app = typer.Typer(
+    name="kit",
+    help="Take a TensorFlow SavedModel to a fleet of NVIDIA Jetsons: validate, "
+    "build TF-TRT engines on the device, prove them, bake, push, roll out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+fleet_app = typer.Typer(help="Inspect a fleet of devices.", no_args_is_help=True)
+app.add_typer(fleet_app, name="fleet")
+
+out = Console()
+err = Console(stderr=True)
+
+_state = {"debug": False}
+
+
+def _version(value: bool):
+    if value:
+        out.print(f"kit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+):
+    _state["debug"] = debug
+
+
+def print_json(data) -> None:
+    """Machine output: plain JSON on stdout, nothing else."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# ---- commands ---------------------------------------------------------------
+# Each command below stays thin: parse, call the core, render.
+
+
+def render_error(e: KitError) -> None:
+    err.print(f"[bold red]{e.title}:[/] {e.message}", highlight=False, markup=True, soft_wrap=True)
+    for line in e.details:
+        err.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+    if e.hint:
+        err.print(f"[bold]fix:[/] {e.hint}", highlight=False, soft_wrap=True)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Console entry point: every KitError is rendered once with its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="kit", standalone_mode=False)
+        return 0
+    except KitError as e:
+        if debug:
+            traceback.print_exc()
+        render_error(e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return EXIT_INTERRUPTED
+    except typer.Exit as e:
+        return e.exit_code
+    except Exception as e:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(e, click.exceptions.Abort):
+            err.print("aborted")
+            return EXIT_INTERRUPTED
+        if isinstance(e, click.ClickException):
+            e.show()
+            return EXIT_INVALID if isinstance(e, click.UsageError) else e.exit_code
+        if debug:
+            traceback.print_exc()
+        else:
+            err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e}", highlight=False)
+            err.print("this is a bug in kit; run again with --debug for the traceback and report it")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Device profiles and pinned software stacks, as data.
+
+Facts from ../shared/reference/tf-trt-jetpack-facts.md. A profile says what
+the hardware can do; a stack pins every version an engine depends on (engines
+are specific to the GPU arch and the TensorRT version)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+GiB = 1024**3
+
+# Memory kept for the OS, the container runtime and the server process when
+# checking optimize.memory_limit against a device's RAM (documented in README).
+MEMORY_RESERVE_BYTES = 1 * GiB
+
+
+@dataclass(frozen=True)
+class Stack:
+    """One pinned software stack (a JetPack release, or the CPU development stack)."""
+
+    name: str  # "4.4.1" for JetPack, "cpu" for the CPU stack
+    l4t: str | None  # "32.4.4"
+    tensorflow: str  # major.minor.patch the images carry
+    tensorrt: str | None
+    cuda: str | None
+    cudnn: str | None
+    python: str
+    base_image: str  # default base of builder and runtime images
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    gpu_arch: str | None  # "sm_53"; None on cpu
+    memory_bytes: int
+    shared_memory: bool  # GPU and CPU share RAM (all Jetsons)
+    fp16: bool
+    int8: bool
+    tensorrt: bool  # False on cpu: precision must be native
+    jetpacks: tuple[str, ...]  # stacks this device can run
+    architecture: str  # docker/OCI architecture
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        if not self.tensorrt:
+            return ("native",)
+        out = ["fp32"]
+        if self.fp16:
+            out.append("fp16")
+        if self.int8:
+            out.append("int8")
+        out.append("native")
+        return tuple(out)
+
+    @property
+    def max_memory_limit(self) -> int:
+        """Largest optimize.memory_limit accepted: device RAM minus the reserve."""
+        return self.memory_bytes - MEMORY_RESERVE_BYTES
+
+
+JETPACK_441 = Stack(
+    name="4.4.1",
+    l4t="32.4.4",
+    tensorflow="2.3.1",
+    tensorrt="7.1.3",
+    cuda="10.2",
+    cudnn="8.0",
+    python="3.6",
+    base_image="nvcr.io/nvidia/l4t-tensorflow:r32.4.4-tf2.3-py3",
+)
+
+# The CPU stack: what `kit base` assembles offline from Debian and PyPI wheels.
+CPU_TENSORFLOW = "2.17.1"
+CPU_STACK = Stack(
+    name="cpu",
+    l4t=None,
+    tensorflow=CPU_TENSORFLOW,
+    tensorrt=None,
+    cuda=None,
+    cudnn=None,
+    python="3.11",
+    base_image="kit/tf-cpu-base:tf" + CPU_TENSORFLOW,
+)
+
+STACKS: dict[str, Stack] = {JETPACK_441.name: JETPACK_441}
+
+PROFILES: dict[str, DeviceProfile] = {
+    p.name: p
+    for p in (
+        DeviceProfile("jetson-nano", "Jetson Nano 4 GB (Maxwell)", "sm_53", 4 * GiB, True, True, False, True, ("4.4.1",), "arm64"),
+        DeviceProfile("jetson-tx2", "Jetson TX2 8 GB (Pascal)", "sm_62", 8 * GiB, True, True, True, True, ("4.4.1",), "arm64"),
+        DeviceProfile("jetson-xavier-nx", "Jetson Xavier NX 8 GB (Volta)", "sm_72", 8 * GiB, True, True, True, True, ("4.4.1",), "arm64"),
+        DeviceProfile("jetson-agx-xavier", "Jetson AGX Xavier 16/32 GB (Volta)", "sm_72", 16 * GiB, True, True, True, True, ("4.4.1",), "arm64"),
+        DeviceProfile("cpu", "x86-64 CPU, no TensorRT (development, CI, CPU edge boxes)", None, 0, False, False, False, False, (), "amd64"),
+    )
+}
+
+
+def stack_for(profile: DeviceProfile, jetpack: str | None) -> Stack:
+    """The stack a (validated) manifest targets."""
+    if not profile.tensorrt:
+        return CPU_STACK
+    return STACKS[jetpack]  # type: ignore[index]
+
+
+def profile_table() -> list[dict]:
+    """Rows for `kit profiles` (also its --json output)."""
+    rows = []
+    for p in PROFILES.values():
+        row = asdict(p)
+        row["precisions"] = list(p.precisions)
+        row["jetpacks"] = list(p.jetpacks)
+        row["stacks"] = [asdict(STACKS[j]) for j in p.jetpacks] if p.tensorrt else [asdict(CPU_STACK)]
+        rows.append(row)
+    return rows
