@@ -69,8 +69,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="kit", standalone_mode=False)
-        return 0
+        # Outside standalone mode, typer returns the code of a typer.Exit instead of raising it.
+        code = app(args=args, prog_name="kit", standalone_mode=False)
+        return code if isinstance(code, int) and not isinstance(code, bool) else 0
     except KitError as e:
         if debug:
             traceback.print_exc()
@@ -82,14 +83,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     except typer.Exit as e:
         return e.exit_code
     except Exception as e:  # click usage errors and anything unexpected
-        import click
+        try:  # typer >= 0.20 vendors click
+            from typer._click.exceptions import ClickException, UsageError as ClickUsageError
+        except ImportError:
+            from click.exceptions import ClickException, UsageError as ClickUsageError
 
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, typer.Abort):
             err.print("aborted")
             return EXIT_INTERRUPTED
-        if isinstance(e, click.ClickException):
+        if isinstance(e, ClickException):
             e.show()
-            return EXIT_INVALID if isinstance(e, click.UsageError) else e.exit_code
+            return EXIT_INVALID if isinstance(e, ClickUsageError) else e.exit_code
         if debug:
             traceback.print_exc()
         else:
