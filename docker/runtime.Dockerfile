@@ -1,0 +1,1 @@
+../kit/docker/runtime.Dockerfile

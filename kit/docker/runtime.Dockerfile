@@ -1,0 +1,50 @@
+# kit runtime image: the pinned base, kit/runtime, and the optimized model as
+# the LAST layer. Everything above the model layer is the same for every model
+# built on the same base with the same kit, so a model-only change rebuilds and
+# pushes one layer. Per-model values (serve settings, fingerprint labels) are
+# config, not filesystem layers: serve settings come in as build args used
+# only below the kit layer, labels come in as build labels.
+#
+# The build context is a small directory kit assembles (never the repo root):
+#   kit/__init__.py, kit/runtime/**   the in-image half of kit
+#   model/                            the optimized SavedModel (optimizer output)
+ARG BASE_IMAGE=nvcr.io/nvidia/l4t-tensorflow:r32.4.4-tf2.3-py3
+FROM ${BASE_IMAGE}
+
+ENV PYTHONPATH=/opt/kit/lib \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    TF_GPU_ALLOCATOR=cuda_malloc \
+    HOME=/tmp
+COPY kit/ /opt/kit/lib/kit/
+
+# Serve settings from the manifest's serve section (defaults match kit's).
+ARG KIT_MODEL_NAME=model
+ARG KIT_MODEL_VERSION=1
+ARG KIT_SIGNATURE=serving_default
+ARG KIT_PORT=8501
+ARG KIT_BATCH_SIZES=1
+ARG KIT_MAX_BATCH_DELAY=0.002
+ARG KIT_MAX_QUEUE=64
+ENV KIT_MODEL_DIR=/opt/kit/model \
+    KIT_MODEL_NAME=${KIT_MODEL_NAME} \
+    KIT_MODEL_VERSION=${KIT_MODEL_VERSION} \
+    KIT_SIGNATURE=${KIT_SIGNATURE} \
+    KIT_HOST=0.0.0.0 \
+    KIT_PORT=${KIT_PORT} \
+    KIT_BATCH_SIZES=${KIT_BATCH_SIZES} \
+    KIT_MAX_BATCH_DELAY=${KIT_MAX_BATCH_DELAY} \
+    KIT_MAX_QUEUE=${KIT_MAX_QUEUE}
+EXPOSE ${KIT_PORT}
+
+# A numeric user needs no useradd; the model files are owned by it.
+USER 10001:10001
+WORKDIR /tmp
+
+# The server's own readiness probe (Python stdlib: no curl in the image).
+# Long start period: loading TF and deserializing engines takes a while on a Nano.
+HEALTHCHECK --interval=5s --timeout=10s --start-period=300s --retries=3 \
+  CMD ["python3", "-m", "kit.runtime.serve", "--probe"]
+CMD ["python3", "-m", "kit.runtime.serve"]
+
+COPY --chown=10001:10001 model/ /opt/kit/model/
