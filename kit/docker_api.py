@@ -1,0 +1,658 @@
+"""The one module that talks to Docker.
+
+Everything else in kit goes through `connect()` and the small, explicit
+methods of `Engine`; nothing else imports the docker SDK. Every failure
+becomes a DockerError carrying the daemon's own message and a hint.
+When the docker CLI is needed (compose), it is called with argv lists,
+never through a shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+from kit.errors import DockerError
+
+LineCallback = Callable[[str], None]
+
+DEFAULT_TIMEOUT = 120  # seconds for an ordinary API call; long streams set their own
+
+HINT_START_ENGINE = (
+    "start it: dockerd --bridge=none --iptables=false --ip-masq=false "
+    "(as root, in the background), or bash scripts/setup-host"
+)
+HINT_PERMISSION = (
+    "your user may not use the Docker socket: run as root, or add the user to the "
+    "'docker' group (usermod -aG docker $USER) and log in again"
+)
+
+
+# ---- results -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What kit needs to know about a Docker engine."""
+
+    host: str
+    server_version: str
+    api_version: str
+    architecture: str  # docker/OCI name: amd64, arm64
+    os: str
+    kernel: str
+    runtimes: tuple[str, ...]
+    default_runtime: str
+    memory_bytes: int
+    cpus: int
+
+    @property
+    def has_nvidia(self) -> bool:
+        return "nvidia" in self.runtimes
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]  # "repo@sha256:..."
+    labels: dict = field(default_factory=dict)
+    layers: tuple[str, ...] = ()  # RootFS layer digests (uncompressed diff ids), base first
+    size: int = 0
+    architecture: str = ""
+    created: str = ""
+
+    def digest_for(self, repository: str) -> str | None:
+        """The registry digest recorded for `repository`, if it was pushed/pulled."""
+        for rd in self.repo_digests:
+            repo, _, digest = rd.partition("@")
+            if repo == repository:
+                return digest
+        return None
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    id: str
+    name: str
+    status: str  # created | running | exited | dead | ...
+    health: str | None  # starting | healthy | unhealthy; None without a HEALTHCHECK
+    exit_code: int | None
+    oom_killed: bool
+    labels: dict = field(default_factory=dict)
+    image: str = ""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    logs: str
+    oom_killed: bool = False
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount: host `source` at container `target`."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
+# ---- errors --------------------------------------------------------------------
+
+
+def _daemon_message(e: BaseException) -> str:
+    explanation = getattr(e, "explanation", None)
+    if explanation:
+        return str(explanation.decode() if isinstance(explanation, bytes) else explanation).strip()
+    return str(e).strip() or type(e).__name__
+
+
+def _is_unreachable(e: BaseException) -> bool:
+    import requests
+
+    text = str(e)
+    if isinstance(e, (requests.exceptions.ConnectionError, FileNotFoundError, ConnectionRefusedError)):
+        return True
+    return any(s in text for s in ("Connection refused", "No such file or directory", "Connection aborted",
+                                   "Error while fetching server API version", "Name or service not known",
+                                   "ssh: ", "Cannot connect"))
+
+
+def _translate(e: BaseException, doing: str, host: str) -> DockerError:
+    """Turn any SDK / requests exception into a DockerError with a useful hint."""
+    import docker.errors as de
+    import requests
+
+    if isinstance(e, DockerError):
+        return e
+    msg = _daemon_message(e)
+    if isinstance(e, de.ImageNotFound) or (isinstance(e, de.NotFound) and "image" in msg.lower()):
+        return DockerError(f"{doing}: image not found: {msg}",
+                           hint="build it first (kit base / kit build), or pull it from a registry you can reach")
+    if isinstance(e, de.NotFound):
+        return DockerError(f"{doing}: not found: {msg}")
+    if isinstance(e, PermissionError) or "permission denied" in msg.lower():
+        return DockerError(f"{doing}: permission denied talking to the Docker engine at {host}: {msg}",
+                           hint=HINT_PERMISSION)
+    if isinstance(e, requests.exceptions.ReadTimeout):
+        return DockerError(f"{doing}: the Docker engine at {host} did not answer in time: {msg}",
+                           hint="the engine may be overloaded or hung; check `docker info` and its log")
+    if isinstance(e, de.APIError):
+        return DockerError(f"{doing}: the Docker engine refused: {msg}")
+    if _is_unreachable(e):
+        return DockerError(f"no Docker engine answers at {host} ({doing}): {msg}", hint=HINT_START_ENGINE)
+    return DockerError(f"{doing}: {msg}")
+
+
+@contextlib.contextmanager
+def _errors(doing: str, host: str):
+    import docker.errors as de
+    import requests
+
+    try:
+        yield
+    except DockerError:
+        raise
+    except (de.DockerException, requests.exceptions.RequestException, OSError) as e:
+        raise _translate(e, doing, host) from e
+
+
+def _split_ref(ref: str) -> tuple[str, str | None]:
+    """"reg:5000/a/b:tag" -> ("reg:5000/a/b", "tag"); digests and bare names keep tag None."""
+    if "@" in ref:
+        return ref, None
+    repo, sep, tag = ref.rpartition(":")
+    if sep and "/" not in tag:
+        return repo, tag
+    return ref, None
+
+
+class _LineSplitter:
+    """Feeds text chunks in, calls `emit` once per complete line."""
+
+    def __init__(self, emit: LineCallback | None):
+        self.emit = emit
+        self.buf = ""
+        self.lines: list[str] = []
+
+    def feed(self, text: str) -> None:
+        self.buf += text.replace("\r\n", "\n")
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            self._line(line)
+
+    def close(self) -> None:
+        if self.buf:
+            self._line(self.buf)
+            self.buf = ""
+
+    def _line(self, line: str) -> None:
+        self.lines.append(line)
+        if self.emit is not None:
+            self.emit(line)
+
+
+# ---- connecting ------------------------------------------------------------------
+
+
+def default_host() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def connect(host: str | None = None, timeout: int = DEFAULT_TIMEOUT) -> "Engine":
+    """Connect to a Docker engine and check that it answers.
+
+    host: unix:///path, tcp://h:p, ssh://user@h (uses the ssh binary and your
+    ssh config); None means DOCKER_HOST or the default socket.
+    """
+    import docker
+
+    shown = host or default_host()
+    if host and not host.startswith(("unix://", "tcp://", "ssh://", "npipe://", "http://", "https://")):
+        raise DockerError(f"not a Docker endpoint: {host!r}",
+                          hint="use unix:///var/run/docker.sock, tcp://HOST:2375 or ssh://user@host")
+    with _errors("connecting", shown):
+        if host is None:
+            client = docker.from_env(timeout=timeout)
+        else:
+            client = docker.DockerClient(base_url=host, timeout=timeout,
+                                         use_ssh_client=host.startswith("ssh://"))
+    engine = Engine(client, shown)
+    engine.ping()
+    return engine
+
+
+class Engine:
+    """A connected Docker engine. Methods return plain results or raise DockerError."""
+
+    def __init__(self, client, host: str):
+        self.client = client
+        self.api = client.api
+        self.host = host
+
+    # -- engine ---------------------------------------------------------------
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def ping(self) -> None:
+        with _errors("ping", self.host):
+            self.api.ping()
+
+    def version(self) -> dict:
+        with _errors("version", self.host):
+            return self.api.version()
+
+    def info(self) -> EngineInfo:
+        with _errors("info", self.host):
+            info = self.api.info()
+            version = self.api.version()
+        arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(info.get("Architecture", ""), info.get("Architecture", ""))
+        return EngineInfo(
+            host=self.host,
+            server_version=version.get("Version", ""),
+            api_version=version.get("ApiVersion", ""),
+            architecture=arch,
+            os=info.get("OperatingSystem", ""),
+            kernel=info.get("KernelVersion", ""),
+            runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
+            default_runtime=info.get("DefaultRuntime", ""),
+            memory_bytes=int(info.get("MemTotal") or 0),
+            cpus=int(info.get("NCPU") or 0),
+        )
+
+    # -- images ---------------------------------------------------------------
+
+    def image_exists(self, ref: str) -> bool:
+        import docker.errors as de
+
+        try:
+            with _errors(f"inspecting image {ref}", self.host):
+                self.api.inspect_image(ref)
+            return True
+        except DockerError as e:
+            if isinstance(e.__cause__, de.NotFound):
+                return False
+            raise
+
+    def image_inspect(self, ref: str) -> ImageInfo:
+        with _errors(f"inspecting image {ref}", self.host):
+            d = self.api.inspect_image(ref)
+        return ImageInfo(
+            id=d["Id"],
+            tags=tuple(d.get("RepoTags") or ()),
+            repo_digests=tuple(d.get("RepoDigests") or ()),
+            labels=dict((d.get("Config") or {}).get("Labels") or {}),
+            layers=tuple((d.get("RootFS") or {}).get("Layers") or ()),
+            size=int(d.get("Size") or 0),
+            architecture=d.get("Architecture", ""),
+            created=d.get("Created", ""),
+        )
+
+    def layer_digests(self, ref: str) -> list[str]:
+        """RootFS layer digests, base first (the last is the image's top layer)."""
+        return list(self.image_inspect(ref).layers)
+
+    def build(
+        self,
+        path: str,
+        tag: str,
+        dockerfile: str | None = None,
+        buildargs: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        on_line: LineCallback | None = None,
+        nocache: bool = False,
+        timeout: int = 3600,
+    ) -> str:
+        """Build `path` (the context) into `tag`; returns the image id.
+
+        The build log is streamed to `on_line` line by line. Builds use the host
+        network (the default bridge may not exist) and never pull the base:
+        bases are assembled offline and must already be present.
+        """
+        splitter = _LineSplitter(on_line)
+        image_id = None
+        doing = f"building {tag}"
+        with _errors(doing, self.host):
+            stream = self.api.build(
+                path=str(path), dockerfile=str(dockerfile) if dockerfile else None, tag=tag,
+                buildargs=dict(buildargs or {}), labels=dict(labels or {}), network_mode="host",
+                rm=True, forcerm=True, pull=False, nocache=nocache, decode=True, timeout=timeout,
+            )
+            for chunk in stream:
+                if "stream" in chunk:
+                    splitter.feed(chunk["stream"])
+                if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+                if "error" in chunk:
+                    splitter.close()
+                    tail = [ln for ln in splitter.lines if ln.strip()][-15:]
+                    raise DockerError(f"{doing}: {chunk['error'].strip()}", details=tail,
+                                      hint=_build_hint(chunk["error"]))
+        splitter.close()
+        if image_id is None:  # older engines only print "Successfully built <id>"
+            image_id = self.image_inspect(tag).id
+        return image_id
+
+    def import_tarball(self, data: Iterable[bytes] | str, ref: str, changes: Sequence[str] | None = None) -> str:
+        """`docker import`: a rootfs tarball (a path, or an iterator of byte
+        chunks streamed without buffering) becomes image `ref`; returns its id."""
+        repo, tag = _split_ref(ref)
+        doing = f"importing {ref}"
+        with _errors(doing, self.host):
+            if isinstance(data, (str, os.PathLike)):
+                raw = self.api.import_image_from_file(str(data), repository=repo, tag=tag, changes=changes)
+            else:
+                raw = self.api.import_image_from_data(data, repository=repo, tag=tag, changes=changes)
+        image_id = None
+        for line in str(raw).splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("error"):
+                raise DockerError(f"{doing}: {msg['error']}")
+            if str(msg.get("status", "")).startswith("sha256:"):
+                image_id = msg["status"]
+        return image_id or self.image_inspect(ref).id
+
+    def tag(self, ref: str, new_ref: str) -> None:
+        repo, tag = _split_ref(new_ref)
+        with _errors(f"tagging {ref} as {new_ref}", self.host):
+            if not self.api.tag(ref, repo, tag or "latest", force=True):
+                raise DockerError(f"tagging {ref} as {new_ref} failed")
+
+    def remove_image(self, ref: str, force: bool = False, missing_ok: bool = True) -> None:
+        if missing_ok and not self.image_exists(ref):
+            return
+        with _errors(f"removing image {ref}", self.host):
+            self.api.remove_image(ref, force=force, noprune=False)
+
+    def push(self, ref: str, on_line: LineCallback | None = None) -> str:
+        """Push `ref`; returns the registry digest ("sha256:..."). Credentials
+        come from the docker config file; they are never printed."""
+        repo, tag = _split_ref(ref)
+        doing = f"pushing {ref}"
+        digest = None
+        with _errors(doing, self.host):
+            for msg in self.api.push(repo, tag=tag, stream=True, decode=True):
+                if msg.get("error"):
+                    raise DockerError(f"{doing}: {msg['error'].strip()}", hint=_registry_hint(msg["error"]))
+                aux = msg.get("aux")
+                if isinstance(aux, dict) and aux.get("Digest"):
+                    digest = aux["Digest"]
+                status = msg.get("status")
+                if status and on_line is not None:
+                    line = f"{msg['id']}: {status}" if msg.get("id") else status
+                    if not msg.get("progressDetail"):  # skip per-byte progress noise
+                        on_line(line)
+                if status and "digest: sha256:" in status and digest is None:
+                    digest = status.split("digest: ", 1)[1].split()[0]
+        if not digest:
+            raise DockerError(f"{doing}: the registry returned no digest")
+        return digest
+
+    def pull(self, ref: str, on_line: LineCallback | None = None) -> ImageInfo:
+        repo, tag = _split_ref(ref)
+        doing = f"pulling {ref}"
+        with _errors(doing, self.host):
+            for msg in self.api.pull(repo, tag=tag, stream=True, decode=True):
+                if msg.get("error"):
+                    raise DockerError(f"{doing}: {msg['error'].strip()}", hint=_registry_hint(msg["error"]))
+                if on_line is not None and msg.get("status") and not msg.get("progressDetail"):
+                    on_line(f"{msg['id']}: {msg['status']}" if msg.get("id") else msg["status"])
+        return self.image_inspect(ref)
+
+    # -- containers -----------------------------------------------------------
+
+    def run(
+        self,
+        image: str,
+        command: Sequence[str] | str | None = None,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        mounts: Sequence[Mount | tuple] = (),
+        runtime: str | None = None,
+        user: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        entrypoint: Sequence[str] | str | None = None,
+        working_dir: str | None = None,
+        network_mode: str = "host",
+        restart: str | None = None,
+        healthcheck: dict | None = None,
+        shm_size: str | None = None,
+    ) -> str:
+        """Start a detached container (host network by default); returns its id."""
+        from docker.types import Mount as SdkMount
+
+        sdk_mounts = []
+        for m in mounts:
+            if not isinstance(m, Mount):
+                m = Mount(*m)
+            sdk_mounts.append(SdkMount(target=m.target, source=os.path.abspath(m.source), type="bind",
+                                       read_only=m.read_only))
+        kwargs = dict(
+            detach=True, name=name, environment=dict(env or {}), mounts=sdk_mounts,
+            labels=dict(labels or {}), network_mode=network_mode,
+        )
+        for key, value in (("runtime", runtime), ("user", user), ("entrypoint", entrypoint),
+                           ("working_dir", working_dir), ("healthcheck", healthcheck), ("shm_size", shm_size)):
+            if value is not None:
+                kwargs[key] = value
+        if restart:
+            kwargs["restart_policy"] = {"Name": restart}
+        hint = None
+        if runtime == "nvidia":
+            hint = "the nvidia runtime must be registered with this engine (JetPack's nvidia-container-runtime)"
+        try:
+            with _errors(f"creating a container from {image}", self.host):
+                kwargs.pop("detach")
+                container = self.client.containers.create(image, command, **kwargs)
+            try:
+                with _errors(f"starting a container from {image}", self.host):
+                    container.start()
+            except DockerError:
+                # a container that failed to start is useless: leave nothing behind
+                self.remove_container(container.id, force=True)
+                raise
+        except DockerError as e:
+            if hint and "runtime" in e.message.lower():
+                e.hint = hint
+            raise
+        return container.id
+
+    def wait(self, container: str, timeout: float | None = None) -> int:
+        """Block until the container exits; returns its exit code."""
+        import requests
+
+        try:
+            with _errors(f"waiting for container {container}", self.host):
+                result = self.api.wait(container, timeout=timeout)
+        except DockerError as e:
+            if isinstance(e.__cause__, (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)) \
+                    and timeout is not None:
+                raise DockerError(f"container {container} still running after {timeout:g}s") from e
+            raise
+        if result.get("Error"):
+            raise DockerError(f"waiting for container {container}: {result['Error']}")
+        return int(result.get("StatusCode", -1))
+
+    def logs(self, container: str, tail: int | str = "all") -> str:
+        with _errors(f"reading logs of {container}", self.host):
+            raw = self.api.logs(container, stdout=True, stderr=True, tail=tail)
+        return raw.decode("utf-8", "replace")
+
+    def stream_logs(self, container: str) -> Iterator[bytes]:
+        with _errors(f"following logs of {container}", self.host):
+            yield from self.api.logs(container, stdout=True, stderr=True, stream=True, follow=True)
+
+    def stop(self, container: str, timeout: int = 10) -> None:
+        with _errors(f"stopping {container}", self.host):
+            self.api.stop(container, timeout=timeout)
+
+    def remove_container(self, container: str, force: bool = True, missing_ok: bool = True) -> None:
+        import docker.errors as de
+
+        try:
+            with _errors(f"removing container {container}", self.host):
+                self.api.remove_container(container, force=force, v=True)
+        except DockerError as e:
+            if missing_ok and isinstance(e.__cause__, de.NotFound):
+                return
+            raise
+
+    def container_state(self, container: str) -> ContainerState:
+        with _errors(f"inspecting container {container}", self.host):
+            d = self.api.inspect_container(container)
+        st = d.get("State") or {}
+        health = (st.get("Health") or {}).get("Status")
+        return ContainerState(
+            id=d["Id"], name=d.get("Name", "").lstrip("/"), status=st.get("Status", ""),
+            health=health, exit_code=st.get("ExitCode") if st.get("Status") in ("exited", "dead") else None,
+            oom_killed=bool(st.get("OOMKilled")), labels=dict((d.get("Config") or {}).get("Labels") or {}),
+            image=(d.get("Config") or {}).get("Image", ""),
+        )
+
+    def health(self, container: str) -> str | None:
+        """starting | healthy | unhealthy, or None when the image has no HEALTHCHECK."""
+        return self.container_state(container).health
+
+    def wait_healthy(self, container: str, timeout: float, interval: float = 0.5) -> ContainerState:
+        """Poll until healthy; DockerError if it turns unhealthy, exits, or times out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.container_state(container)
+            if st.health == "healthy" or (st.health is None and st.status == "running"):
+                return st
+            if st.status in ("exited", "dead") or st.health == "unhealthy":
+                tail = self.logs(container, tail=20).splitlines()
+                raise DockerError(f"container {st.name or container} is {st.health or st.status}"
+                                  + (f" (exit {st.exit_code})" if st.exit_code is not None else "")
+                                  + (", killed for lack of memory" if st.oom_killed else ""), details=tail)
+            if time.monotonic() >= deadline:
+                tail = self.logs(container, tail=20).splitlines()
+                raise DockerError(f"container {st.name or container} not healthy after {timeout:g}s "
+                                  f"(status {st.status}, health {st.health})", details=tail)
+            time.sleep(interval)
+
+    def containers(self, labels: Mapping[str, str] | None = None, all: bool = True) -> list[ContainerState]:
+        filters = {"label": [f"{k}={v}" for k, v in (labels or {}).items()]} if labels else None
+        with _errors("listing containers", self.host):
+            found = self.api.containers(all=all, filters=filters)
+        return [self.container_state(c["Id"]) for c in found]
+
+    def run_to_completion(
+        self,
+        image: str,
+        command: Sequence[str] | str | None = None,
+        on_line: LineCallback | None = None,
+        timeout: float | None = None,
+        keep: bool = False,
+        **run_kwargs,
+    ) -> RunResult:
+        """Run a container to its end, streaming its output line by line to
+        `on_line`; returns exit code and full logs. The container is removed
+        afterwards unless keep=True. On timeout it is killed (DockerError)."""
+        cid = self.run(image, command, **run_kwargs)
+        splitter = _LineSplitter(on_line)
+        stream_error: list[BaseException] = []
+
+        def follow():
+            try:
+                for chunk in self.stream_logs(cid):
+                    splitter.feed(chunk.decode("utf-8", "replace"))
+            except BaseException as e:  # reported below, after the exit code
+                stream_error.append(e)
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        try:
+            try:
+                code = self.wait(cid, timeout=timeout)
+            except DockerError:
+                with contextlib.suppress(DockerError):
+                    self.api.kill(cid)
+                reader.join(5)
+                splitter.close()
+                raise DockerError(f"container from {image} did not finish within {timeout:g}s; killed it",
+                                  details=[ln for ln in splitter.lines if ln.strip()][-15:])
+            reader.join(30)
+            splitter.close()
+            state = self.container_state(cid)
+            logs = "\n".join(splitter.lines)
+            if stream_error and not logs:
+                logs = self.logs(cid)
+            return RunResult(exit_code=code, logs=logs, oom_killed=state.oom_killed)
+        finally:
+            if not keep:
+                self.remove_container(cid, force=True)
+
+
+def _build_hint(error: str) -> str | None:
+    text = error.lower()
+    if "pull access denied" in text or "manifest unknown" in text or "not found" in text:
+        return "the base image is missing and this machine may not pull it: run `kit base` (CPU) or load the L4T base"
+    if "no space left" in text:
+        return "free disk space: docker system prune, or move docker's data-root"
+    return None
+
+
+def _registry_hint(error: str) -> str | None:
+    text = error.lower()
+    if "unauthorized" in text or "denied" in text or "authentication required" in text:
+        return "log in first: docker login REGISTRY (kit reads credentials from the docker config)"
+    if "connection refused" in text or "no such host" in text or "dial tcp" in text:
+        return "the registry is not reachable from the Docker engine; check its address and that it runs"
+    if "http response to https client" in text or "server gave http response" in text:
+        return "this registry speaks plain HTTP: add it to insecure-registries in the engine's daemon.json"
+    return None
+
+
+# ---- docker CLI (compose only) ------------------------------------------------------------
+
+
+_compose_cache: list[list[str]] = []
+
+
+def compose_command() -> list[str]:
+    """`["docker", "compose"]` when that plugin works, else `["docker-compose"]`."""
+    if _compose_cache:
+        return list(_compose_cache[0])
+    candidates = []
+    if shutil.which("docker"):
+        candidates.append(["docker", "compose"])
+    if shutil.which("docker-compose"):
+        candidates.append(["docker-compose"])
+    for argv in candidates:
+        try:
+            probe = subprocess.run(argv + ["version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0:
+            _compose_cache.append(argv)
+            return list(argv)
+    raise DockerError(
+        "docker compose is not available (neither `docker compose` nor `docker-compose` works)",
+        hint="install the compose plugin (apt-get install docker-compose-plugin) or Debian's "
+        "docker-compose (apt-get install docker-compose)",
+    )
