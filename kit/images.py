@@ -1,0 +1,265 @@
+"""Builder and runtime images: build contexts, content digests, labels, builds.
+
+Build contexts are small directories assembled here (never the repo root):
+kit/__init__.py and kit/runtime/** (plus, for the runtime image, the optimized
+model under model/). Every file and directory in a context gets a fixed mode
+and mtime, so the same content always gives the same layer, whatever the
+checkout's timestamps.
+
+Labels describe what was really built: versions seen inside the container
+and engines counted by the audit come from the optimizer's report.json, not
+from what the manifest asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import Callable
+
+import kit
+from kit.errors import KitError
+
+LineCallback = Callable[[str], None]
+
+DOCKER_DIR = Path(__file__).resolve().parent / "docker"
+KIT_PACKAGE = Path(kit.__file__).resolve().parent
+
+# Where things live inside both images (the Dockerfiles say the same).
+KIT_LIB = "/opt/kit/lib"
+MODEL_DIR = "/opt/kit/model"
+RUNTIME_USER = "10001:10001"
+
+# The build args runtime.Dockerfile declares for the serve settings.
+SERVE_BUILD_ARGS = ("KIT_MODEL_NAME", "KIT_MODEL_VERSION", "KIT_SIGNATURE", "KIT_PORT", "KIT_BATCH_SIZES",
+                    "KIT_MAX_BATCH_DELAY", "KIT_MAX_QUEUE")
+
+# 1980-01-01: a fixed mtime for every file put in a build context.
+FIXED_MTIME = 315532800
+
+BUILDER_REPOSITORY = "kit/builder"
+LABEL_BUILDER_KEY = "kit.builder.key"
+
+
+def dockerfile(name: str) -> Path:
+    """kit/docker/<name>.Dockerfile (package data, so it ships with kit)."""
+    path = DOCKER_DIR / f"{name}.Dockerfile"
+    if not path.is_file():
+        raise KitError(f"kit's {path.name} is missing from {DOCKER_DIR}", hint="reinstall kit (pip install -e .)")
+    return path
+
+
+# ---- digests ---------------------------------------------------------------------
+
+
+def _files(root: Path) -> list[tuple[str, Path]]:
+    """(relative posix path, path) of every regular file under root, sorted, skipping bytecode caches."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in filenames:
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            p = Path(dirpath) / name
+            if p.is_file():
+                out.append((p.relative_to(root).as_posix(), p))
+    return sorted(out)
+
+
+def tree_digest(root: Path) -> str:
+    """sha256 over every file's relative path, executable bit and content: "sha256:<hex>".
+
+    The same files give the same digest wherever they sit and whatever their mtimes."""
+    root = Path(root)
+    if not root.is_dir():
+        raise KitError(f"{root} is not a directory")
+    h = hashlib.sha256()
+    for rel, p in _files(root):
+        h.update(rel.encode() + b"\0")
+        h.update(b"x" if os.access(p, os.X_OK) else b"-")
+        fh = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                fh.update(chunk)
+        h.update(fh.digest())
+    return "sha256:" + h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def kit_code_files() -> list[tuple[str, Path]]:
+    """What goes into the images from kit: kit/__init__.py and kit/runtime/**."""
+    files = [("kit/__init__.py", KIT_PACKAGE / "__init__.py")]
+    files += [("kit/runtime/" + rel, p) for rel, p in _files(KIT_PACKAGE / "runtime")]
+    return files
+
+
+def runtime_code_hash() -> str:
+    """Digest of the kit code the images carry (same rules as tree_digest)."""
+    h = hashlib.sha256()
+    for rel, p in kit_code_files():
+        h.update(rel.encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+    return "sha256:" + h.hexdigest()
+
+
+def combine(*parts) -> str:
+    """A cache key from several values (strings, numbers, dicts): "sha256:<hex>"."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+# ---- build contexts -------------------------------------------------------------------
+
+
+def _normalize(root: Path) -> None:
+    """Fixed modes (0644 files, 0755 dirs and executables) and a fixed mtime, bottom-up."""
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            mode = os.lstat(p).st_mode
+            if stat.S_ISLNK(mode):
+                continue
+            os.chmod(p, 0o755 if mode & 0o111 else 0o644)
+            os.utime(p, (FIXED_MTIME, FIXED_MTIME))
+        for name in dirnames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                os.chmod(p, 0o755)
+                os.utime(p, (FIXED_MTIME, FIXED_MTIME))
+    os.chmod(root, 0o755)
+    os.utime(root, (FIXED_MTIME, FIXED_MTIME))
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    for rel, p in _files(src):
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, target)
+        if os.access(p, os.X_OK):
+            os.chmod(target, 0o755)
+
+
+def assemble_context(dest: Path, name: str, model_dir: Path | None = None) -> Path:
+    """Fill the empty directory `dest` with a build context for `name` ("builder"
+    or "runtime"): Dockerfile, kit/, and (runtime) model/. Returns dest."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(dockerfile(name), dest / "Dockerfile")
+    for rel, p in kit_code_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, target)
+    if name == "runtime":
+        if model_dir is None:
+            raise KitError("the runtime image needs the optimized model directory")
+        _copy_tree(Path(model_dir), dest / "model")
+    _normalize(dest)
+    return dest
+
+
+# ---- tags, build args, labels ------------------------------------------------------------
+
+
+def builder_tag(stack_name: str, key: str) -> str:
+    """kit/builder:<stack>-<key12>: one builder per base and kit code version."""
+    return f"{BUILDER_REPOSITORY}:{stack_name}-{key.split(':')[-1][:12]}"
+
+
+def serve_build_args(manifest) -> dict[str, str]:
+    """The KIT_* serve settings runtime.Dockerfile bakes in as ENV."""
+    return {
+        "KIT_MODEL_NAME": manifest.name,
+        "KIT_MODEL_VERSION": _model_version(manifest.version),
+        "KIT_SIGNATURE": manifest.model.signature,
+        "KIT_PORT": str(manifest.serve.port),
+        "KIT_BATCH_SIZES": ",".join(str(b) for b in manifest.optimize.batch_sizes),
+        "KIT_MAX_BATCH_DELAY": _seconds(manifest.serve.max_batch_delay),
+        "KIT_MAX_QUEUE": str(manifest.serve.max_queue),
+    }
+
+
+def _seconds(value: float) -> str:
+    return format(float(value), "g")
+
+
+def _model_version(version: str) -> str:
+    """TF Serving versions are integers: the leading number of the semver ("1.2.0" -> "1")."""
+    head = str(version).split(".")[0]
+    return head if head.isdigit() else "1"
+
+
+def _get(d: dict, *path, default=None):
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return default
+        d = d[key]
+    return d
+
+
+def _text(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def labels_for(manifest, report: dict, model_digest: str, base_ref: str, created: str) -> dict[str, str]:
+    """The image's fingerprint labels, from what the optimizer's report says was built.
+
+    created: when the optimized model was made (the report's time), so the
+    same optimize output always gives the same labels and the same image."""
+    stack = manifest.stack
+    env = report.get("environment") or {}
+    engines = report.get("engines")
+    if isinstance(engines, dict):
+        engines = engines.get("count", engines.get("total"))
+    elif isinstance(engines, list):
+        engines = len(engines)
+    optimization = report.get("optimization") or "native"
+    labels = {
+        "org.opencontainers.image.title": manifest.name,
+        "org.opencontainers.image.version": manifest.version,
+        "org.opencontainers.image.created": created,
+        "org.opencontainers.image.description": f"{manifest.name} {manifest.version} served by kit "
+                                                f"({optimization}, {manifest.profile.name})",
+        "org.opencontainers.image.base.name": base_ref,
+        "org.opencontainers.image.ref.name": manifest.tag,
+        "org.opencontainers.image.vendor": "kit",
+        "org.opencontainers.image.licenses": "NOASSERTION",  # the model's license is not known to kit
+        "kit.version": kit.__version__,
+        "kit.device": manifest.profile.name,
+        "kit.l4t": _text(env.get("l4t") or stack.l4t),
+        "kit.jetpack": _text(env.get("jetpack") or (stack.name if stack.l4t else None)),
+        "kit.tensorrt": _text(env.get("tensorrt")),
+        "kit.cuda": _text(env.get("cuda")),
+        "kit.tensorflow": _text(env.get("tensorflow")),
+        "kit.gpu_arch": _text(manifest.profile.gpu_arch),
+        "kit.precision": _text(report.get("precision") or manifest.optimize.precision),
+        "kit.batch_sizes": _text(report.get("batch_sizes") or list(manifest.optimize.batch_sizes)),
+        "kit.model_digest": model_digest,
+        "kit.optimization": _text(optimization),
+        "kit.engines": _text(engines if engines is not None else 0),
+        "kit.stack": stack.name,
+    }
+    return labels
+
+
+# ---- builds ---------------------------------------------------------------------
+
+
+def build_image(engine, context: Path, tag: str, buildargs: dict | None = None, labels: dict | None = None,
+                on_line: LineCallback | None = None) -> str:
+    """docker build of an assembled context; returns the image id."""
+    return engine.build(str(context), tag=tag, dockerfile="Dockerfile", buildargs=buildargs or {},
+                        labels=labels or {}, on_line=on_line)
