@@ -56,6 +56,31 @@ def print_json(data) -> None:
 # Each command below stays thin: parse, call the core, render.
 
 
+@app.command()
+def base(
+    tensorflow: Optional[str] = typer.Option(
+        None, "--tensorflow", metavar="VERSION", help="TensorFlow version for the CPU base (default: the CPU stack's, 2.17.1)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Rebuild the bases even when present."),
+    json_out: bool = typer.Option(False, "--json", help="Machine output (progress goes to stderr)."),
+):
+    """Assemble the offline CPU bases: Debian (debootstrap) and TensorFlow (wheels from PyPI). Reused when present."""
+    from kit.base import build_bases
+
+    console = err if json_out else out
+
+    def progress(line: str) -> None:
+        console.print(line, style="dim" if line.startswith("  |") else None, markup=False, highlight=False, soft_wrap=True)
+
+    result = build_bases(tensorflow=tensorflow, force=force, progress=progress)
+    if json_out:
+        print_json(result.to_dict())
+        return
+    for b in (result.debian, result.tensorflow):
+        how = "reused" if b.reused else f"built in {b.seconds:.0f}s"
+        out.print(f"[green]ok[/] {b.image}  {how}  {b.size / 1e6:.0f} MB  {b.id[:19]}", highlight=False)
+
+
 def render_error(e: KitError) -> None:
     err.print(f"[bold red]{e.title}:[/] {e.message}", highlight=False, markup=True, soft_wrap=True)
     for line in e.details:

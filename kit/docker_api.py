@@ -387,6 +387,14 @@ class Engine:
         with _errors(f"removing image {ref}", self.host):
             self.api.remove_image(ref, force=force, noprune=False)
 
+    def prune_images(self, labels: Mapping[str, str]) -> int:
+        """Remove untagged images carrying all `labels` (e.g. a build's
+        intermediate stage); returns the bytes reclaimed."""
+        filters = {"dangling": True, "label": [f"{k}={v}" for k, v in labels.items()]}
+        with _errors("removing untagged build images", self.host):
+            result = self.api.prune_images(filters=filters)
+        return int((result or {}).get("SpaceReclaimed") or 0)
+
     def push(self, ref: str, on_line: LineCallback | None = None) -> str:
         """Push `ref`; returns the registry digest ("sha256:..."). Credentials
         come from the docker config file; they are never printed."""

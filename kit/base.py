@@ -1,0 +1,333 @@
+"""Offline base images (`kit base`).
+
+This machine, like an air-gapped site, cannot pull images. kit assembles its
+CPU bases from what it can reach: a Debian root filesystem made by
+debootstrap from a Debian mirror, imported with `docker import`; then
+TensorFlow from wheels that `pip download` fetched on the host and the build
+context carries. Each image is reused when present (cached by name) and is
+tagged only after it has been built and verified, so an interrupted run never
+leaves a half-made final image behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from kit.docker_api import Engine
+from kit.errors import DockerError, KitError, PreflightError, UsageError
+from kit.profiles import CPU_STACK
+
+Progress = Callable[[str], None]
+
+DEBIAN_SUITE = "bookworm"
+DEBIAN_BASE = f"kit/debian-python:{DEBIAN_SUITE}"
+DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+DEBIAN_GLIBC_MINOR = 36  # bookworm ships glibc 2.36: wheels up to manylinux_2_36 run on it
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+TF_BASE_REPOSITORY = CPU_STACK.base_image.rpartition(":")[0]  # "kit/tf-cpu-base"
+TF_BASE_DOCKERFILE = "tf-cpu-base.Dockerfile"
+_INSTALL_STAGE_LABEL = {"kit.build-stage": "tf-cpu-base-install"}
+_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """One base image kit made or found."""
+
+    image: str
+    id: str
+    reused: bool
+    seconds: float  # wall time of this step (lookup only, when reused)
+    size: int
+    python: str
+    tensorflow: str | None = None
+
+
+@dataclass(frozen=True)
+class BasesResult:
+    debian: BaseImage
+    tensorflow: BaseImage
+
+    def to_dict(self) -> dict:
+        return {"debian": asdict(self.debian), "tensorflow": asdict(self.tensorflow)}
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def tf_base_image(tensorflow: str = CPU_STACK.tensorflow) -> str:
+    """The TF CPU base name for a TensorFlow version (the pinned one is the CPU stack's base)."""
+    if tensorflow == CPU_STACK.tensorflow:
+        return CPU_STACK.base_image
+    return f"{TF_BASE_REPOSITORY}:tf{tensorflow}"
+
+
+def cache_dir() -> Path:
+    """Host cache for downloaded wheels: $KIT_CACHE_DIR, else ~/.cache/kit."""
+    env = os.environ.get("KIT_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "kit"
+
+
+def dockerfile_path(name: str) -> Path:
+    """kit ships its Dockerfiles as package data in kit/docker/."""
+    path = Path(__file__).resolve().parent / "docker" / name
+    if not path.is_file():
+        raise KitError(f"kit's {name} is missing from {path.parent}", hint="reinstall kit (pip install -e .)")
+    return path
+
+
+# ---- the Debian base -------------------------------------------------------------------
+
+
+def _debootstrap_preflight() -> str:
+    exe = shutil.which("debootstrap") or next(
+        (p for p in ("/usr/sbin/debootstrap", "/sbin/debootstrap") if os.access(p, os.X_OK)), None)
+    if exe is None:
+        raise PreflightError("debootstrap is not installed; kit needs it to assemble the Debian base offline",
+                             hint="apt-get install debootstrap (or run bash scripts/setup-host)")
+    if os.geteuid() != 0:
+        raise PreflightError("debootstrap must run as root to assemble the Debian base",
+                             hint="run `kit base` as root (sudo), once; the image is reused afterwards")
+    if shutil.which("tar") is None:
+        raise PreflightError("tar is not installed", hint="apt-get install tar")
+    return exe
+
+
+def _python_in_rootfs(root: Path) -> str:
+    """'3.11' from the rootfs' python3 symlink (python3 -> python3.11)."""
+    target = os.readlink(root / "usr/bin/python3") if (root / "usr/bin/python3").is_symlink() else ""
+    m = re.search(r"python(\d+\.\d+)$", target)
+    if not m:
+        raise KitError(f"the debootstrapped root has no usable python3 (usr/bin/python3 -> {target or 'missing'})")
+    return m.group(1)
+
+
+def _tar_chunks(proc: subprocess.Popen, size: int = 1 << 20) -> Iterator[bytes]:
+    while True:
+        chunk = proc.stdout.read(size)
+        if not chunk:
+            return
+        yield chunk
+
+
+def ensure_debian_base(engine: Engine, progress: Progress | None = None, force: bool = False) -> str:
+    """The Debian base image name, assembled with debootstrap if missing."""
+    return debian_base(engine, progress, force).image
+
+
+def debian_base(engine: Engine, progress: Progress | None = None, force: bool = False) -> BaseImage:
+    progress = progress or _quiet
+    start = time.monotonic()
+    if engine.image_exists(DEBIAN_BASE) and not force:
+        info = engine.image_inspect(DEBIAN_BASE)
+        progress(f"{DEBIAN_BASE}: present, reused")
+        return BaseImage(DEBIAN_BASE, info.id, True, time.monotonic() - start, info.size,
+                         info.labels.get("kit.python", ""))
+
+    debootstrap = _debootstrap_preflight()
+    mirror = os.environ.get("KIT_DEBIAN_MIRROR", DEFAULT_MIRROR)
+    work = Path(tempfile.mkdtemp(prefix="kit-debootstrap-", dir=os.environ.get("KIT_TMPDIR")))
+    root = work / "rootfs"
+    temp_tag = f"{DEBIAN_BASE}-tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        progress(f"{DEBIAN_BASE}: debootstrap --variant=minbase {DEBIAN_SUITE} from {mirror} (about a minute)")
+        log_path = work / "debootstrap.log"
+        with open(log_path, "wb") as log:
+            rc = subprocess.run(
+                [debootstrap, "--variant=minbase", "--include=" + ",".join(DEBIAN_PACKAGES),
+                 DEBIAN_SUITE, str(root), mirror],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            ).returncode
+        if rc != 0:
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+            raise KitError(f"debootstrap failed (exit {rc}) while assembling {DEBIAN_BASE}", details=tail,
+                           hint=f"check that {mirror} is reachable, or set KIT_DEBIAN_MIRROR to a Debian mirror")
+        python = _python_in_rootfs(root)
+        progress(f"{DEBIAN_BASE}: root filesystem ready (Python {python}); importing into Docker")
+        # Package lists and downloaded .debs are not needed in the image.
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for p in (root / junk).glob("*"):
+                if p.is_file():
+                    p.unlink()
+        changes = [
+            "ENV LANG=C.UTF-8",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            f"LABEL kit.stack=cpu kit.python={python} kit.debian={DEBIAN_SUITE} "
+            f"org.opencontainers.image.title=kit-debian-python "
+            f"org.opencontainers.image.description=debootstrap-minbase-{DEBIAN_SUITE}-python{python}",
+            'CMD ["python3"]',
+        ]
+        tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        try:
+            engine.import_tarball(_tar_chunks(tar), temp_tag, changes=changes)
+        finally:
+            tar.stdout.close()
+            tar_err = tar.stderr.read().decode(errors="replace")
+            tar_rc = tar.wait()
+        if tar_rc != 0:
+            raise KitError(f"tar of the Debian root failed (exit {tar_rc})", details=tar_err.splitlines()[-5:])
+        _verify_python(engine, temp_tag, python)
+        engine.tag(temp_tag, DEBIAN_BASE)
+        info = engine.image_inspect(DEBIAN_BASE)
+        seconds = time.monotonic() - start
+        progress(f"{DEBIAN_BASE}: built in {seconds:.0f}s ({info.size / 1e6:.0f} MB)")
+        return BaseImage(DEBIAN_BASE, info.id, False, seconds, info.size, python)
+    finally:
+        engine.remove_image(temp_tag)  # only the temporary name; the final tag keeps the image
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _verify_python(engine: Engine, image: str, python: str) -> None:
+    result = engine.run_to_completion(
+        image, ["python3", "-c", "import sys, venv, ssl; print('%d.%d' % sys.version_info[:2])"], timeout=120)
+    lines = result.logs.strip().splitlines()
+    if result.exit_code != 0 or not lines or lines[-1].strip() != python:
+        raise KitError(f"{image}: python3 does not run as expected (exit {result.exit_code})", details=lines[-10:])
+
+
+# ---- the TensorFlow CPU base --------------------------------------------------------------
+
+
+def _manylinux_platforms() -> list[str]:
+    # pip does not expand manylinux_2_X to older tags: list every one bookworm's glibc runs.
+    return ["manylinux2014_x86_64"] + [f"manylinux_2_{m}_x86_64" for m in range(DEBIAN_GLIBC_MINOR, 16, -1)]
+
+
+def download_wheels(tensorflow: str, python: str, progress: Progress | None = None) -> Path:
+    """tensorflow-cpu==X, numpy and their dependencies as wheels for the image's
+    Python, in ~/.cache/kit/wheels/<tf>/ (reused; written atomically)."""
+    progress = progress or _quiet
+    dest = cache_dir() / "wheels" / f"tf{tensorflow}-py{python}"
+    if dest.is_dir() and any(dest.glob("tensorflow_cpu-*.whl")):
+        progress(f"wheels: reused {dest} ({len(list(dest.glob('*.whl')))} wheels)")
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tf{tensorflow}-", dir=dest.parent))
+    try:
+        progress(f"wheels: pip download tensorflow-cpu=={tensorflow} for Python {python} (a few hundred MB)")
+        argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
+                "--only-binary=:all:", "--python-version", python, "--implementation", "cp",
+                "--abi", "cp" + python.replace(".", ""), "--dest", str(tmp)]
+        for plat in _manylinux_platforms():
+            argv += ["--platform", plat]
+        argv += [f"tensorflow-cpu=={tensorflow}", "numpy"]
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            tail = proc.stdout.decode(errors="replace").strip().splitlines()[-12:]
+            raise KitError(f"pip download of tensorflow-cpu=={tensorflow} failed (exit {proc.returncode})",
+                           details=tail, hint="check that PyPI (or your PIP_INDEX_URL mirror) is reachable "
+                           "and that this TensorFlow version has Linux x86-64 wheels for Python " + python)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        size = sum(p.stat().st_size for p in dest.glob("*.whl"))
+        progress(f"wheels: {len(list(dest.glob('*.whl')))} wheels, {size / 1e6:.0f} MB in {dest}")
+        return dest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)  # same filesystem: no copy of a few hundred MB
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def ensure_tf_base(engine: Engine, tensorflow: str = CPU_STACK.tensorflow, progress: Progress | None = None,
+                   force: bool = False) -> str:
+    """The TF CPU base image name, built (with the Debian base under it) if missing."""
+    return tf_base(engine, tensorflow, progress, force).image
+
+
+def tf_base(engine: Engine, tensorflow: str = CPU_STACK.tensorflow, progress: Progress | None = None,
+            force: bool = False, debian: BaseImage | None = None) -> BaseImage:
+    progress = progress or _quiet
+    if not _VERSION.match(tensorflow or ""):
+        raise UsageError(f"--tensorflow must be a full version like {CPU_STACK.tensorflow}, got {tensorflow!r}")
+    image = tf_base_image(tensorflow)
+    start = time.monotonic()
+    if engine.image_exists(image) and not force:
+        info = engine.image_inspect(image)
+        progress(f"{image}: present, reused")
+        return BaseImage(image, info.id, True, time.monotonic() - start, info.size,
+                         info.labels.get("kit.python", ""), info.labels.get("kit.tensorflow", tensorflow))
+
+    debian = debian or debian_base(engine, progress)
+    python = debian.python or engine.image_inspect(DEBIAN_BASE).labels.get("kit.python", "")
+    if python != CPU_STACK.python:
+        raise PreflightError(
+            f"{DEBIAN_BASE} carries Python {python or 'unknown'}, but the CPU stack's wheels are for "
+            f"Python {CPU_STACK.python}",
+            hint=f"rebuild the Debian base from {DEBIAN_SUITE}: kit base --force")
+    wheels = download_wheels(tensorflow, python, progress)
+
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    context = Path(tempfile.mkdtemp(prefix="kit-tf-base-", dir=cache_dir()))
+    temp_tag = f"{image}-tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        (context / "wheels").mkdir()
+        for whl in wheels.glob("*.whl"):
+            _link_or_copy(whl, context / "wheels" / whl.name)
+        shutil.copy2(dockerfile_path(TF_BASE_DOCKERFILE), context / "Dockerfile")
+        progress(f"{image}: docker build (installs the wheels into /opt/kit/venv; a few minutes)")
+        engine.build(
+            str(context), tag=temp_tag, dockerfile="Dockerfile",
+            buildargs={"DEBIAN_BASE": DEBIAN_BASE, "TENSORFLOW": tensorflow, "PYTHON": python},
+            labels={"org.opencontainers.image.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+            on_line=lambda line: progress("  | " + line) if line.strip() else None,
+            nocache=force,
+        )
+        progress(f"{image}: verifying: python -c 'import tensorflow'")
+        result = engine.run_to_completion(
+            temp_tag, ["python", "-c", "import tensorflow as tf; print('tensorflow', tf.__version__)"],
+            env={"TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+        if result.exit_code != 0 or f"tensorflow {tensorflow}" not in result.logs:
+            raise DockerError(f"{temp_tag}: `import tensorflow` failed in the built image (exit {result.exit_code})",
+                              details=result.logs.strip().splitlines()[-12:])
+        engine.tag(temp_tag, image)
+        info = engine.image_inspect(image)
+        seconds = time.monotonic() - start
+        progress(f"{image}: built and verified in {seconds:.0f}s ({info.size / 1e6:.0f} MB)")
+        return BaseImage(image, info.id, False, seconds, info.size, python, tensorflow)
+    finally:
+        engine.remove_image(temp_tag)
+        # The install stage is an untagged image holding the wheels: not needed once built.
+        try:
+            engine.prune_images(_INSTALL_STAGE_LABEL)
+        except DockerError:
+            pass
+        shutil.rmtree(context, ignore_errors=True)
+
+
+# ---- `kit base` ---------------------------------------------------------------------------
+
+
+def build_bases(tensorflow: str | None = None, force: bool = False, progress: Progress | None = None,
+                host: str | None = None) -> BasesResult:
+    """Core of `kit base`: make sure both CPU bases exist (reuse, or build)."""
+    from kit.docker_api import connect
+
+    tensorflow = tensorflow or CPU_STACK.tensorflow
+    if not _VERSION.match(tensorflow):
+        raise UsageError(f"--tensorflow must be a full version like {CPU_STACK.tensorflow}, got {tensorflow!r}")
+    with connect(host) as engine:
+        debian = debian_base(engine, progress, force=force)
+        tf = tf_base(engine, tensorflow, progress, force=force, debian=debian)
+    return BasesResult(debian, tf)
