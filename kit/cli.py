@@ -81,6 +81,32 @@ def base(
         out.print(f"[green]ok[/] {b.image}  {how}  {b.size / 1e6:.0f} MB  {b.id[:19]}", highlight=False)
 
 
+@app.command("build")
+def build_command(
+    manifest: Path = typer.Argument(..., help="The model manifest (kind: Model)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (images, mounts, commands, env); run nothing."),
+    base_image: Optional[str] = typer.Option(None, "--base-image", metavar="REF", help="Override the base image of the builder and runtime images."),
+    no_smoke: bool = typer.Option(False, "--no-smoke", help="Skip the smoke test (run, wait healthy, one prediction)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the build record (or the plan) as JSON; progress goes to stderr."),
+):
+    """Build the image: preflight, builder, optimize on this host, gate, bake, smoke test, record."""
+    from kit import build as kb
+
+    if dry_run:
+        plan = kb.plan(kb.load(manifest, base_image))
+        if json_out:
+            print_json(plan.as_dict())
+        else:
+            kb.render_plan(plan, out)
+        return
+    record = kb.build(manifest, base_image=base_image, smoke=not no_smoke,
+                      reporter=kb.ConsoleReporter(err if json_out else out))
+    if json_out:
+        print_json(record)
+    else:
+        kb.render_summary(record, out)
+
+
 def render_error(e: KitError) -> None:
     err.print(f"[bold red]{e.title}:[/] {e.message}", highlight=False, markup=True, soft_wrap=True)
     for line in e.details:

@@ -41,10 +41,11 @@ EXPOSE ${KIT_PORT}
 USER 10001:10001
 WORKDIR /tmp
 
-# The server's own readiness probe (Python stdlib: no curl in the image).
-# Long start period: loading TF and deserializing engines takes a while on a Nano.
+# The server's own readiness probe (GET /v2/health/ready; Python stdlib, no
+# TF import, no curl in the image). Long start period: loading TF and
+# deserializing engines takes minutes on a Nano.
 HEALTHCHECK --interval=5s --timeout=10s --start-period=300s --retries=3 \
-  CMD ["python3", "-m", "kit.runtime.serve", "--probe"]
+  CMD ["python3", "-m", "kit.runtime.healthcheck"]
 CMD ["python3", "-m", "kit.runtime.serve"]
 
 COPY --chown=10001:10001 model/ /opt/kit/model/

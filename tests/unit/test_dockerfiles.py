@@ -81,7 +81,7 @@ def test_runtime_user_health_and_env():
     words = dict(ins)  # last wins; each is single here except ENV/ARG
     assert words["USER"] == "10001:10001"
     assert "--start-period=" in words["HEALTHCHECK"]
-    assert words["HEALTHCHECK"].endswith('CMD ["python3", "-m", "kit.runtime.serve", "--probe"]')
+    assert words["HEALTHCHECK"].endswith('CMD ["python3", "-m", "kit.runtime.healthcheck"]')
     assert words["CMD"] == '["python3", "-m", "kit.runtime.serve"]'
     env = " ".join(a for w, a in ins if w == "ENV")
     for var in ("TF_GPU_ALLOCATOR=cuda_malloc", "KIT_MODEL_DIR=/opt/kit/model", "KIT_PORT=${KIT_PORT}",
