@@ -107,6 +107,40 @@ def build_command(
         kb.render_summary(record, out)
 
 
+@app.command("validate")
+def validate_command(
+    files: List[Path] = typer.Argument(..., help="Manifest files (kind: Model or Fleet), YAML or JSON."),
+    no_file_checks: bool = typer.Option(False, "--no-file-checks", help="Skip checks that need model.path and sample files to exist."),
+    json_out: bool = typer.Option(False, "--json", help="Print [{file, kind, valid, problems}] as JSON."),
+):
+    """Check manifests against the schema and the device profiles; list every problem with its fix."""
+    from kit.validate import validate_files
+
+    results = validate_files(files, check_files=not no_file_checks)
+    if json_out:
+        print_json([r.to_dict() for r in results])
+    else:
+        from kit.validate_render import render_results
+
+        render_results(results, out)
+    if not all(r.valid for r in results):
+        raise typer.Exit(code=EXIT_INVALID)
+
+
+@app.command("profiles")
+def profiles_command(json_out: bool = typer.Option(False, "--json", help="Print the profiles and their stacks as JSON.")):
+    """List device profiles and the software stack pinned for each."""
+    from kit.profiles import profile_table
+
+    rows = profile_table()
+    if json_out:
+        print_json(rows)
+    else:
+        from kit.validate_render import render_profiles
+
+        render_profiles(rows, out)
+
+
 def render_error(e: KitError) -> None:
     err.print(f"[bold red]{e.title}:[/] {e.message}", highlight=False, markup=True, soft_wrap=True)
     for line in e.details:

@@ -1,0 +1,346 @@
+"""The JSON Schemas (the manifest contract) and their errors in plain words.
+
+jsonschema's own messages ("'x' is not valid under any of the given
+schemas") are for schema authors. Each error here becomes a Problem that
+names the field, says what is wrong and how to fix it, with a "did you
+mean" for misspelt keys and enum values."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match, relevance
+
+from kit.problems import Problem, show
+
+SCHEMA_DIR = Path(__file__).parent / "schema"
+KINDS = ("Model", "Fleet")
+
+
+@lru_cache(maxsize=None)
+def load_schema(kind: str) -> dict:
+    """The JSON Schema of a manifest kind ("Model" or "Fleet")."""
+    with open(SCHEMA_DIR / f"{kind.lower()}.schema.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+@lru_cache(maxsize=None)
+def _validator(kind: str) -> Draft202012Validator:
+    return Draft202012Validator(load_schema(kind))
+
+
+def schema_problems(data, kind: str, position=None) -> list[Problem]:
+    """Every schema problem of a document, most useful first (file order).
+
+    position(path) -> (line, column) places each problem in the file."""
+    position = position or (lambda path: (None, None))
+    root = load_schema(kind)
+    found = []  # (sort key, Problem)
+    missing, suggested = set(), set()
+    for error in _validator(kind).iter_errors(data):
+        for problem, meta in _translate(error, root):
+            if meta and meta[0] == "missing":
+                missing.add(meta[1])
+            elif meta and meta[0] == "suggested":
+                suggested.add(meta[1])
+            line, column = position(problem.path if not meta or meta[0] != "missing" else problem.path[:-1])
+            problem = Problem(problem.path, problem.message, problem.found, problem.fix, line, column)
+            found.append((meta, problem, relevance(error)))
+    out, seen = [], set()
+    for meta, problem, rel in sorted(found, key=lambda t: (t[1].line or 1 << 30, t[1].column or 0, t[2])):
+        # `precison:` gives both "unknown field precison" and "missing precision": say it once.
+        if meta and meta[0] == "missing" and meta[1] in suggested:
+            continue
+        key = (problem.path, problem.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(problem)
+    return out
+
+
+# ---- one jsonschema error -> Problems -----------------------------------------
+
+_TYPE_NAMES = {"object": "a mapping of fields", "array": "a list", "string": "a string", "integer": "a whole number",
+               "number": "a number", "boolean": "true or false", "null": "null"}
+
+
+def _kind_of(value) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "a whole number"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _label(path: tuple) -> str:
+    """`batch_sizes[2]`, `precision`, `the manifest`."""
+    keys = [p for p in path if isinstance(p, str)]
+    if not keys:
+        return "the manifest" if not path else f"item {path[-1]}"
+    label = keys[-1]
+    if path and not isinstance(path[-1], str):
+        label += f"[{path[-1]}]"
+    return label
+
+
+def _field(path: tuple):
+    """The last key name in a path (what the field is), ignoring list indexes."""
+    for p in reversed(path):
+        if isinstance(p, str):
+            return p
+    return None
+
+
+def _example(schema: dict):
+    if "examples" in schema:
+        return schema["examples"][0]
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return next(v for v in schema["enum"] if v is not None)
+    return None
+
+
+def _flow(value) -> str:
+    """A value as YAML flow text (JSON is valid YAML flow)."""
+    if isinstance(value, str) and value.replace("-", "").replace("_", "").replace("/", "").replace(".", "").isalnum() \
+            and not value.replace(".", "").isdigit():
+        return value
+    return json.dumps(value)
+
+
+def _did_you_mean(word, choices) -> str | None:
+    choices = [c for c in choices if isinstance(c, str)]
+    word = str(word)
+    for c in choices:
+        if c.lower() == word.lower():
+            return c
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _home_of(key: str, root: dict) -> list[str]:
+    """Sections whose fields include `key` (for "precision belongs under optimize")."""
+    homes = []
+
+    def visit(schema, path, depth):
+        props = schema.get("properties", {})
+        if key in props and path:
+            homes.append(".".join(path))
+        if depth < 2:
+            for name, sub in props.items():
+                if isinstance(sub, dict) and sub.get("type") == "object":
+                    visit(sub, path + [name], depth + 1)
+
+    visit(root, [], 0)
+    return homes
+
+
+def _translate(error, root: dict):
+    """Yield (Problem, meta) for one jsonschema error; meta marks misspelling pairs."""
+    path = tuple(error.absolute_path)
+    value = error.instance
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    kw = error.validator
+    label = _label(path)
+    field = _field(path)
+
+    if kw == "required":
+        for key in error.validator_value:
+            if isinstance(value, dict) and key not in value:
+                sub = schema.get("properties", {}).get(key, {})
+                parent = f"under {' -> '.join(map(str, path))}" if path else "at the top level"
+                example = _example(sub)
+                if example is not None:
+                    fix = f"add `{key}: {_flow(example)}` {parent}"
+                elif sub.get("type") == "object" and sub.get("required"):
+                    fix = f"add a `{key}:` section {parent} with {', '.join(sub['required'])}"
+                else:
+                    fix = f"add `{key}:` {parent}"
+                yield Problem(path + (key,), f"missing required field '{key}'", None, fix), ("missing", path + (key,))
+        return
+
+    if kw == "additionalProperties" and isinstance(value, dict):
+        allowed = list(schema.get("properties", {}))
+        for key in value:
+            if key in allowed or not isinstance(key, str):  # non-string keys are reported by the reader
+                continue
+            guess = _did_you_mean(key, allowed)
+            homes = [h for h in _home_of(key, root) if h != ".".join(map(str, path))]
+            if guess:
+                fix = f"did you mean '{guess}'?"
+                meta = ("suggested", path + (guess,))
+            elif homes:
+                fix = f"'{key}' belongs under {' or '.join(homes)}; move it there"
+                meta = None
+            else:
+                fix = f"remove it; fields allowed here: {', '.join(allowed)}"
+                meta = None
+            yield Problem(path + (key,), f"unknown field '{key}'", show(key), fix), meta
+        return
+
+    if kw == "type":
+        expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        want = " or ".join(_TYPE_NAMES.get(t, t) for t in expected if t != "null")
+        if "null" in expected:
+            want += " (or null)"
+        if value is None:
+            message = f"{label} is empty; it must be {want}"
+            fix = f"give {label} a value, or remove the line"
+        else:
+            message = f"{label} must be {want}, found {_kind_of(value)}"
+            fix = None
+            if "string" in expected and isinstance(value, (int, float, bool)):
+                fix = f'quote it: {field}: "{value}"' if field else "quote it"
+            elif "integer" in expected and isinstance(value, float):
+                fix = f"use a whole number, e.g. {int(value) if value == value and abs(value) < 1e18 else 1}"
+            elif "integer" in expected or "number" in expected:
+                fix = "write a number without quotes"
+            elif "array" in expected:
+                fix = f"write a list, e.g. {field}: {_flow(_example(schema) or [1])}"
+            elif "object" in expected:
+                fix = f"write {label} as a mapping of fields (key: value lines indented under it)"
+            elif "boolean" in expected:
+                fix = "write true or false"
+        yield Problem(path, message, show(value), fix), None
+        return
+
+    if kw == "enum":
+        choices = [c for c in error.validator_value if c is not None]
+        guess = _did_you_mean(value, choices) if isinstance(value, str) else None
+        listed = ", ".join(map(str, choices))
+        if field == "device":
+            message = f"unknown device profile {show(value)}"
+            fix = f"use one of: {listed} (`kit profiles` describes them)"
+        elif field == "jetpack":
+            message = f"JetPack {show(value)} is not a pinned stack"
+            fix = f"use a pinned JetPack: {listed}"
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                fix += f' (quote it: jetpack: "{choices[0]}")'
+        else:
+            message = f"{show(value)} is not a valid {label}"
+            fix = f"use one of: {listed}"
+        if guess:
+            fix = f"did you mean '{guess}'? ({fix})"
+        yield Problem(path, message, show(value), fix), None
+        return
+
+    if kw == "const":
+        want = error.validator_value
+        if field == "kind":
+            message = f"kind must be {want} in a {want} manifest"
+            fix = f"write `kind: {want}`"
+        else:
+            message = f"{label} must be {want}"
+            fix = f"write `{field}: {want}`"
+        yield Problem(path, message, show(value), fix), None
+        return
+
+    if kw == "pattern":
+        message, fix = _pattern_words(field, value)
+        yield Problem(path, message, show(value), fix), None
+        return
+
+    if kw in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        bound = error.validator_value
+        words = {"minimum": "at least", "exclusiveMinimum": "more than", "maximum": "at most", "exclusiveMaximum": "less than"}[kw]
+        what = "a batch size" if field == "batch_sizes" else label
+        yield Problem(path, f"{what} must be {words} {bound}", show(value), f"use a value {words} {bound}"), None
+        return
+
+    if kw == "minItems":
+        if field == "batch_sizes":
+            yield Problem(path, "no batch sizes: kit builds one TensorRT engine per batch size", show(value),
+                          "list at least one, e.g. batch_sizes: [1, 8]"), None
+        elif field == "devices":
+            yield Problem(path, "no devices: a fleet needs at least one", show(value),
+                          "list devices, each with name, host and device"), None
+        else:
+            yield Problem(path, f"{label} must list at least {error.validator_value}", show(value), "add items"), None
+        return
+
+    if kw == "maxItems":
+        yield Problem(path, f"{label} lists {len(value)} items; at most {error.validator_value} are allowed",
+                      show(value), "remove some"), None
+        return
+
+    if kw == "uniqueItems":
+        dups = sorted({show(v) for i, v in enumerate(value) if any(v == w and type(v) is type(w) for w in value[:i])})
+        yield Problem(path, f"{label} lists {', '.join(dups)} more than once", show(value), "list each value once"), None
+        return
+
+    if kw == "minLength":
+        yield Problem(path, f"{label} must not be empty", show(value), f"give {label} a value, or remove it"), None
+        return
+
+    if kw == "maxLength":
+        yield Problem(path, f"{label} is too long ({len(value)} characters; at most {error.validator_value})",
+                      show(value), "shorten it"), None
+        return
+
+    if kw in ("anyOf", "oneOf"):
+        title = schema.get("title")
+        if title == "size":
+            bad_number = isinstance(value, int) and not isinstance(value, bool)
+            yield Problem(path, f"{label} must be a positive size" if bad_number else f"{label} is not a size",
+                          show(value), "use bytes (e.g. 1073741824) or a number with a unit: 1GiB, 512MiB "
+                          "(B, KiB, MiB, GiB, TiB, KB, MB, GB)"), None
+            return
+        if title == "duration":
+            yield Problem(path, f"{label} is not a duration", show(value),
+                          "use seconds (e.g. 90) or a number with a unit: 2ms, 90s, 2m, 1h"), None
+            return
+        inner = best_match(error.context) if error.context else None
+        if inner is not None:
+            yield from _translate(inner, root)
+            return
+
+    yield Problem(path, error.message, show(value), None), None
+
+
+def _pattern_words(field, value) -> tuple[str, str]:
+    text = str(value)
+    if field == "name":
+        return (f"{show(value)} is not a valid name",
+                "use lowercase letters, digits and dashes, starting with a letter or digit, at most 63 characters, e.g. resnet50")
+    if field == "version":
+        return (f"{show(value)} is not a valid version (it becomes part of the image tag)",
+                "use letters, digits, '_', '.' and '-', not starting with '.' or '-', e.g. \"1.0.0\"")
+    if field == "repository":
+        fix = "a lowercase repository like registry.example.com/vision/resnet50"
+        if ":" in text.rsplit("/", 1)[-1] or "@" in text:
+            fix += "; put the tag in image.tag, not in the repository"
+        return f"{show(value)} is not a valid image repository", fix
+    if field == "tag":
+        return (f"{show(value)} is not a valid image tag",
+                "use letters, digits, '_', '.' and '-', not starting with '.' or '-', at most 128 characters")
+    if field == "base_image":
+        return (f"{show(value)} is not a valid image reference",
+                "use repository[:tag][@sha256:<64 hex digits>], e.g. nvcr.io/nvidia/l4t-tensorflow:r32.4.4-tf2.3-py3")
+    if field == "image":
+        last = text.rsplit("/", 1)[-1]
+        if ":" not in last and "@" not in last:
+            return (f"image {show(value)} has no tag or digest",
+                    "pin the image: repository:tag or repository@sha256:<64 hex digits>, as `kit push` printed it")
+        return (f"{show(value)} is not a valid image reference",
+                "use repository:tag or repository@sha256:<64 hex digits>, with a lowercase repository")
+    if field == "host":
+        scheme = text.split("://", 1)[0] if "://" in text else None
+        what = f"scheme '{scheme}://' is not a docker endpoint" if scheme and scheme not in ("ssh", "tcp", "unix") \
+            else f"{show(value)} is not a docker endpoint"
+        return what, "use ssh://user@host, tcp://host:2376 or unix:///var/run/docker.sock"
+    return f"{show(value)} has the wrong form for {field}", "see the manifest reference in the README"
