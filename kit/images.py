@@ -189,13 +189,14 @@ def serve_build_args(manifest) -> dict[str, str]:
 
 
 def _seconds(value: float) -> str:
-    return format(float(value), "g")
+    """A duration the server parses, in milliseconds: 0.002 -> "2ms"."""
+    return format(round(float(value) * 1000, 6), "g") + "ms"
 
 
 def _model_version(version: str) -> str:
-    """TF Serving versions are integers: the leading number of the semver ("1.2.0" -> "1")."""
-    head = str(version).split(".")[0]
-    return head if head.isdigit() else "1"
+    """TF Serving clients expect an integer version: the manifest's version when it
+    is one, else 1 (the semver stays in the image's labels)."""
+    return str(int(version)) if str(version).isdigit() else "1"
 
 
 def _get(d: dict, *path, default=None):
