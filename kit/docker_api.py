@@ -148,8 +148,17 @@ def _translate(e: BaseException, doing: str, host: str) -> DockerError:
                            hint="the engine may be overloaded or hung; check `docker info` and its log")
     if isinstance(e, de.APIError):
         return DockerError(f"{doing}: the Docker engine refused: {msg}")
+    if "paramiko" in msg:
+        return DockerError(f"{doing}: ssh:// endpoints need the paramiko package", hint="pip install 'docker[ssh]'")
     if _is_unreachable(e):
-        return DockerError(f"no Docker engine answers at {host} ({doing}): {msg}", hint=HINT_START_ENGINE)
+        msg = msg.replace("Error while fetching server API version: ", "")
+        hint = HINT_START_ENGINE
+        if host.startswith("ssh://"):
+            hint = (f"check that `ssh {host[len('ssh://'):]} docker version` works from this machine "
+                    "(keys, known_hosts) and that the device's Docker engine runs")
+        elif host.startswith("tcp://"):
+            hint = f"check that a Docker engine listens at {host} and that it is reachable from here"
+        return DockerError(f"no Docker engine answers at {host} ({doing}): {msg}", hint=hint)
     return DockerError(f"{doing}: {msg}")
 
 
