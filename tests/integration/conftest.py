@@ -1,0 +1,124 @@
+"""Shared Docker fixtures for the integration tests.
+
+- `engine`: the connected engine (session). No engine -> the test skips,
+  unless KIT_REQUIRE_DOCKER=1 (CI, scripts/test), where it FAILS: CI must
+  never go green by skipping the docker tests.
+- `debian_base`, `tf_base`: kit's offline bases, built once per machine
+  (cached by image name, exactly like `kit base`).
+- `throwaway`: unique `kit-test-*` image and container names, removed at
+  teardown whatever the test did.
+
+Any test that uses `engine` is marked `docker` automatically.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+
+import pytest
+
+from kit.docker_api import Engine, connect
+from kit.errors import DockerError
+
+REQUIRE_DOCKER = os.environ.get("KIT_REQUIRE_DOCKER") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "engine" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.docker)
+
+
+def _progress(line: str) -> None:
+    # Visible with -s, and in the captured output of a failing test.
+    print(line, file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="session")
+def engine():
+    try:
+        eng = connect()
+    except DockerError as e:
+        why = f"no Docker engine: {e.message}"
+        if REQUIRE_DOCKER:
+            pytest.fail(f"{why}\n(KIT_REQUIRE_DOCKER=1: docker tests must run here; fix: {e.hint})", pytrace=False)
+        pytest.skip(why)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def debian_base(engine: Engine) -> str:
+    """kit/debian-python:bookworm (debootstrap on first use: about a minute, needs root)."""
+    from kit.base import ensure_debian_base
+
+    return ensure_debian_base(engine, progress=_progress)
+
+
+@pytest.fixture(scope="session")
+def tf_base(engine: Engine) -> str:
+    """kit/tf-cpu-base:tf2.17.1 (first use: wheels download + build, a few minutes)."""
+    from kit.base import ensure_tf_base
+
+    return ensure_tf_base(engine, progress=_progress)
+
+
+class Throwaway:
+    """Unique names for images and containers a test makes; all removed at teardown."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.run_id = uuid.uuid4().hex[:8]
+        self.images: list[str] = []
+        self.containers: list[str] = []
+
+    def image(self, purpose: str = "img") -> str:
+        ref = f"kit-test/{purpose}:{self.run_id}-{len(self.images)}"
+        self.images.append(ref)
+        return ref
+
+    def container(self, purpose: str = "ctr") -> str:
+        name = f"kit-test-{purpose}-{self.run_id}-{len(self.containers)}"
+        self.containers.append(name)
+        return name
+
+    def track_image(self, ref: str) -> str:
+        self.images.append(ref)
+        return ref
+
+    def track_container(self, id_or_name: str) -> str:
+        self.containers.append(id_or_name)
+        return id_or_name
+
+    def cleanup(self) -> list[str]:
+        problems = []
+        for c in reversed(self.containers):
+            try:
+                self.engine.remove_container(c, force=True)
+            except DockerError as e:
+                problems.append(e.message)
+        for ref in reversed(self.images):
+            try:
+                self.engine.remove_image(ref, force=True)
+            except DockerError as e:
+                problems.append(e.message)
+        return problems
+
+
+@pytest.fixture
+def throwaway(engine: Engine):
+    t = Throwaway(engine)
+    yield t
+    problems = t.cleanup()
+    assert not problems, f"teardown could not remove test resources: {problems}"
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (host networking: containers bind it directly)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
