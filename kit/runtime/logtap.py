@@ -1,0 +1,112 @@
+"""Watch the process's own stderr for TF-TRT events while passing it through.
+
+TensorFlow's C++ runtime logs to file descriptor 2 directly, so a Python
+handler cannot see it. StderrTap points fd 2 at a pipe and a thread copies
+every byte back to the original stderr (docker logs keep working) while
+handing each complete line to a callback. The server counts engine builds and
+native-segment fallbacks at runtime this way: either means the deployed
+engines did not cover a request (a build takes ~30 minutes on a Nano).
+
+Line classification comes from kit.runtime.trtlog when that module is
+present (it owns the TF-TRT log patterns); otherwise from the small pattern
+list below.
+"""
+
+import os
+import re
+import threading
+
+ENGINE_BUILD = "engine_build"
+NATIVE_FALLBACK = "native_fallback"
+
+# Used only when kit.runtime.trtlog is absent. The phrases are TF-TRT's own log lines.
+_FALLBACK_PATTERNS = (
+    (ENGINE_BUILD, re.compile(r"Building a new TensorRT engine for")),
+    (NATIVE_FALLBACK, re.compile(r"native segment will be used instead"
+                                 r"|Running native segment for"
+                                 r"|Retrying with native segment for")),
+)
+
+
+def _simple_classify(line):
+    for kind, pattern in _FALLBACK_PATTERNS:
+        if pattern.search(line):
+            return kind
+    return None
+
+
+def line_classifier():
+    """A function line -> ENGINE_BUILD | NATIVE_FALLBACK | None, from trtlog when it exists."""
+    try:
+        from kit.runtime import trtlog
+    except ImportError:
+        return _simple_classify
+    classify = getattr(trtlog, "classify_line", None)
+    if classify is None:
+        return _simple_classify
+
+    def adapted(line):
+        kind = classify(line)
+        kind = getattr(kind, "value", kind)  # an Enum or a string
+        if kind in (ENGINE_BUILD, NATIVE_FALLBACK):
+            return kind
+        return None
+
+    return adapted
+
+
+class StderrTap(object):
+    """Tee file descriptor 2 through a pipe; call on_line(text) for every line."""
+
+    def __init__(self, on_line):
+        self._on_line = on_line
+        self._saved = None
+        self._read_fd = None
+        self._thread = None
+
+    def start(self):
+        self._saved = os.dup(2)
+        self._read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        self._thread = threading.Thread(target=self._pump, name="kit-stderr-tap", daemon=True)
+        self._thread.start()
+        return self
+
+    def _pump(self):
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(self._read_fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            try:
+                os.write(self._saved, chunk)
+            except OSError:
+                pass
+            pending += chunk
+            lines = pending.split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                try:
+                    self._on_line(line.decode("utf-8", "replace"))
+                except Exception:
+                    pass  # a counting bug must never block stderr
+            if len(pending) > 1 << 20:
+                pending = b""
+        if pending:
+            try:
+                self._on_line(pending.decode("utf-8", "replace"))
+            except Exception:
+                pass
+
+    def stop(self, timeout=2.0):
+        """Put the original stderr back and flush what is still in the pipe."""
+        if self._saved is None:
+            return
+        os.dup2(self._saved, 2)  # closes our pipe's write end held by fd 2
+        self._thread.join(timeout)
+        os.close(self._saved)
+        self._saved = None
