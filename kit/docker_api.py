@@ -352,6 +352,13 @@ class Engine:
                 if "error" in chunk:
                     splitter.close()
                     tail = [ln for ln in splitter.lines if ln.strip()][-15:]
+                    base = _failed_from(splitter.lines, buildargs or {})
+                    if base:  # the engine tried to pull a FROM image it does not have
+                        raise DockerError(f"{doing}: base image {base} is not on this engine and could not be "
+                                          f"pulled: {chunk['error'].strip()}", details=tail,
+                                          hint=f"make {base} available first: `kit base` builds kit's CPU bases; "
+                                          "other bases must be loaded (docker load) or pulled from a reachable "
+                                          "registry")
                     raise DockerError(f"{doing}: {chunk['error'].strip()}", details=tail,
                                       hint=_build_hint(chunk["error"]))
         splitter.close()
@@ -622,6 +629,20 @@ class Engine:
         finally:
             if not keep:
                 self.remove_container(cid, force=True)
+
+
+def _failed_from(lines: Sequence[str], buildargs: Mapping[str, str]) -> str | None:
+    """The image of a FROM step when it is the last step the build log reached."""
+    steps = [ln for ln in lines if ln.startswith("Step ")]
+    if not steps:
+        return None
+    instr = steps[-1].split(" : ", 1)[-1].strip()
+    if not instr.upper().startswith("FROM "):
+        return None
+    image = instr.split()[1]
+    for k, v in buildargs.items():
+        image = image.replace("${" + k + "}", v).replace("$" + k, v)
+    return image
 
 
 def _build_hint(error: str) -> str | None:
