@@ -11,7 +11,7 @@ from kit.errors import ManifestError
 from kit.manifest_reader import Document, Unreadable, display_path, read_document
 from kit.problems import Problem, show
 from kit.profiles import PROFILES, DeviceProfile, Stack, stack_for
-from kit.schema_validation import KINDS, schema_problems
+from kit.schema_validation import KINDS, schema_check
 from kit.semantics import Context, semantic_problems
 from kit.units import parse_duration
 
@@ -185,11 +185,11 @@ def inspect(path, check_files: bool = True, expect: str | None = None) -> Inspec
         kind = "Fleet" if "devices" in data else "Model"  # check against the likelier schema
         problems.append(_kind_problem(written_kind, "kind" in data, doc))
 
-    found = schema_problems(data, kind, doc.position)
+    found, rejected = schema_check(data, kind, doc.position)
     if not kind_known and not expect:
         found = [p for p in found if p.path != ("kind",)]
     problems.extend(found)
-    bad_paths = [p.path for p in problems]
+    bad_paths = [p.path for p in problems] + rejected
     for p in semantic_problems(kind, data, file.parent, check_files, bad_paths):
         line, column = doc.position(p.path)
         problems.append(Problem(p.path, p.message, p.found, p.fix, line, column))

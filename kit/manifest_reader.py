@@ -149,7 +149,8 @@ def _parse_json(text: str) -> Document:
         seen = set()
         for k, _ in items:
             if k in seen:
-                doc.problems.append(Problem((k,), f"duplicate key '{k}'", show(k), "keep only one of them"))
+                doc.problems.append(Problem((), f"duplicate key '{k}' in a JSON object", show(k),
+                                            "keep only one of them: JSON readers silently use the last one"))
             seen.add(k)
         return dict(items)
 
@@ -240,7 +241,7 @@ _YAML_FIXES = (
     ("found character '\\t'", "indent with spaces; YAML does not allow tabs there"),
     ("mapping values are not allowed", "a value containing ': ' must be quoted, or the indentation is off"),
     ("could not find expected ':'", "a key is missing its ':' (or a quote is not closed)"),
-    ("expected <block end>", "check the indentation: items of one mapping line up"),
+    ("expected <block end>", "check the indentation (the keys of one mapping line up) and look for an unclosed quote above"),
     ("found undefined alias", "define the anchor (&name) before using it (*name)"),
     ("could not determine a constructor", "remove the YAML tag (!...): manifests are plain YAML"),
     ("found unhashable key", "keys must be plain names"),

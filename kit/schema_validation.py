@@ -37,6 +37,13 @@ def schema_problems(data, kind: str, position=None) -> list[Problem]:
     """Every schema problem of a document, most useful first (file order).
 
     position(path) -> (line, column) places each problem in the file."""
+    return schema_check(data, kind, position)[0]
+
+
+def schema_check(data, kind: str, position=None) -> tuple[list[Problem], list[tuple]]:
+    """(problems to show, every path the schema rejected). A missing field whose
+    misspelling is already reported is not shown twice, but its path still counts
+    as rejected, so semantic checks that read it stay quiet."""
     position = position or (lambda path: (None, None))
     root = load_schema(kind)
     found = []  # (sort key, Problem)
@@ -59,7 +66,7 @@ def schema_problems(data, kind: str, position=None) -> list[Problem]:
         if key not in seen:
             seen.add(key)
             out.append(problem)
-    return out
+    return out, [problem.path for _, problem, _ in found]
 
 
 # ---- one jsonschema error -> Problems -----------------------------------------
