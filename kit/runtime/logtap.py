@@ -7,9 +7,11 @@ handing each complete line to a callback. The server counts engine builds and
 native-segment fallbacks at runtime this way: either means the deployed
 engines did not cover a request (a build takes ~30 minutes on a Nano).
 
-Line classification comes from kit.runtime.trtlog when that module is
-present (it owns the TF-TRT log patterns); otherwise from the small pattern
-list below.
+Line classification comes from kit.runtime.trtlog's parser (it owns the
+TF-TRT log patterns) and falls back to the small pattern list below when that
+module is absent. On TF 2.3 "Building a new TensorRT engine" is an INFO line;
+newer TF logs it at VLOG(1) (TF_CPP_VMODULE=trt_engine_op=1, which also logs
+every engine execution), so the server does not turn that on by itself.
 """
 
 import os
@@ -41,18 +43,21 @@ def line_classifier():
         from kit.runtime import trtlog
     except ImportError:
         return _simple_classify
-    classify = getattr(trtlog, "classify_line", None)
-    if classify is None:
+    parse = getattr(trtlog, "parse", None)
+    if parse is None:
         return _simple_classify
 
-    def adapted(line):
-        kind = classify(line)
-        kind = getattr(kind, "value", kind)  # an Enum or a string
-        if kind in (ENGINE_BUILD, NATIVE_FALLBACK):
-            return kind
+    def classify(line):
+        if "TensorRT" not in line and "native segment" not in line.lower():
+            return None  # cheap pre-filter: almost every line is neither
+        findings = parse(line)
+        if findings.get("engines_built"):
+            return ENGINE_BUILD
+        if findings.get("native_fallbacks"):
+            return NATIVE_FALLBACK
         return None
 
-    return adapted
+    return classify
 
 
 class StderrTap(object):
