@@ -141,6 +141,64 @@ def profiles_command(json_out: bool = typer.Option(False, "--json", help="Print 
         render_profiles(rows, out)
 
 
+@app.command("push")
+def push_command(
+    target: str = typer.Argument(..., metavar="MANIFEST|IMAGE", help="A model manifest (pushes its image_ref) or an image REPOSITORY:TAG."),
+    json_out: bool = typer.Option(False, "--json", help="Print the push record as JSON."),
+):
+    """Push the image to its registry; print and record its digest (.kit/<name>/push.json)."""
+    from kit.fleet.render import render_push
+    from kit.registry import push
+
+    console = err if json_out else out
+    result = push(target, on_line=lambda line: console.print(f"  {line}", style="dim", markup=False, highlight=False))
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        render_push(result, out)
+
+
+@app.command("rollout")
+def rollout_command(
+    fleet: Path = typer.Argument(..., help="The fleet manifest (kind: Fleet)."),
+    image: Optional[str] = typer.Option(None, "--image", metavar="REF", help="Roll out this image instead of the manifest's `image`."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Resolve, read every device and print the plan and compose files; change nothing."),
+    json_out: bool = typer.Option(False, "--json", help="Print the plan or the rollout record as JSON; progress goes to stderr."),
+):
+    """Roll an image out to a fleet by digest: gate, canary, waves, health + smoke, rollback on failure."""
+    from kit.errors import RolloutError
+    from kit.fleet import render
+    from kit.fleet.rollout import rollout
+
+    progress = render.RolloutProgress(err if json_out else out)
+    result = rollout(fleet, image=image, dry_run=dry_run, progress=progress)
+    if json_out:
+        print_json(result.to_dict())
+    elif dry_run:
+        render.render_plan(result, out)
+    else:
+        render.render_rollout(result, out)
+    if not result.ok:
+        raise RolloutError(f"{result.status}: {result.reason}", hint=f"see {result.record_path}; "
+                           "`kit fleet status` shows what each device runs")
+
+
+@fleet_app.command("status")
+def fleet_status_command(
+    fleet: Path = typer.Argument(..., help="The fleet manifest (kind: Fleet)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+):
+    """What each device runs: reachable, running digest, healthy, model version, last rollout."""
+    from kit.fleet.render import render_status
+    from kit.fleet.status import fleet_status
+
+    status = fleet_status(fleet)
+    if json_out:
+        print_json(status.to_dict())
+    else:
+        render_status(status, out)
+
+
 def render_error(e: KitError) -> None:
     err.print(f"[bold red]{e.title}:[/] {e.message}", highlight=False, markup=True, soft_wrap=True)
     for line in e.details:

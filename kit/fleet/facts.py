@@ -1,0 +1,125 @@
+"""Device facts: what a device's Docker engine says it is.
+
+Read over the device's own Docker endpoint (unix://, tcp://, ssh://), never
+assumed from the fleet file. The L4T release comes, in order, from:
+
+  1. the engine label `kit.l4t` (dockerd --label kit.l4t=32.4.4, or "labels"
+     in /etc/docker/daemon.json): the operator states it once per device.
+     The test devices here are amd64 dockerd instances; their L4T label is
+     the one faked fact (there is no Jetson on CI).
+  2. /etc/nv_tegra_release, read by a short container run on the device
+     (bind-mounted read-only) with an image that is already there.
+An engine label `kit.tensorrt` overrides the TensorRT implied by the L4T."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from kit.errors import DockerError
+from kit.manifest import FleetDevice
+
+L4T_LABEL = "kit.l4t"
+TENSORRT_LABEL = "kit.tensorrt"
+NV_TEGRA_RELEASE = "/etc/nv_tegra_release"
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    name: str
+    host: str
+    reachable: bool
+    error: str = ""  # why not reachable
+    architecture: str = ""  # amd64 | arm64
+    docker_version: str = ""
+    runtimes: tuple = ()
+    l4t: str | None = None
+    l4t_detail: str = ""  # where the L4T came from, or why it is unknown
+    tensorrt: str | None = None  # only when the engine states it (label)
+    memory_bytes: int = 0
+    labels: tuple = ()  # engine labels as (key, value) pairs
+
+    @property
+    def nvidia(self) -> bool:
+        return "nvidia" in self.runtimes
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "host": self.host, "reachable": self.reachable, "error": self.error,
+            "architecture": self.architecture, "docker_version": self.docker_version,
+            "runtimes": list(self.runtimes), "nvidia": self.nvidia, "l4t": self.l4t,
+            "l4t_detail": self.l4t_detail, "tensorrt": self.tensorrt, "memory_bytes": self.memory_bytes,
+        }
+
+
+def engine_labels(engine) -> dict:
+    """The engine's own labels (`docker info` Labels: "key=value" strings)."""
+    from kit.docker_api import _errors
+
+    with _errors("info", engine.host):
+        raw = engine.api.info().get("Labels") or []
+    out = {}
+    for item in raw:
+        key, _, value = str(item).partition("=")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def read_facts(engine, device: FleetDevice, probe_image: str | None = None) -> DeviceFacts:
+    """Facts of a connected device. probe_image: an image present on the device
+    used to read /etc/nv_tegra_release when no engine label states the L4T."""
+    info = engine.info()
+    labels = engine_labels(engine)
+    l4t, detail = None, ""
+    if labels.get(L4T_LABEL):
+        l4t, detail = labels[L4T_LABEL], f"engine label {L4T_LABEL}"
+    elif info.architecture == "arm64":
+        l4t, detail = read_release_in_container(engine, probe_image)
+    else:
+        detail = f"{info.architecture} device: no L4T"
+    return DeviceFacts(
+        name=device.name, host=device.host, reachable=True, architecture=info.architecture,
+        docker_version=info.server_version, runtimes=tuple(info.runtimes), l4t=l4t, l4t_detail=detail,
+        tensorrt=labels.get(TENSORRT_LABEL) or None, memory_bytes=info.memory_bytes,
+        labels=tuple(sorted(labels.items())),
+    )
+
+
+def read_release_in_container(engine, image: str | None) -> tuple[str | None, str]:
+    """Read the device's /etc/nv_tegra_release with a throwaway container."""
+    from kit.docker_api import Mount
+    from kit.preflight import parse_nv_tegra_release
+
+    if not image:
+        return None, (f"no image on the device to read {NV_TEGRA_RELEASE} with; "
+                      f"set the engine label {L4T_LABEL}=<release> on the device")
+    try:
+        result = engine.run_to_completion(
+            image, ["cat", "/kit-host/nv_tegra_release"], entrypoint=[], timeout=60,
+            mounts=[Mount(NV_TEGRA_RELEASE, "/kit-host/nv_tegra_release", read_only=True)],
+        )
+    except DockerError as e:
+        return None, f"cannot read {NV_TEGRA_RELEASE} on the device: {e.message}"
+    if result.exit_code != 0:
+        return None, f"cannot read {NV_TEGRA_RELEASE} on the device (exit {result.exit_code})"
+    try:
+        return parse_nv_tegra_release(result.logs), f"{NV_TEGRA_RELEASE} on the device"
+    except ValueError:
+        return None, f"{NV_TEGRA_RELEASE} on the device is not an L4T release file"
+
+
+def unreachable(device: FleetDevice, error: DockerError | str) -> DeviceFacts:
+    message = error.message if isinstance(error, DockerError) else str(error)
+    return DeviceFacts(name=device.name, host=device.host, reachable=False, error=message)
+
+
+@contextlib.contextmanager
+def connected(device: FleetDevice, timeout: int = 60):
+    """A connection to the device's engine, closed afterwards."""
+    from kit.docker_api import connect
+
+    engine = connect(device.host, timeout=timeout)
+    try:
+        yield engine
+    finally:
+        engine.close()

@@ -1,0 +1,464 @@
+"""`kit rollout`: one image, pinned to its digest, onto every device of a fleet.
+
+  resolve   the image's registry digest, ONCE, and its config (labels, health
+            probe, env). Registry down: fail here, before any device is touched.
+  plan      per device, read-only: connect, read facts, gate on the image's
+            fingerprint, render its compose file. Refused and unreachable
+            devices are never touched; devices already running the digest,
+            healthy, with the same compose file are "unchanged".
+  canary    the first `rollout.canary` devices to update, then waves of
+            `rollout.max_parallel` devices in parallel (threads). A wave starts
+            only when every device of the one before is done.
+  device    pull by digest (the old model keeps serving meanwhile), keep the
+            running compose file as last-good, `compose up -d` with DOCKER_HOST
+            set to the device, wait healthy (rollout.health_timeout), send one
+            smoke prediction, record last-good = the new file.
+  failure   on_failure=rollback: every device this rollout touched gets its
+            last-good file back (or `compose down` if nothing ran before) and the
+            rollout stops; halt: stop, touch nothing else.
+
+The record (.kit/fleet/<fleet>/rollout.json) is rewritten atomically after
+every step, so a rollout killed at any point says where it stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from kit.errors import DockerError, KitError, RolloutError, UsageError
+from kit.fleet import compose
+from kit.fleet import state as st
+from kit.fleet.facts import DeviceFacts, connected, read_facts, unreachable
+from kit.fleet.gate import Decision, Fingerprint, check
+from kit.fleet.status import Deployment, container_detail, deployment
+from kit.manifest import FleetDevice, FleetManifest
+
+# progress(device, phase, message): called from worker threads, one call per step.
+Progress = Callable[[str, str, str], None]
+
+DEFAULT_PORT = 8501
+DEFAULT_START_PERIOD = 300.0  # seconds: a Nano loading TF and engines is slow
+SMOKE_TIMEOUT = 60.0
+POLL = 0.5  # seconds between container state reads while waiting for health
+
+UPDATE, UNCHANGED, REFUSED, UNREACHABLE = "update", "unchanged", "refused", "unreachable"
+
+
+def _quiet(device: str, phase: str, message: str) -> None:
+    pass
+
+
+@dataclass
+class DevicePlan:
+    device: FleetDevice
+    action: str  # update | unchanged | refused | unreachable
+    reason: str = ""
+    port: int = DEFAULT_PORT
+    facts: DeviceFacts | None = None
+    running: str | None = None  # repository@sha256 running now
+    healthy: bool | None = None
+    compose_text: str | None = None
+    command: list = field(default_factory=list)
+    force_recreate: bool = False
+
+    def to_dict(self) -> dict:
+        return {"device": self.device.name, "host": self.device.host, "profile": self.device.device,
+                "action": self.action, "reason": self.reason, "port": self.port, "running": self.running,
+                "healthy": self.healthy, "facts": self.facts.to_dict() if self.facts else None,
+                "command": self.command, "compose": self.compose_text}
+
+
+@dataclass
+class RolloutResult:
+    fleet: str
+    image: str
+    digest_ref: str
+    dry_run: bool
+    status: str  # planned (dry run) | done | partial | rolled-back | halted | failed
+    reason: str
+    plans: list
+    record: st.RolloutRecord | None = None
+    record_path: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("done", "planned")
+
+    def to_dict(self) -> dict:
+        d = {"fleet": self.fleet, "image": self.image, "digest_ref": self.digest_ref, "dry_run": self.dry_run,
+             "status": self.status, "reason": self.reason, "record_path": self.record_path,
+             "plan": [p.to_dict() for p in self.plans]}
+        if self.record is not None:
+            d["record"] = self.record.to_dict()
+        return d
+
+
+def device_address(host: str) -> str:
+    """Where the device's model port is reached from here: 127.0.0.1 for a local
+    unix socket, else the endpoint's host name (tcp://HOST:2375, ssh://user@HOST)."""
+    if host.startswith("unix://") or host.startswith("npipe://"):
+        return "127.0.0.1"
+    parsed = urllib.parse.urlparse(host)
+    return parsed.hostname or "127.0.0.1"
+
+
+# ---- smoke -----------------------------------------------------------------------------
+
+
+_ZERO = {"DT_STRING": "", "DT_BOOL": False}
+
+
+def _example(tensor: dict):
+    """Zeros of one example of a TF Serving metadata tensor (unknown dims as 1)."""
+    dims = [int(d.get("size", -1)) for d in (tensor.get("tensor_shape") or {}).get("dim", [])]
+    zero = _ZERO.get(tensor.get("dtype"), 0.0 if "FLOAT" in str(tensor.get("dtype")) or
+                     "DOUBLE" in str(tensor.get("dtype")) or "HALF" in str(tensor.get("dtype")) else 0)
+    value = zero
+    for d in reversed(dims[1:]):
+        value = [value] * (d if d > 0 else 1)
+    return value
+
+
+def _http_json(url: str, payload: dict | None = None, timeout: float = SMOKE_TIMEOUT) -> dict:
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        body = e.read().decode("utf-8", "replace")[:300]
+        raise RolloutError(f"{url} answered {e.code}: {body}") from e
+    except (OSError, ValueError) as e:
+        raise RolloutError(f"{url}: {e}") from e
+
+
+def smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT) -> dict:
+    """One real prediction: zeros shaped like the default signature's inputs
+    (from the server's TF Serving metadata), batch of one."""
+    base = f"http://{address}:{port}/v1/models/{model}"
+    meta = _http_json(base + "/metadata", timeout=timeout)
+    sigs = ((meta.get("metadata") or {}).get("signature_def") or {}).get("signature_def") or {}
+    name = "serving_default" if "serving_default" in sigs else next(iter(sigs), None)
+    if name is None:
+        raise RolloutError(f"{base}/metadata lists no signature")
+    inputs = {key: [_example(t)] for key, t in (sigs[name].get("inputs") or {}).items()}
+    body = _http_json(base + ":predict", {"signature_name": name, "inputs": inputs}, timeout=timeout)
+    if "error" in body or not ("outputs" in body or "predictions" in body):
+        raise RolloutError(f"smoke prediction on {base} gave no outputs: {str(body)[:200]}")
+    return body
+
+
+# ---- the rollout -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _fleet_lock(root: Path):
+    """One rollout per fleet at a time (on this machine)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another `kit rollout` of this fleet is running (lock {root / 'lock'})",
+                             hint="wait for it to finish") from None
+        yield
+
+
+class _Rollout:
+    def __init__(self, fleet: FleetManifest, resolved, progress: Progress | None):
+        self.fleet = fleet
+        self.resolved = resolved
+        self.digest_ref = resolved.digest_ref
+        self.fp = Fingerprint.from_labels(resolved.labels, resolved.architecture)
+        self.progress = progress or _quiet
+        self.root = st.fleet_dir(fleet.file, fleet.name)
+        self.timeout = float(fleet.rollout.health_timeout)
+        self.model = resolved.env.get("KIT_MODEL_NAME") or "model"
+        self.store: st.RecordStore | None = None
+        self.rollback_to: dict[str, str | None] = {}  # touched device -> compose text to restore (None: down)
+        self._lock = threading.Lock()
+
+    # -- plan (read-only) --
+
+    def spec(self, device: FleetDevice, port: int, image: str | None = None, health=None, nvidia=None):
+        profile_jetson = device.device != "cpu"
+        start = self.resolved.health_start_period or DEFAULT_START_PERIOD
+        mem = None
+        if self.fp is not None and self.fp.memory_limit:
+            from kit.profiles import MEMORY_RESERVE_BYTES
+
+            # TF's GPU memory limit plus room for the Python process around it
+            mem = self.fp.memory_limit + MEMORY_RESERVE_BYTES
+        return compose.ServiceSpec(
+            fleet=self.fleet.name, device=device.name, image=image or self.digest_ref, port=port,
+            nvidia=profile_jetson if nvidia is None else nvidia,
+            health_test=tuple(health or self.resolved.health_test or compose.DEFAULT_HEALTH_TEST),
+            start_period=start, mem_limit=mem)
+
+    def plan_device(self, device: FleetDevice, dry_run: bool) -> DevicePlan:
+        self.progress(device.name, "facts", f"connecting to {device.host}")
+        port = int(device.port or self.resolved.env.get("KIT_PORT") or DEFAULT_PORT)
+        text = compose.render(self.spec(device, port))
+        files = st.DeviceFiles(self.root, device.name)
+        argv = compose.up_argv(self.fleet.name, files.current)
+        try:
+            with connected(device, timeout=30) as engine:
+                dep = deployment(engine, self.fleet.name)
+                probe = dep.image if dep.exists else None
+                facts = read_facts(engine, device, probe_image=probe)
+                if (facts.l4t is None and facts.architecture == "arm64" and facts.nvidia and not dry_run
+                        and self.fp is not None and self.fp.jetson):
+                    # Nothing of ours runs there to read the release with: pull the
+                    # image (that changes nothing that runs) and read it with that.
+                    self.progress(device.name, "facts", "pulling the image to read /etc/nv_tegra_release")
+                    engine.pull(self.digest_ref)
+                    facts = read_facts(engine, device, probe_image=self.digest_ref)
+        except DockerError as e:
+            self.progress(device.name, "facts", f"unreachable: {e.message}")
+            return DevicePlan(device, UNREACHABLE, reason=f"unreachable: {e.message}", port=port,
+                              facts=unreachable(device, e))
+        plan = DevicePlan(device, UPDATE, port=port, facts=facts, running=dep.image, healthy=dep.healthy
+                          if dep.exists else None, compose_text=text, command=argv)
+        decision: Decision = check(self.fp, device, facts)
+        if not decision.ok:
+            plan.action, plan.reason = REFUSED, decision.reason
+            self.progress(device.name, "gate", f"refused: {decision.reason}")
+            return plan
+        current = files.read(files.current)
+        if dep.exists and dep.image == self.digest_ref and dep.healthy and current in (None, text):
+            plan.action, plan.reason = UNCHANGED, "already runs this digest and is healthy"
+            if current is None and not dry_run:  # state dir lost: adopt what runs
+                files.write_current(text)
+                files.write_last_good(text)
+        elif dep.exists and dep.image == self.digest_ref:
+            plan.reason = "compose file changed" if dep.healthy else "runs this digest but is not healthy"
+            plan.force_recreate = not dep.healthy
+            plan.command = compose.up_argv(self.fleet.name, files.current, force_recreate=plan.force_recreate)
+        else:
+            plan.reason = f"runs {dep.image}" if dep.exists else "runs nothing of this fleet"
+        self.progress(device.name, "gate", f"{plan.action}: {plan.reason}")
+        return plan
+
+    def plan(self, dry_run: bool) -> list[DevicePlan]:
+        devices = list(self.fleet.devices)
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(devices)))) as pool:
+            return list(pool.map(lambda d: self.plan_device(d, dry_run), devices))
+
+    # -- update one device --
+
+    def _step(self, name: str, phase: str, message: str) -> None:
+        self.store.device(name, phase=phase)
+        self.progress(name, phase, message)
+
+    def _rollback_text(self, engine, plan: DevicePlan, files: st.DeviceFiles, dep: Deployment) -> str | None:
+        """The compose file that restores what runs now (None: nothing runs, roll back with `down`).
+        Keeps it as last-good when what runs now is healthy."""
+        current, last_good = files.read(files.current), files.read(files.last_good)
+        if dep.exists and dep.healthy:
+            if compose.image_of(current) == dep.image:
+                text = current
+            elif compose.image_of(last_good) == dep.image:
+                text = last_good
+            else:  # deployed by another machine or state lost: describe the running container
+                text = self._describe_running(engine, plan, dep)
+            files.write_last_good(text)
+            return text
+        if last_good:
+            return last_good
+        if dep.exists and current:
+            return current
+        return None
+
+    def _describe_running(self, engine, plan: DevicePlan, dep: Deployment) -> str:
+        d = container_detail(engine, dep.container)
+        cfg, host_cfg = d.get("Config") or {}, d.get("HostConfig") or {}
+        env = dict(item.partition("=")[::2] for item in cfg.get("Env") or [])
+        port = int(env.get("KIT_PORT") or plan.port)
+        health = (cfg.get("Healthcheck") or {}).get("Test")
+        return compose.render(self.spec(plan.device, port, image=dep.image, health=health,
+                                        nvidia=host_cfg.get("Runtime") == "nvidia"))
+
+    def wait_healthy(self, engine, image: str) -> Deployment:
+        """Until the fleet's container on this engine runs `image` and is healthy.
+        Fails early when it turns unhealthy, exits or restarts."""
+        deadline = time.monotonic() + self.timeout
+        dep = Deployment()
+        while True:
+            dep = deployment(engine, self.fleet.name)
+            if dep.exists and dep.image == image:
+                if dep.status == "running" and dep.health == "healthy":
+                    return dep
+                if dep.health == "unhealthy" or dep.restart_count > 0 or dep.status in ("exited", "dead"):
+                    tail = engine.logs(dep.container, tail=10).splitlines()
+                    raise RolloutError(
+                        f"the container is {dep.health if dep.health == 'unhealthy' else dep.status}"
+                        + (f" (exit {dep.exit_code})" if dep.status != "running" else "")
+                        + (f", restarted {dep.restart_count} times" if dep.restart_count else ""), details=tail)
+            if time.monotonic() >= deadline:
+                state = f"status {dep.status}, health {dep.health}" if dep.exists else "no container"
+                raise RolloutError(f"not healthy within {self.timeout:g}s ({state})")
+            time.sleep(POLL)
+
+    def update_device(self, plan: DevicePlan, wave: int) -> bool:
+        name, host = plan.device.name, plan.device.host
+        files = st.DeviceFiles(self.root, name)
+        self.store.device(name, result=st.RUNNING, wave=wave, started_at=st.now(), phase="connect")
+        self.progress(name, "connect", f"wave {wave}: connecting to {host}")
+        phase = "connect"
+        try:
+            with connected(plan.device, timeout=60) as engine:
+                dep = deployment(engine, self.fleet.name)
+                self.store.device(name, before=dep.image, after=dep.image)
+                phase = "pull"
+                self._step(name, phase, f"pulling {self.digest_ref}")
+                engine.pull(self.digest_ref)
+                rollback = self._rollback_text(engine, plan, files, dep)
+                phase = "up"
+                self._step(name, phase, " ".join(plan.command))
+                with self._lock:
+                    self.rollback_to[name] = rollback
+                files.write_current(plan.compose_text)
+                self.store.device(name, after=self.digest_ref)
+                compose.run_compose(compose.up_argv(self.fleet.name, files.current, plan.force_recreate), host)
+                phase = "health"
+                self._step(name, phase, f"waiting up to {self.timeout:g}s for healthy")
+                self.wait_healthy(engine, self.digest_ref)
+                phase = "smoke"
+                address = device_address(host)
+                self._step(name, phase, f"one prediction on http://{address}:{plan.port}")
+                smoke(address, plan.port, self.model)
+                files.write_last_good(plan.compose_text)
+        except KitError as e:
+            touched = name in self.rollback_to
+            note = "" if touched else "; not touched"
+            self.store.device(name, result=st.FAILED, reason=f"{phase}: {e.message}{note}", finished_at=st.now())
+            self.progress(name, "failed", f"{phase}: {e.message}{note}")
+            return False
+        self.store.device(name, result=st.DONE, reason="", phase="done", finished_at=st.now())
+        self.progress(name, "done", f"runs {self.digest_ref}, healthy, smoke prediction answered")
+        return True
+
+    def rollback_device(self, plan: DevicePlan, why: str) -> None:
+        name, host = plan.device.name, plan.device.host
+        files = st.DeviceFiles(self.root, name)
+        text = self.rollback_to[name]
+        rec = self.store.record.devices[name]
+        reason = rec.reason if rec.result == st.FAILED else why
+        self._step(name, "rollback", "restoring last-good" if text else "nothing ran before: compose down")
+        try:
+            with connected(plan.device, timeout=60) as engine:
+                if text is None:
+                    compose.run_compose(compose.down_argv(self.fleet.name, files.current), host)
+                    after = None
+                else:
+                    files.write_current(text)
+                    after = compose.image_of(text)
+                    compose.run_compose(compose.up_argv(self.fleet.name, files.current), host)
+                    self.wait_healthy(engine, after)
+        except KitError as e:
+            self.store.device(name, result=st.FAILED, reason=f"{reason}; rollback failed: {e.message}",
+                              finished_at=st.now())
+            self.progress(name, "failed", f"rollback failed: {e.message}")
+            return
+        self.store.device(name, result=st.ROLLED_BACK, reason=reason, after=after, finished_at=st.now())
+        self.progress(name, "rolled-back", f"runs {after or 'nothing (as before)'}")
+
+    # -- waves --
+
+    def run(self, plans: list[DevicePlan], image: str) -> st.RolloutRecord:
+        record = st.RolloutRecord(fleet=self.fleet.name, image=image, digest_ref=self.digest_ref,
+                                  on_failure=self.fleet.rollout.on_failure)
+        for p in plans:
+            rec = st.DeviceRecord(name=p.device.name, host=p.device.host, before=p.running, after=p.running)
+            if p.action == REFUSED:
+                rec.result, rec.reason, rec.phase = st.REFUSED, p.reason, "gate"
+            elif p.action == UNREACHABLE:
+                rec.result, rec.reason, rec.phase = st.UNTOUCHED, p.reason, "facts"
+            elif p.action == UNCHANGED:
+                rec.result, rec.reason, rec.phase = st.UNCHANGED, p.reason, "gate"
+            record.devices[p.device.name] = rec
+        self.store = st.RecordStore(self.root / "rollout.json", record)
+        self.store.save()
+
+        todo = [p for p in plans if p.action == UPDATE]
+        canary = max(0, int(self.fleet.rollout.canary))
+        width = max(1, int(self.fleet.rollout.max_parallel))
+        waves = plan_waves(todo, canary, width)
+
+        failed: list[str] = []
+        for number, wave in enumerate(waves):
+            with ThreadPoolExecutor(max_workers=len(wave)) as pool:
+                ok = list(pool.map(lambda p: self.update_device(p, number), wave))
+            failed = [p.device.name for p, good in zip(wave, ok) if not good]
+            if failed:
+                break
+
+        if not failed:
+            partial = [r for r in record.devices.values() if r.result in (st.REFUSED, st.UNTOUCHED)]
+            status = "partial" if partial else "done"
+            reason = (f"{len(partial)} device(s) not updated: " + ", ".join(f"{r.name} ({r.result})" for r in partial)
+                      if partial else "")
+            self.store.finish(status, reason)
+            return record
+
+        first = failed[0]
+        cause = f"{'canary ' if record.devices[first].wave == 0 and canary else ''}{first} failed " \
+                f"({record.devices[first].reason})"
+        for r in record.devices.values():
+            if r.result == st.PENDING:
+                r.result, r.reason = st.UNTOUCHED, f"rollout stopped: {first} failed"
+        self.store.save()
+        if self.fleet.rollout.on_failure == "rollback":
+            touched = [p for p in todo if p.device.name in self.rollback_to]
+            with ThreadPoolExecutor(max_workers=max(1, min(width, len(touched) or 1))) as pool:
+                list(pool.map(lambda p: self.rollback_device(p, f"rolled back: {cause}"), touched))
+            bad = [r.name for r in record.devices.values() if r.result == st.FAILED and r.name in self.rollback_to
+                   and "rollback failed" in r.reason]
+            status = "failed" if bad else "rolled-back"
+            self.store.finish(status, cause + (f"; rollback failed on {', '.join(bad)}" if bad else ""))
+        else:
+            self.store.finish("halted", cause)
+        return record
+
+
+def plan_waves(items: list, canary: int, width: int) -> list[list]:
+    """Canary devices first (in groups of at most `width`), then the rest in waves of `width`."""
+    n = min(max(0, canary), len(items))
+    head, tail = items[:n], items[n:]
+    return [head[i:i + width] for i in range(0, len(head), width)] + \
+        [tail[i:i + width] for i in range(0, len(tail), width)]
+
+
+def rollout(fleet_path: str | Path, image: str | None = None, dry_run: bool = False,
+            progress: Progress | None = None) -> RolloutResult:
+    from kit.manifest import load_fleet
+    from kit.registry import resolve
+
+    fleet = load_fleet(Path(fleet_path))
+    ref = image or fleet.image
+    if not ref:
+        raise UsageError("no image to roll out", hint="set `image:` in the fleet manifest or pass --image")
+    # Resolve ONCE, before any device: a registry that is down stops everything here.
+    (progress or _quiet)("*", "resolve", f"resolving {ref} to a digest")
+    resolved = resolve(ref)
+    (progress or _quiet)("*", "resolve", f"{ref} is {resolved.digest_ref}")
+    run = _Rollout(fleet, resolved, progress)
+    if dry_run:
+        plans = run.plan(dry_run=True)
+        return RolloutResult(fleet.name, ref, resolved.digest_ref, True, "planned", "", plans)
+    with _fleet_lock(run.root):
+        plans = run.plan(dry_run=False)
+        record = run.run(plans, ref)
+    return RolloutResult(fleet.name, ref, resolved.digest_ref, False, record.status, record.reason, plans,
+                         record, str(run.root / "rollout.json"))

@@ -1,0 +1,202 @@
+"""Registry side of kit: push by digest, resolve references to digests.
+
+A tag moves; a digest names exactly one image. `kit push` records the digest
+the registry returned, and `kit rollout` resolves its image to a digest once,
+so every device runs `repository@sha256:...`. Credentials come from the docker
+config (the SDK reads it, credential helpers included); kit never prints or
+stores them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kit.errors import DockerError, UsageError
+from kit.fleet.state import now, write_json_atomic
+
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_UNREACHABLE = ("connection refused", "no such host", "dial tcp", "i/o timeout", "no route to host",
+                "connection reset", "server misbehaving", "eof")
+
+
+def split_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """"reg:5000/a/b:tag" -> (repository, tag, None); "repo@sha256:.." -> (repository, None, digest)."""
+    if "@" in ref:
+        repo, _, digest = ref.partition("@")
+        return repo, None, digest
+    repo, sep, tag = ref.rpartition(":")
+    if sep and "/" not in tag:
+        return repo, tag, None
+    return ref, None, None
+
+
+def registry_of(repository: str) -> str:
+    """The registry address part of a repository (docker's rule: a dot, a colon or localhost)."""
+    first, sep, _ = repository.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def _registry_error(e: DockerError, repository: str, doing: str) -> DockerError:
+    """Name the registry's address when it could not be reached."""
+    text = (e.message or "").lower()
+    if any(s in text for s in _UNREACHABLE):
+        return DockerError(f"registry {registry_of(repository)} is unreachable ({doing}): {e.message}",
+                           hint=f"start the registry or fix the address in {repository}; the Docker engine "
+                                f"must reach it", details=e.details)
+    return e
+
+
+# ---- push ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushResult:
+    name: str
+    source: str  # the local image that was pushed
+    ref: str  # repository:tag
+    repository: str
+    tag: str
+    digest: str  # sha256:...
+    digest_ref: str  # repository@sha256:...
+    record: str  # path of push.json
+    pushed_at: str = field(default_factory=now)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def push(target: str, state_root: Path | None = None, on_line=None, engine=None) -> PushResult:
+    """Push a model manifest's image (ModelManifest.image_ref) or an image ref.
+
+    Records the digest in <manifest dir or state_root or cwd>/.kit/<name>/push.json."""
+    from kit.docker_api import connect
+
+    path = Path(target)
+    if path.is_file() or target.endswith((".yaml", ".yml", ".json")):
+        from kit.manifest import load_model
+
+        manifest = load_model(path, check_files=False)
+        source = ref = manifest.image_ref
+        name = manifest.name
+        root = manifest.file.parent
+    else:
+        repo, tag, digest = split_ref(target)
+        if digest or not tag:
+            raise UsageError(f"push needs a tagged image (repository:tag), got {target!r}",
+                             hint="give the image as REPOSITORY:TAG, or the model manifest (kit.yaml)")
+        source = ref = target
+        name = None
+        root = Path.cwd()
+    repository, tag, _ = split_ref(ref)
+    own = engine is None
+    engine = engine or connect()
+    try:
+        if not engine.image_exists(source):
+            raise DockerError(f"image {source} is not on this Docker engine ({engine.host})",
+                              hint="build it first: kit build MANIFEST")
+        if name is None:
+            labels = engine.image_inspect(source).labels
+            name = labels.get("org.opencontainers.image.title") or repository.rsplit("/", 1)[-1]
+        try:
+            digest = engine.push(ref, on_line=on_line)
+        except DockerError as e:
+            raise _registry_error(e, repository, f"pushing {ref}") from e
+    finally:
+        if own:
+            engine.close()
+    if not DIGEST_RE.match(digest):
+        raise DockerError(f"pushing {ref}: the registry returned an unexpected digest {digest!r}")
+    record = Path(state_root or root) / ".kit" / name / "push.json"
+    result = PushResult(name=name, source=source, ref=ref, repository=repository, tag=tag, digest=digest,
+                        digest_ref=f"{repository}@{digest}", record=str(record))
+    write_json_atomic(record, result.to_dict())
+    return result
+
+
+# ---- resolve ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """An image pinned to its registry digest, with what rollouts need from its config."""
+
+    ref: str  # as asked for
+    repository: str
+    digest: str
+    labels: dict
+    architecture: str
+    health_test: tuple  # the image's HEALTHCHECK test ("CMD", ...); () when it has none
+    env: dict  # the image's ENV
+    health_start_period: float = 0.0  # the HEALTHCHECK's start period, seconds (0: none given)
+
+    @property
+    def digest_ref(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+
+def distribution_digest(engine, ref: str) -> str:
+    """The registry's manifest digest for `ref`, asked through the engine (which
+    holds the registry's TLS/insecure settings; credentials from the docker config)."""
+    from kit.docker_api import _errors
+
+    repository, _, _ = split_ref(ref)
+    try:
+        with _errors(f"asking the registry for {ref}", engine.host):
+            data = engine.api.inspect_distribution(ref)
+    except DockerError as e:
+        raise _registry_error(e, repository, f"resolving {ref}") from e
+    digest = ((data or {}).get("Descriptor") or {}).get("digest", "")
+    if not DIGEST_RE.match(digest):
+        raise DockerError(f"the registry gave no digest for {ref}")
+    return digest
+
+
+def image_config(engine, ref: str) -> dict:
+    """The image's config section (Env, Labels, Healthcheck) and architecture."""
+    from kit.docker_api import _errors
+
+    with _errors(f"inspecting image {ref}", engine.host):
+        d = engine.api.inspect_image(ref)
+    cfg = dict(d.get("Config") or {})
+    cfg["Architecture"] = d.get("Architecture", "")
+    return cfg
+
+
+def resolve(ref: str, engine=None, on_line=None) -> ResolvedImage:
+    """Resolve `ref` to its registry digest once, and read the image's config:
+    from the local engine when it already holds that digest (kit build + kit
+    push here), else by pulling `repository@digest` to it."""
+    from kit.docker_api import connect
+
+    repository, tag, pinned = split_ref(ref)
+    if not tag and not pinned:
+        raise UsageError(f"image {ref!r} has neither a tag nor a digest",
+                         hint="use repository:tag or repository@sha256:...")
+    own = engine is None
+    engine = engine or connect()
+    try:
+        digest = distribution_digest(engine, ref)
+        if pinned and digest != pinned:
+            raise DockerError(f"the registry serves {repository} digest {digest}, not the pinned {pinned}")
+        digest_ref = f"{repository}@{digest}"
+        if not engine.image_exists(digest_ref):
+            try:
+                engine.pull(digest_ref, on_line=on_line)
+            except DockerError as e:
+                raise _registry_error(e, repository, f"pulling {digest_ref}") from e
+        cfg = image_config(engine, digest_ref)
+    finally:
+        if own:
+            engine.close()
+    healthcheck = cfg.get("Healthcheck") or {}
+    health = tuple(healthcheck.get("Test") or ())
+    env = {}
+    for item in cfg.get("Env") or []:
+        key, _, value = item.partition("=")
+        env[key] = value
+    return ResolvedImage(ref=ref, repository=repository, digest=digest, labels=dict(cfg.get("Labels") or {}),
+                         architecture=cfg.get("Architecture", ""), health_test=health, env=env,
+                         health_start_period=int(healthcheck.get("StartPeriod") or 0) / 1e9)

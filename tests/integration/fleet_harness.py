@@ -1,0 +1,491 @@
+"""A real fleet on one machine: Debian's docker-registry on 127.0.0.1 and
+extra dockerd instances acting as devices. Used by tests/integration/test_fleet.py
+(session fixture) and bench/rollout.py.
+
+Each device is `dockerd --bridge=none --iptables=false --ip-masq=false` with its
+own --data-root, --exec-root, --pidfile and unix socket under /tmp/kd<tag>-<n>/
+(short: unix socket paths are limited to 108 bytes, and containerd puts its own
+socket under the exec-root). On docker.io 20.10 each dockerd starts its own
+containerd (config and socket in <exec-root>/containerd/), so the daemons do
+not share containerd state and need no namespace options. A dockerd killed
+with SIGKILL leaves its containerd and containers running; started again with
+the same paths it reattaches to that containerd.
+
+Devices are amd64 with no nvidia runtime, so they are `cpu` devices. What
+cannot exist here is faked in one visible place: an engine label
+(dockerd --label kit.l4t=...) stands in for /etc/nv_tegra_release.
+
+The fixture image (build_fixture_image) is a throwaway stand-in for the
+runtime image, for rollout mechanics: a stdlib HTTP server with kit's
+fingerprint labels, a HEALTHCHECK, /v2/health/ready and a TF-Serving-shaped
+:predict (y = x/2 + 2), whose health (FIXTURE_MODE=healthy|never-healthy)
+is baked into the image's env and whose port comes from KIT_PORT."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REGISTRY_PORT = 5000
+DEVICE_PORTS = (18501, 18502, 18503)
+OWNER_FILE = Path("/tmp/kit-fleet-registry.json")  # marks a registry this harness started
+
+FIXTURE_SERVER = r'''
+import json, os, sys, urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from socketserver import ThreadingMixIn
+
+PORT = int(os.environ.get("KIT_PORT", "8501"))
+HOST = os.environ.get("KIT_HOST", "0.0.0.0")
+NAME = os.environ.get("KIT_MODEL_NAME", "fixture")
+VERSION = os.environ.get("FIXTURE_VERSION", "1")
+HEALTHY = os.environ.get("FIXTURE_MODE", "healthy") == "healthy"
+
+if "--probe" in sys.argv:
+    try:
+        urllib.request.urlopen("http://127.0.0.1:%d/v2/health/ready" % PORT, timeout=3)
+        sys.exit(0)
+    except Exception:
+        sys.exit(1)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def reply(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path == "/v2/health/ready":
+            return self.reply(200 if HEALTHY else 503, {"ready": HEALTHY, "version": VERSION})
+        if self.path == "/v1/models/" + NAME:
+            return self.reply(200, {"model_version_status": [{"version": VERSION, "state": "AVAILABLE"}]})
+        if self.path == "/v1/models/%s/metadata" % NAME:
+            sig = {"inputs": {"x": {"dtype": "DT_FLOAT", "tensor_shape": {"dim": [{"size": "-1"}, {"size": "1"}]}}},
+                   "outputs": {"y": {"dtype": "DT_FLOAT", "tensor_shape": {"dim": [{"size": "-1"}, {"size": "1"}]}}}}
+            return self.reply(200, {"model_spec": {"name": NAME, "version": VERSION},
+                                    "metadata": {"signature_def": {"signature_def": {"serving_default": sig}}}})
+        return self.reply(404, {"error": "not found: " + self.path})
+
+    def do_POST(self):
+        if self.path != "/v1/models/%s:predict" % NAME:
+            return self.reply(404, {"error": "not found: " + self.path})
+        if not HEALTHY:
+            return self.reply(503, {"error": "not ready"})
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        rows = body.get("instances", [])
+        return self.reply(200, {"predictions": [[float(v) / 2 + 2 for v in row] for row in rows],
+                                "model_version": VERSION})
+
+
+class Server(ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+Server((HOST, PORT), Handler).serve_forever()
+'''
+
+FIXTURE_DOCKERFILE = """\
+ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+ARG FIXTURE_MODE=healthy
+ARG FIXTURE_VERSION=1
+ENV KIT_MODEL_NAME=fixture KIT_PORT=8501 KIT_HOST=0.0.0.0 \\
+    FIXTURE_MODE=${FIXTURE_MODE} FIXTURE_VERSION=${FIXTURE_VERSION}
+COPY server.py /opt/fixture/server.py
+HEALTHCHECK --interval=5s --timeout=5s --start-period=60s --retries=3 \\
+  CMD ["python3", "/opt/fixture/server.py", "--probe"]
+CMD ["python3", "/opt/fixture/server.py"]
+COPY model/ /opt/fixture/model/
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _wait(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not within {timeout:g}s")
+
+
+def _unmount_under(root: Path) -> None:
+    """Lazily unmount anything a daemon left mounted under `root` (deepest first)."""
+    prefix = str(root).rstrip("/") + "/"
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# ---- registry ----------------------------------------------------------------------------
+
+
+class Registry:
+    """Debian's docker-registry (distribution 2.x) serving a temp dir on 127.0.0.1."""
+
+    def __init__(self, port: int = REGISTRY_PORT):
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+        self.dir: Path | None = None
+        self.reused = False
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def start(self) -> "Registry":
+        if _port_open(self.port):
+            owner = self._owner()
+            if owner and owner.get("port") == self.port and _pid_alive(owner["pid"]):
+                self.reused = True  # ours, from an earlier session that did not stop it
+                self.dir = Path(owner["dir"])
+                return self
+            self.port = _free_port()  # someone else's service: do not touch it
+        self.dir = Path(tempfile.mkdtemp(prefix="kit-registry-"))
+        config = {
+            "version": 0.1,
+            "log": {"level": "warn"},
+            "storage": {"filesystem": {"rootdirectory": str(self.dir / "data")}, "delete": {"enabled": True}},
+            "http": {"addr": self.address},
+        }
+        (self.dir / "config.yml").write_text(yaml.safe_dump(config))
+        log = open(self.dir / "registry.log", "wb")
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.dir / "config.yml")],
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        log.close()
+        _wait(self.answers, 30, f"registry on {self.address}")
+        if self.port == REGISTRY_PORT:
+            OWNER_FILE.write_text(json.dumps({"pid": self.proc.pid, "port": self.port, "dir": str(self.dir)}))
+        return self
+
+    def _owner(self) -> dict | None:
+        try:
+            return json.loads(OWNER_FILE.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/v2/", timeout=2) as r:
+                return r.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def stop(self) -> None:
+        """Stop the registry (a registry outage, or teardown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        elif self.reused:
+            owner = self._owner()
+            if owner and _pid_alive(owner["pid"]):
+                os.kill(owner["pid"], signal.SIGTERM)
+                _wait(lambda: not _pid_alive(owner["pid"]), 10, "registry exit")
+        _wait(lambda: not _port_open(self.port), 10, "registry port closed")
+
+    def restart(self) -> None:
+        """Start again on the same port and storage (after stop())."""
+        log = open(self.dir / "registry.log", "ab")
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.dir / "config.yml")],
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        log.close()
+        self.reused = False
+        _wait(self.answers, 30, f"registry on {self.address}")
+        if self.port == REGISTRY_PORT:
+            OWNER_FILE.write_text(json.dumps({"pid": self.proc.pid, "port": self.port, "dir": str(self.dir)}))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+        with contextlib.suppress(OSError):
+            if self._owner() and self._owner().get("dir") == str(self.dir):
+                OWNER_FILE.unlink()
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- reading the registry directly (benchmarks: bytes a pull transfers) --
+
+    def _get(self, path: str, accept: str | None = None) -> tuple[bytes, dict]:
+        req = urllib.request.Request(self.url + path)
+        if accept:
+            req.add_header("Accept", accept)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.read(), dict(r.headers)
+
+    def manifest(self, repository: str, reference: str) -> dict:
+        body, _ = self._get(f"/v2/{repository}/manifests/{reference}",
+                            "application/vnd.docker.distribution.manifest.v2+json")
+        return json.loads(body)
+
+    def layer_sizes(self, repository: str, reference: str) -> dict[str, int]:
+        """Compressed layer blob digest -> size, as a pull transfers them."""
+        return {layer["digest"]: int(layer["size"]) for layer in self.manifest(repository, reference)["layers"]}
+
+
+# ---- devices -----------------------------------------------------------------------------
+
+
+@dataclass
+class Device:
+    """One dockerd acting as a fleet device."""
+
+    name: str
+    root: Path
+    port: int  # the model's port on this device (host network)
+    engine_labels: dict = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def sock(self) -> Path:
+        return self.root / "d.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.sock}"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "d.pid"
+
+    def argv(self) -> list[str]:
+        argv = ["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false",
+                "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "x"),
+                "--pidfile", str(self.pidfile), "-H", self.host, "--log-level", "warn"]
+        for key, value in self.engine_labels.items():
+            argv += ["--label", f"{key}={value}"]
+        return argv
+
+    def start(self) -> "Device":
+        self.root.mkdir(parents=True, exist_ok=True)
+        assert len(str(self.sock)) < 100, self.sock
+        log = open(self.root / "dockerd.log", "ab")
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        log.close()
+        _wait(self.answers, 60, f"dockerd for {self.name}", interval=0.3)
+        return self
+
+    def answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"dockerd for {self.name} exited: "
+                               + (self.root / "dockerd.log").read_text(errors="replace")[-2000:])
+        if not self.sock.exists():
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(2)
+                s.connect(str(self.sock))
+                s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+                return b"OK" in s.recv(1024)
+        except OSError:
+            return False
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (a crash): its containerd and containers live on."""
+        if self.running:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 60) -> None:
+        """SIGTERM: the daemon stops its containers and its containerd."""
+        if self.running:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def _containerd_pid(self) -> int | None:
+        try:
+            return int((self.root / "x" / "containerd" / "containerd.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def close(self) -> None:
+        """Teardown: stop the daemon (start it first if it was killed, so it
+        stops its containers), then remove every trace."""
+        with contextlib.suppress(Exception):
+            if not self.running and self.root.exists():
+                self.start()
+        self.stop()
+        pid = self._containerd_pid()
+        if pid and _pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                _wait(lambda: not _pid_alive(pid), 15, "containerd exit")
+        _unmount_under(self.root)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def client(self):
+        from kit.docker_api import connect
+
+        return connect(self.host)
+
+
+class Fleet:
+    """Registry + devices; a context manager that tears everything down."""
+
+    def __init__(self, n_devices: int = 3, registry_port: int = REGISTRY_PORT, tag: str | None = None):
+        tag = tag or str(os.getpid() % 100000)
+        self.registry = Registry(registry_port)
+        self.devices = [Device(f"dev-{i + 1}", Path(f"/tmp/kd{tag}-{i + 1}"), DEVICE_PORTS[i])
+                        for i in range(n_devices)]
+
+    def __enter__(self) -> "Fleet":
+        try:
+            self.registry.start()
+            for d in self.devices:
+                d.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for d in self.devices:
+            with contextlib.suppress(Exception):
+                d.close()
+        self.registry.close()
+
+    def device(self, name: str) -> Device:
+        return next(d for d in self.devices if d.name == name)
+
+    def write_fleet(self, path: Path, name: str, image: str, devices: list[dict] | None = None,
+                    **rollout) -> Path:
+        """A fleet manifest (kind: Fleet) for these devices; `devices` overrides entries."""
+        entries = devices if devices is not None else [
+            {"name": d.name, "host": d.host, "device": "cpu", "port": d.port} for d in self.devices]
+        doc = {"apiVersion": "kit/v1", "kind": "Fleet", "metadata": {"name": name}, "image": image,
+               "devices": entries,
+               "rollout": {"canary": 1, "max_parallel": 3, "health_timeout": "60s", "on_failure": "rollback",
+                           **rollout}}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+
+# ---- the fixture image -------------------------------------------------------------------
+
+
+def fixture_labels(version: str, model_digest: str, **overrides) -> dict:
+    labels = {
+        "org.opencontainers.image.title": "fixture",
+        "org.opencontainers.image.version": version,
+        "kit.device": "cpu", "kit.l4t": "none", "kit.jetpack": "none", "kit.tensorrt": "none",
+        "kit.cuda": "none", "kit.tensorflow": "none", "kit.gpu_arch": "none", "kit.precision": "native",
+        "kit.batch_sizes": "1", "kit.model_digest": model_digest, "kit.optimization": "native",
+        "kit.engines": "0", "kit.stack": "cpu",
+    }
+    labels.update(overrides)
+    return labels
+
+
+def build_fixture_image(engine, ref: str, version: str = "1", mode: str = "healthy", model_bytes: int = 1 << 20,
+                        base: str | None = None, labels: dict | None = None) -> str:
+    """Build the fixture image as `ref` on `engine`; returns ref. The model layer
+    (last) is `model_bytes` of data derived from `version`, so two versions share
+    every layer but the last (a model-only update)."""
+    if base is None:
+        from kit.base import ensure_debian_base
+
+        base = ensure_debian_base(engine)
+    ctx = Path(tempfile.mkdtemp(prefix="kit-fixture-"))
+    try:
+        (ctx / "server.py").write_text(FIXTURE_SERVER)
+        (ctx / "Dockerfile").write_text(FIXTURE_DOCKERFILE)
+        (ctx / "model").mkdir()
+        seed = hashlib.sha256(f"fixture-model-{version}".encode()).digest()
+        blob = bytearray()
+        while len(blob) < model_bytes:  # incompressible, so blob sizes reflect model_bytes
+            seed = hashlib.sha256(seed).digest()
+            blob += seed
+        (ctx / "model" / "weights.bin").write_bytes(bytes(blob[:model_bytes]))
+        digest = "sha256:" + hashlib.sha256(bytes(blob[:model_bytes])).hexdigest()
+        all_labels = fixture_labels(version, digest, **(labels or {}))
+        engine.build(str(ctx), tag=ref, buildargs={"BASE_IMAGE": base, "FIXTURE_MODE": mode,
+                                                    "FIXTURE_VERSION": version}, labels=all_labels)
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
+    return ref
+
+
+# ---- probing a device's model ------------------------------------------------------------
+
+
+def ready(port: int, timeout: float = 2) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=timeout) as r:
+            return r.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def predict(port: int, name: str, instances, timeout: float = 5) -> dict:
+    data = json.dumps({"instances": instances}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/{name}:predict", data=data,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
