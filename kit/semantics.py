@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from kit.problems import Problem, show, where
-from kit.profiles import MEMORY_RESERVE_BYTES, PROFILES, STACKS
+from kit.profiles import MEMORY_RESERVE_BYTES, PROFILES
 from kit.schema_validation import load_schema
 from kit.units import format_size, parse_size
 
@@ -155,8 +155,10 @@ def _precision(ctx: Context):
                       f"use one of: {', '.join(profile.precisions)}")
 
 
-@_check("Model", PRECISION, CALIBRATION)
+@_check("Model", DEVICE, PRECISION, CALIBRATION)
 def _int8_calibration(ctx: Context):
+    if not PROFILES[ctx.get(DEVICE)].int8:
+        return  # int8 itself is the problem there (_precision)
     if ctx.get(PRECISION) == "int8" and not ctx.has(CALIBRATION_SAMPLES):
         yield Problem(CALIBRATION, "precision int8 needs calibration samples: TensorRT measures activation ranges "
                       "on real inputs", None,
@@ -333,7 +335,3 @@ def _canary_fits(ctx: Context):
     if canary > n:
         yield Problem(CANARY, f"canary is {canary} but the fleet has {n} device{'s' if n != 1 else ''}", show(canary),
                       f"use at most {n} (or 0 for no canary wave)")
-
-
-def pinned_jetpacks() -> list[str]:
-    return list(STACKS)
