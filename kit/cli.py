@@ -199,6 +199,69 @@ def fleet_status_command(
         render_status(status, out)
 
 
+@app.command("serve")
+def serve_command(
+    manifest: Path = typer.Argument(..., help="The model manifest (kind: Model)."),
+    local: bool = typer.Option(False, "--local", help="Run the model server on this host (development)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port to listen on (default: the manifest's serve.port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+):
+    """Serve a model on this host: TF Serving REST and KServe v2, as the runtime image does (foreground)."""
+    from kit.errors import UsageError
+
+    if not local:
+        raise UsageError("kit serve runs the model server on this host: add --local",
+                         hint="on devices the runtime image serves the model (kit build, kit rollout)")
+    from kit.manifest import load_model
+    from kit.serving import serve_local
+
+    code = serve_local(load_model(manifest), port=port, host=host,
+                       announce=lambda line: err.print(line, highlight=False, markup=False))
+    if code != 0:
+        raise KitError(f"the model server exited with code {code}", hint="its log above says why")
+
+
+@app.command("bench")
+def bench_command(
+    manifest: Path = typer.Argument(..., help="The model manifest (kind: Model)."),
+    local: bool = typer.Option(False, "--local", help="Benchmark on this host."),
+    batch_size: Optional[List[int]] = typer.Option(None, "--batch-size", help="Batch size to time (repeatable; "
+                                                   "default: every built batch size)."),
+    runs: int = typer.Option(1000, "--runs", help="Timed runs per batch size."),
+    warmup: int = typer.Option(50, "--warmup", help="Warm-up runs before timing."),
+    optimized: Optional[Path] = typer.Option(None, "--optimized", help="Optimized SavedModel to compare "
+                                             "(default: kit build's output when it exists)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the latency distribution to this PNG "
+                                        "(needs matplotlib)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+):
+    """The benchmark protocol: warm-up, timed runs, images/s, latency percentiles, peak memory."""
+    from kit.errors import UsageError
+
+    if not local:
+        raise UsageError("kit bench runs on this host: add --local",
+                         hint="on a device: docker run --runtime nvidia IMAGE python3 -m kit.runtime.bench "
+                              "--model-dir /opt/kit/model --batch-size N --json")
+    from kit.manifest import load_model
+    from kit.serving import bench_local, check_plot_support, plot_latencies
+    from kit.serving_render import render_bench
+
+    if plot is not None:
+        check_plot_support()
+    report = bench_local(load_model(manifest), batch_sizes=batch_size, runs=runs, warmup=warmup,
+                         optimized=optimized, progress=None if json_out else (lambda line: err.print(line)))
+    if json_out:
+        print_json(report.to_json())
+    else:
+        render_bench(report, out)
+    if plot is not None and any(r.result for r in report.runs):
+        written = plot_latencies(report, plot)
+        if not json_out:
+            out.print(f"latency plot: {written}")
+    if report.failed:
+        raise KitError(f"{len(report.failed)} of {len(report.runs)} benchmark runs failed",
+                       details=[f"{r.label}, batch {r.batch_size}: {r.error}" for r in report.failed])
+
 def render_error(e: KitError) -> None:
     err.print(f"[bold red]{e.title}:[/] {e.message}", highlight=False, markup=True, soft_wrap=True)
     for line in e.details:

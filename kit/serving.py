@@ -1,0 +1,236 @@
+"""`kit serve --local` and `kit bench --local`: the runtime server and the
+benchmark protocol, run on this host from a model manifest.
+
+The runtime code (kit/runtime) is the same that runs in the images; here it
+runs under the host's Python and TensorFlow, each in its own process:
+the server in the foreground (Ctrl-C drains and stops it), each benchmark in
+a fresh process so its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kit.errors import KitError, PreflightError, UsageError
+
+
+def _require_tensorflow() -> None:
+    if importlib.util.find_spec("tensorflow") is None:
+        raise PreflightError("TensorFlow is not installed on this host, and --local runs the model here",
+                             hint="pip install 'kit[tf]' (tensorflow-cpu), or run the runtime image instead")
+
+
+def _duration_arg(seconds: float) -> str:
+    return format(round(float(seconds) * 1000, 6), "g") + "ms"
+
+
+def input_shapes_arg(manifest) -> str:
+    """The manifest's per-example input shapes as the runtime's --input-shapes value."""
+    parts = []
+    for name, spec in (manifest.model.inputs or {}).items():
+        dims = [d for d in spec.shape]
+        if dims and all(isinstance(d, int) and d > 0 for d in dims):
+            parts.append(f"{name}={','.join(str(d) for d in dims)}")
+    return ";".join(parts)
+
+
+def model_version(manifest) -> str:
+    """TF Serving clients expect an integer version: the manifest's when it is one, else 1."""
+    return str(int(manifest.version)) if str(manifest.version).isdigit() else "1"
+
+
+def runtime_args(manifest, model_dir: Path | None = None, port: int | None = None,
+                 host: str = "127.0.0.1") -> list[str]:
+    """`python -m kit.runtime.serve` arguments for a manifest (defaults: its model and serve section)."""
+    args = [
+        "--model-dir", str(model_dir or manifest.model.path),
+        "--model-name", manifest.name,
+        "--model-version", model_version(manifest),
+        "--signature", manifest.model.signature,
+        "--host", host,
+        "--port", str(manifest.serve.port if port is None else port),
+        "--batch-sizes", ",".join(str(b) for b in manifest.optimize.batch_sizes),
+        "--max-batch-delay", _duration_arg(manifest.serve.max_batch_delay),
+        "--max-queue", str(manifest.serve.max_queue),
+    ]
+    shapes = input_shapes_arg(manifest)
+    if shapes:
+        args += ["--input-shapes", shapes]
+    return args
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}",
+                             hint="pick a free port with --port") from None
+
+
+def _runtime_env() -> dict:
+    env = dict(os.environ)
+    # The server imports kit.runtime from this checkout/installation, whatever the cwd.
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    return env
+
+
+def serve_local(manifest, port: int | None = None, host: str = "127.0.0.1", announce=None) -> int:
+    """Run the model server on this host in the foreground; returns its exit code."""
+    _require_tensorflow()
+    port = manifest.serve.port if port is None else port
+    _check_port_free(host, port)
+    args = runtime_args(manifest, port=port, host=host)
+    if announce:
+        base = f"http://{host}:{port}"
+        announce(f"serving {manifest.name} from {manifest.model.path}")
+        announce(f"  TF Serving REST  POST {base}/v1/models/{manifest.name}:predict")
+        announce(f"  KServe v2        POST {base}/v2/models/{manifest.name}/infer")
+        announce(f"  health           GET  {base}/v2/health/ready    metrics GET {base}/metrics")
+        announce("Ctrl-C stops it (requests in flight finish first)")
+    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.serve"] + args, env=_runtime_env())
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        # The terminal sent SIGINT to the server too; it drains and exits on its own.
+        try:
+            return proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+
+# ---- kit bench --local -------------------------------------------------------------
+
+
+@dataclass
+class BenchRun:
+    label: str  # native | optimized
+    model_dir: Path
+    batch_size: int
+    result: dict | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "model_dir": str(self.model_dir), "batch_size": self.batch_size,
+                "result": self.result, "error": self.error}
+
+
+@dataclass
+class BenchReport:
+    name: str
+    runs_per_batch: int
+    warmup: int
+    runs: list = field(default_factory=list)
+
+    @property
+    def failed(self) -> list:
+        return [r for r in self.runs if r.error]
+
+    def speedup(self, run: BenchRun) -> float | None:
+        """Optimized throughput / native throughput at the same batch size."""
+        if run.label == "native" or not run.result:
+            return None
+        base = next((r for r in self.runs if r.label == "native" and r.batch_size == run.batch_size and r.result),
+                    None)
+        if not base:
+            return None
+        return run.result["images_per_second"] / base.result["images_per_second"]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "protocol": {"warmup": self.warmup, "runs": self.runs_per_batch},
+                "runs": [r.to_json() for r in self.runs]}
+
+
+def optimized_model_dir(manifest) -> Path | None:
+    """The optimizer's output for this manifest (.kit/<name>/optimize/model), when it exists."""
+    from kit.build import Paths, optimized_model
+
+    path = optimized_model(Paths.for_manifest(manifest).optimize)
+    return path if (path / "saved_model.pb").is_file() else None
+
+
+def _run_one(run: BenchRun, manifest, runs: int, warmup: int, progress) -> None:
+    cmd = [sys.executable, "-m", "kit.runtime.bench", "--model-dir", str(run.model_dir),
+           "--batch-size", str(run.batch_size), "--runs", str(runs), "--warmup", str(warmup),
+           "--signature", manifest.model.signature, "--json", "--quiet"]
+    shapes = input_shapes_arg(manifest)
+    if shapes:
+        cmd += ["--input-shapes", shapes]
+    if progress:
+        progress(f"{run.label} model, batch size {run.batch_size}: {warmup} warm-up + {runs} timed runs")
+    proc = subprocess.run(cmd, env=_runtime_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-3:]
+        run.error = f"exit code {proc.returncode}: " + (" | ".join(tail) or "no output")
+        return
+    try:
+        run.result = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        run.error = "the benchmark printed no JSON result"
+
+
+def bench_local(manifest, batch_sizes=None, runs: int = 1000, warmup: int = 50, optimized: Path | None = None,
+                progress=None) -> BenchReport:
+    """The benchmark protocol on this host: native model, and the optimized one when it exists."""
+    _require_tensorflow()
+    if runs < 1 or warmup < 0:
+        raise UsageError("--runs must be >= 1 and --warmup >= 0")
+    sizes = list(batch_sizes or manifest.optimize.batch_sizes)
+    if any(b < 1 for b in sizes):
+        raise UsageError("--batch-size must be >= 1")
+    if optimized is not None and not (Path(optimized) / "saved_model.pb").is_file():
+        raise UsageError(f"--optimized {optimized}: no saved_model.pb there",
+                         hint="point it at an optimized SavedModel directory (kit build writes .kit/<name>/optimize/model)")
+    variants = [("native", Path(manifest.model.path))]
+    opt = Path(optimized) if optimized is not None else optimized_model_dir(manifest)
+    if opt is not None:
+        variants.append(("optimized", opt))
+    report = BenchReport(manifest.name, runs, warmup)
+    for size in sizes:
+        for label, path in variants:
+            run = BenchRun(label, path, size)
+            _run_one(run, manifest, runs, warmup, progress)
+            report.runs.append(run)
+    return report
+
+
+def check_plot_support() -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib, which is not installed on this host",
+                         hint="pip install matplotlib, or drop --plot (--json carries every latency)")
+
+
+def plot_latencies(report: BenchReport, path: Path) -> Path:
+    """A PNG of the latency distribution of every run (one histogram each), written atomically."""
+    check_plot_support()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for run in report.runs:
+        if run.result:
+            ax.hist(run.result["latencies_ms"], bins=60, alpha=0.55,
+                    label=f"{run.label}, batch {run.batch_size} (p50 {run.result['latency_ms']['p50']:.2f} ms)")
+    ax.set_xlabel("latency per run (ms)")
+    ax.set_ylabel("runs")
+    ax.set_title(f"{report.name}: {report.runs_per_batch} timed runs after {report.warmup} warm-up")
+    ax.legend()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
