@@ -262,6 +262,50 @@ def bench_command(
         raise KitError(f"{len(report.failed)} of {len(report.runs)} benchmark runs failed",
                        details=[f"{r.label}, batch {r.batch_size}: {r.error}" for r in report.failed])
 
+@app.command("optimize")
+def optimize_command(
+    manifest: Path = typer.Argument(..., help="The model manifest (kind: Model)."),
+    local: bool = typer.Option(False, "--local", help="Run the optimizer on this machine with this Python and TensorFlow."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="DIR",
+                                          help="Where the optimized SavedModel goes (default: .kit/<name>/optimized "
+                                               "beside the manifest; report, log and spec go beside it)."),
+    allow_version_mismatch: bool = typer.Option(False, "--allow-version-mismatch",
+                                                help="Proceed when TensorFlow/TensorRT differ from the pinned stack."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON; progress goes to stderr."),
+):
+    """Build TF-TRT engines, prove them (engines per batch size, no fallback, parity), write report.json."""
+    from kit.errors import UsageError
+
+    if not local:
+        raise UsageError("kit optimize runs the optimizer on this machine: add --local",
+                         hint="on a Jetson, `kit build MANIFEST` runs it in the builder container on the device")
+    from kit.manifest import load_model
+    from kit.optimizer import optimize_local, render_summary
+
+    result = optimize_local(load_model(manifest), output, allow_version_mismatch=allow_version_mismatch)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        render_summary(result, out)
+
+
+@app.command("audit")
+def audit_command(
+    model_dir: Path = typer.Argument(..., help="A SavedModel directory (optimized or not)."),
+    signature: Optional[str] = typer.Option(None, "--signature", help="Count ops on this signature's path only "
+                                            "(default: every signature)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the audit as JSON."),
+):
+    """Count TensorRT engines, engines built per input shape, and the ops left to native TensorFlow."""
+    from kit.optimizer import audit_dir, render_audit
+
+    result = audit_dir(model_dir, signature)
+    if json_out:
+        print_json(result)
+    else:
+        out.print(render_audit(result), highlight=False, markup=False, soft_wrap=True)
+
+
 def render_error(e: KitError) -> None:
     err.print(f"[bold red]{e.title}:[/] {e.message}", highlight=False, markup=True, soft_wrap=True)
     for line in e.details:

@@ -205,7 +205,9 @@ class Optimizer(object):
         if not os.path.isdir(parent):
             os.makedirs(parent)
 
-        native_reason = "precision native requested" if s.precision == "native" else None
+        native_reason = None
+        if s.precision == "native":
+            native_reason = "precision native requested" + (" (device %s)" % s.device if s.device else "")
         self.timed("preflight", self.static_preflight)
         if s.uses_tensorrt:
             native_reason = self.timed("probe", self.probe_tensorrt)
@@ -240,8 +242,8 @@ class Optimizer(object):
         probe = preflight.probe_tensorrt()
         self.probe = probe
         r["preflight"]["tensorrt_probe"] = probe
-        r["versions"].update(tensorrt_enabled=probe["enabled"], tensorrt_linked=probe["linked"],
-                             tensorrt_loaded=probe["loaded"])
+        r["environment"].update(tensorrt_enabled=probe["enabled"], tensorrt_linked=probe["linked"],
+                                tensorrt=probe["loaded"])
         r["preflight"]["checks"].append(preflight.check("tensorrt", probe["available"], probe["summary"]))
         if probe["available"]:
             say("TensorRT linked %s, loaded %s" % (probe["linked"], probe["loaded"]))
@@ -264,7 +266,11 @@ class Optimizer(object):
         self.tf = tf
         if native_reason is None:
             tf.get_logger().setLevel(logging.INFO)  # TF-TRT's python INFO lines (cache misses, versions)
-        r["versions"].update(tensorflow=tf.__version__, numpy=np.__version__, l4t=preflight.read_l4t_release())
+        env = r["environment"]
+        env.update(tensorflow=tf.__version__, numpy=np.__version__, l4t=preflight.read_l4t_release())
+        env.update(preflight.tensorflow_build_info(tf))
+        if env["l4t"] and env["l4t"] == s.stack.get("l4t"):
+            env["jetpack"] = s.stack.get("name")
         devices = preflight.tensorflow_devices(tf, s.memory_limit_bytes)
         r["preflight"]["gpus"] = devices["gpus"]
         r["preflight"]["memory_limit_applied"] = devices["memory_limit_applied"]
@@ -280,7 +286,7 @@ class Optimizer(object):
                                   hint="run the container with --runtime nvidia on the Jetson")
                 native_reason = message
         seen = {"tensorflow": tf.__version__, "tensorrt": (self.probe or {}).get("loaded"),
-                "l4t": r["versions"]["l4t"]}
+                "l4t": r["environment"]["l4t"]}
         checks = preflight.version_checks(s.stack, seen, check_tensorrt=native_reason is None)
         bad = [c for c in checks if not c["ok"]]
         for c in checks:
@@ -370,6 +376,7 @@ class Optimizer(object):
             self.timed("publish", publish, self.tmp, s.output_dir)
             self.tmp = None
             r["optimization"] = "tensorrt"
+            r["engines"] = len(audit["engines"])
             r["output"]["written"] = True
             say("gate passed: %d engine op(s) built for batch sizes %s; published %s"
                 % (len(audit["engines"]), s.batch_sizes, s.output_dir))
@@ -418,6 +425,7 @@ class Optimizer(object):
         self.tmp = None
         r["optimization"] = "native"
         r["native_reason"] = native_reason
+        r["engines"] = 0
         r["output"]["written"] = True
         say("output is NATIVE TensorFlow (%s): %s" % (native_reason, s.output_dir))
         return EXIT_OK

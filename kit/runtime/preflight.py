@@ -256,6 +256,16 @@ def tensorflow_devices(tf, memory_limit_bytes, apply_limit=True):
     return out
 
 
+def tensorflow_build_info(tf):
+    """CUDA/cuDNN versions TensorFlow was built with (tf.sysconfig.get_build_info, TF >= 2.3)."""
+    get = getattr(getattr(tf, "sysconfig", None), "get_build_info", None)
+    try:
+        info = dict(get()) if get else {}
+    except Exception:  # an odd build; the versions are informative only
+        info = {}
+    return {"cuda": info.get("cuda_version"), "cudnn": info.get("cudnn_version")}
+
+
 # ---- 4. versions -------------------------------------------------------------------------
 
 def release(version):

@@ -16,13 +16,18 @@ Top-level keys (all present; null/empty where a phase did not run):
   native_reason    null | why the output is native TensorFlow, e.g.
                    "precision native requested" or "TensorRT not available: ..."
   name, device     from the spec
+  precision        the precision requested (spec); "optimization" says what was delivered
+  batch_sizes      the batch sizes requested (spec)
+  engines          number of TRTEngineOps in the published output (0 for native; null: nothing written)
   spec             the spec as used (dict)
   parameters       {"precision_mode", "max_workspace_size_bytes", "minimum_segment_size",
                     "maximum_cached_engines", "use_calibration", "allow_build_at_runtime",
                     "api": which TF-TRT API shape was used, "converter_arguments": {...}}
                    (null when TF-TRT was not called)
-  versions         {"python", "numpy", "tensorflow", "tensorrt_enabled", "tensorrt_linked",
-                    "tensorrt_loaded", "l4t", "kit"}
+  environment      the versions seen: {"python", "numpy", "tensorflow", "tensorrt" (loaded),
+                    "tensorrt_linked", "tensorrt_enabled", "cuda", "cudnn" (TensorFlow's build
+                    info), "l4t" (/etc/nv_tegra_release), "jetpack" (the pinned stack's name
+                    when its L4T matches), "kit"}
   preflight        {"checks": [{"name", "ok", "detail", "hint"?}], "tensorrt_probe": {...}|null,
                     "meminfo": {"MemTotal", "MemAvailable", ...}, "gpus": [str],
                     "memory_limit_applied": str|null, "environment": {TF_* variables set}}
@@ -72,11 +77,14 @@ def new_report(spec_dict=None):
         "native_reason": None,
         "name": (spec_dict or {}).get("name"),
         "device": (spec_dict or {}).get("device"),
+        "precision": (spec_dict or {}).get("precision"),
+        "batch_sizes": (spec_dict or {}).get("batch_sizes"),
+        "engines": None,
         "spec": spec_dict,
         "parameters": None,
-        "versions": {"python": platform.python_version(), "numpy": None, "tensorflow": None,
-                     "tensorrt_enabled": None, "tensorrt_linked": None, "tensorrt_loaded": None,
-                     "l4t": None, "kit": __version__},
+        "environment": {"python": platform.python_version(), "numpy": None, "tensorflow": None,
+                        "tensorrt": None, "tensorrt_linked": None, "tensorrt_enabled": None,
+                        "cuda": None, "cudnn": None, "l4t": None, "jetpack": None, "kit": __version__},
         "preflight": {"checks": [], "tensorrt_probe": None, "meminfo": {}, "gpus": [],
                       "memory_limit_applied": None, "environment": {}},
         "inputs": None,
