@@ -120,8 +120,9 @@ def _empty():
 def _parse_yaml(text: str) -> Document:
     if _blank(text):
         raise _empty()
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # checks for control characters already
         node = loader.get_single_node()
         if node is None:
             raise _empty()
@@ -130,12 +131,18 @@ def _parse_yaml(text: str) -> Document:
         doc.data = loader.construct_document(node)
     except yaml.MarkedYAMLError as e:
         raise _yaml_problem(e, text) from None
-    except yaml.YAMLError as e:  # reader errors (control characters) and the like
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        char = f"#x{e.character:04x}" if isinstance(e.character, int) else repr(e.character)
+        raise _fatal(f"the file contains a control character ({char}) at line {line}: {e.reason}",
+                     "remove it: manifests are plain text", None, line) from None
+    except yaml.YAMLError as e:
         raise _fatal(f"not valid YAML: {_one_line(str(e))}", "fix the file so that it is plain YAML text") from None
     except RecursionError:
         raise _too_deep() from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     _check_values(doc, doc.data, (), 0)
     return doc
 
