@@ -205,19 +205,36 @@ def with_base_image(manifest, base_image: str | None):
 
 
 def spec_document(manifest) -> dict:
-    """The optimizer's spec for this manifest, with container paths."""
-    from kit import optimizer
-
+    """The optimizer's spec for this manifest, with container paths (the format
+    kit/runtime/spec.py defines and validates)."""
     calib, parity = _samples(manifest)
-    return optimizer.spec_for(
-        manifest,
-        model_dir=IN_MODEL,
-        output_dir=f"{OUT_DIR}/model",
-        report_path=f"{OUT_DIR}/report.json",
-        log_path=f"{OUT_DIR}/optimize.log",
-        calibration_samples=_container_sample(calib, IN_CALIBRATION),
-        parity_samples=_container_sample(parity, IN_PARITY),
-    )
+    o = manifest.optimize
+    stack = manifest.stack
+    return {
+        "spec_version": 1,
+        "name": manifest.name,
+        "device": manifest.profile.name,
+        "model_dir": IN_MODEL,
+        "signature": manifest.model.signature,
+        "tags": ["serve"],
+        "inputs": {name: {"shape": list(t.shape), "dtype": t.dtype} for name, t in manifest.model.inputs.items()},
+        "output_dir": f"{OUT_DIR}/model",
+        "report_path": f"{OUT_DIR}/report.json",
+        "log_path": f"{OUT_DIR}/optimize.log",
+        "precision": o.precision,
+        "batch_sizes": list(o.batch_sizes),
+        "max_workspace_size_bytes": o.max_workspace_size,
+        "memory_limit_bytes": o.memory_limit,
+        "minimum_segment_size": o.minimum_segment_size,
+        "maximum_cached_engines": o.maximum_cached_engines or len(o.batch_sizes),
+        "allow_native_fallback": o.allow_native_fallback,
+        "allow_version_mismatch": False,
+        "calibration_samples": _container_sample(calib, IN_CALIBRATION),
+        "parity": {"samples": _container_sample(parity, IN_PARITY), "max_abs_error": o.parity.max_abs_error,
+                   "min_top1_agreement": o.parity.min_top1_agreement, "seed": 0},
+        "stack": {"name": stack.name, "l4t": stack.l4t, "tensorflow": stack.tensorflow,
+                  "tensorrt": stack.tensorrt, "cuda": stack.cuda},
+    }
 
 
 def optimize_mounts(manifest, paths: Paths, out_dir: Path) -> list:
@@ -254,20 +271,61 @@ def _runtime(manifest) -> str | None:
     return "nvidia" if manifest.profile.tensorrt else None
 
 
-def gate(manifest, report: dict | None, out_dir: Path) -> dict:
-    """The gate: the report must say the optimization was proven. OptimizeError otherwise,
-    naming the kept report and log."""
-    from kit import optimizer
+def gate_problems(report: dict, manifest) -> list[str]:
+    """Why this report does not prove a shippable result (empty: it does).
 
+    The optimizer gates itself (report["gate"]); the host checks again, from the
+    report alone, so a report with fallbacks or missing engines never gets baked."""
+    problems = []
+    error = report.get("error") or {}
+    if report.get("status") != "ok" or report.get("exit_code") not in (0, None):
+        problems.append(f"the optimizer failed (exit {report.get('exit_code')}, {error.get('kind', 'unknown')}): "
+                        f"{error.get('message', 'no message')}")
+        problems += [f"  {p}" for p in error.get("problems") or []]
+    g = report.get("gate") or {}
+    if not g:
+        problems.append("the report has no gate result")
+    elif not g.get("passed"):
+        problems += [f"gate: {r}" for r in g.get("reasons") or ["not passed"]]
+    optimization = report.get("optimization")
+    fallbacks = ((report.get("findings") or {}).get("native_fallbacks")) or []
+    engines = report.get("engines")
+    if optimization not in ("tensorrt", "native"):
+        problems.append("the report says no model was written (optimization is null)")
+    elif optimization == "tensorrt":
+        if not engines:
+            problems.append("0 TensorRT engines in the optimized model")
+        if fallbacks:
+            problems.append(f"{len(fallbacks)} fallback(s) to native TensorFlow in the optimizer's log")
+    elif manifest.optimize.precision != "native" and not manifest.optimize.allow_native_fallback:
+        problems.append(f"the output is native TensorFlow but precision {manifest.optimize.precision} was asked "
+                        "and allow_native_fallback is false")
+    output = report.get("output") or {}
+    if optimization and output and not output.get("written", True):
+        problems.append("the report says the output was not written")
+    # Each distinct problem once, in order.
+    return list(dict.fromkeys(problems))
+
+
+def gate_hint(report: dict) -> str:
+    error = report.get("error") or {}
+    if error.get("hint"):
+        return error["hint"]
+    return ("read the report's findings and the log: keep max_workspace_size < memory_limit < free memory, "
+            "or set optimize.allow_native_fallback: true to ship native TensorFlow, labelled as such")
+
+
+def gate(manifest, report: dict | None, out_dir: Path) -> dict:
+    """The gate: the report must say the optimization was proven. OptimizeError
+    (exit 5) otherwise, naming the kept report and log."""
     where = [f"report: {report_path(out_dir)}", f"log:    {log_path(out_dir)}"]
     if report is None:
         raise OptimizeError(f"the optimizer wrote no readable report ({report_path(out_dir)})", details=where,
-                            hint="read the log above and the optimizer's log")
-    problems = optimizer.gate_problems(report, manifest)
+                            hint="read the optimizer's output above and its log")
+    problems = gate_problems(report, manifest)
     if problems:
         raise OptimizeError("the optimization is not proven; refusing to bake an image",
-                            details=problems + where,
-                            hint=optimizer.gate_hint(report, manifest))
+                            details=problems + where, hint=gate_hint(report))
     return report
 
 
@@ -355,9 +413,9 @@ class _Pipeline:
             image_id = self.engine.image_inspect(tag).id
         else:
             with tempfile.TemporaryDirectory(prefix="kit-builder-") as ctx:
-                images.assemble_context(Path(ctx), "builder")
+                images.assemble_context(Path(ctx), "builder",
+                                        labels={images.LABEL_BUILDER_KEY: key, "kit.version": kit.__version__})
                 image_id = images.build_image(self.engine, Path(ctx), tag, {"BASE_IMAGE": self.m.base_image},
-                                              {images.LABEL_BUILDER_KEY: key, "kit.version": kit.__version__},
                                               on_line=self.r.line)
             status = "ran"
         self.builder_tag, self.builder_id = tag, image_id
@@ -365,8 +423,6 @@ class _Pipeline:
         return status, f"{tag} {image_id[7:19]}"
 
     def optimize(self):
-        from kit.docker_api import RunResult  # noqa: F401  (documents the return type)
-
         spec = spec_document(self.m)
         write_json_atomic(self.paths.spec, spec)
         calib, parity = _samples(self.m)
@@ -454,7 +510,7 @@ class _Pipeline:
         return "ran", str(self.paths.reference)
 
     def bake(self):
-        created = self.report.get("finished") or self.report.get("created") or _now()
+        created = self.report.get("finished_at") or _now()
         labels = images.labels_for(self.m, self.report, self.model_digest, self.m.base_image, created)
         args = images.serve_build_args(self.m)
         args["BASE_IMAGE"] = self.m.base_image
@@ -469,9 +525,8 @@ class _Pipeline:
             return "reused", f"{self.final_ref} {self.image_id[7:19]}"
         self.temp_ref = f"{self.m.image.repository}:kit-tmp-{uuid.uuid4().hex[:10]}"
         with tempfile.TemporaryDirectory(prefix="kit-bake-", dir=self.paths.work) as ctx:
-            images.assemble_context(Path(ctx), "runtime", optimized_model(self.paths.optimize))
-            self.image_id = images.build_image(self.engine, Path(ctx), self.temp_ref, args, labels,
-                                               on_line=self.r.line)
+            images.assemble_context(Path(ctx), "runtime", optimized_model(self.paths.optimize), labels)
+            self.image_id = images.build_image(self.engine, Path(ctx), self.temp_ref, args, on_line=self.r.line)
         self.record["bake"] = {"key": key, "image_id": self.image_id}
         return "ran", f"{self.temp_ref} {self.image_id[7:19]}"
 
@@ -591,10 +646,7 @@ def plan(manifest) -> BuildPlan:
     """What a build would do, without touching Docker or the disk."""
     paths = Paths.for_manifest(manifest)
     out = paths.optimize_partial
-    try:
-        spec = spec_document(manifest)
-    except ImportError:
-        spec = None
+    spec = spec_document(manifest)
     mounts = [f"{m.source} -> {m.target}{' (ro)' if m.read_only else ''}"
               for m in optimize_mounts(manifest, paths, out)]
     runtime = _runtime(manifest)
@@ -716,7 +768,7 @@ def render_plan(p: BuildPlan, console) -> None:
                     for item in v:
                         console.print(f"    {item}", markup=False, highlight=False)
             elif k == "spec_document":
-                console.print("  spec: " + json.dumps(v, sort_keys=True), markup=False, highlight=False,
+                console.print("  spec document: " + json.dumps(v, sort_keys=True), markup=False, highlight=False,
                               soft_wrap=True)
             else:
                 console.print(f"  {k}: {v}", markup=False, highlight=False)

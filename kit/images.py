@@ -149,12 +149,30 @@ def _copy_tree(src: Path, dst: Path) -> None:
             os.chmod(target, 0o755)
 
 
-def assemble_context(dest: Path, name: str, model_dir: Path | None = None) -> Path:
+def label_instruction(labels: dict) -> str:
+    """One LABEL instruction for all labels (the engine's build-time labels
+    would commit one image per label: slow on a Nano, for nothing)."""
+    def quote(text) -> str:
+        text = str(text)
+        if any(c in text for c in "\n\r"):
+            raise KitError(f"a label value may not span lines: {text!r}")
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    pairs = [f"{quote(k)}={quote(v)}" for k, v in sorted(labels.items())]
+    return "LABEL " + " \\\n      ".join(pairs) + "\n"
+
+
+def assemble_context(dest: Path, name: str, model_dir: Path | None = None, labels: dict | None = None) -> Path:
     """Fill the empty directory `dest` with a build context for `name` ("builder"
-    or "runtime"): Dockerfile, kit/, and (runtime) model/. Returns dest."""
+    or "runtime"): Dockerfile, kit/, and (runtime) model/. Labels become one
+    LABEL instruction appended to the Dockerfile: config only, after the last
+    layer, so they never invalidate a layer. Returns dest."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(dockerfile(name), dest / "Dockerfile")
+    text = dockerfile(name).read_text()
+    if labels:
+        text = text.rstrip("\n") + "\n\n# Added by kit: this image's labels.\n" + label_instruction(labels)
+    (dest / "Dockerfile").write_text(text)
     for rel, p in kit_code_files():
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -199,14 +217,6 @@ def _model_version(version: str) -> str:
     return str(int(version)) if str(version).isdigit() else "1"
 
 
-def _get(d: dict, *path, default=None):
-    for key in path:
-        if not isinstance(d, dict) or key not in d:
-            return default
-        d = d[key]
-    return d
-
-
 def _text(value) -> str:
     if value is None:
         return "none"
@@ -223,10 +233,6 @@ def labels_for(manifest, report: dict, model_digest: str, base_ref: str, created
     stack = manifest.stack
     env = report.get("environment") or {}
     engines = report.get("engines")
-    if isinstance(engines, dict):
-        engines = engines.get("count", engines.get("total"))
-    elif isinstance(engines, list):
-        engines = len(engines)
     optimization = report.get("optimization") or "native"
     labels = {
         "org.opencontainers.image.title": manifest.name,
@@ -239,19 +245,21 @@ def labels_for(manifest, report: dict, model_digest: str, base_ref: str, created
         "org.opencontainers.image.vendor": "kit",
         "org.opencontainers.image.licenses": "NOASSERTION",  # the model's license is not known to kit
         "kit.version": kit.__version__,
+        "kit.stack": stack.name,
         "kit.device": manifest.profile.name,
-        "kit.l4t": _text(env.get("l4t") or stack.l4t),
-        "kit.jetpack": _text(env.get("jetpack") or (stack.name if stack.l4t else None)),
+        # Versions as seen inside the builder container by the optimizer.
+        "kit.l4t": _text(env.get("l4t")),
+        "kit.jetpack": _text(env.get("jetpack")),
         "kit.tensorrt": _text(env.get("tensorrt")),
         "kit.cuda": _text(env.get("cuda")),
         "kit.tensorflow": _text(env.get("tensorflow")),
         "kit.gpu_arch": _text(manifest.profile.gpu_arch),
         "kit.precision": _text(report.get("precision") or manifest.optimize.precision),
         "kit.batch_sizes": _text(report.get("batch_sizes") or list(manifest.optimize.batch_sizes)),
+        "kit.memory_limit": str(manifest.optimize.memory_limit),
         "kit.model_digest": model_digest,
         "kit.optimization": _text(optimization),
         "kit.engines": _text(engines if engines is not None else 0),
-        "kit.stack": stack.name,
     }
     return labels
 
@@ -259,8 +267,7 @@ def labels_for(manifest, report: dict, model_digest: str, base_ref: str, created
 # ---- builds ---------------------------------------------------------------------
 
 
-def build_image(engine, context: Path, tag: str, buildargs: dict | None = None, labels: dict | None = None,
+def build_image(engine, context: Path, tag: str, buildargs: dict | None = None,
                 on_line: LineCallback | None = None) -> str:
-    """docker build of an assembled context; returns the image id."""
-    return engine.build(str(context), tag=tag, dockerfile="Dockerfile", buildargs=buildargs or {},
-                        labels=labels or {}, on_line=on_line)
+    """docker build of an assembled context (labels are in its Dockerfile); returns the image id."""
+    return engine.build(str(context), tag=tag, dockerfile="Dockerfile", buildargs=buildargs or {}, on_line=on_line)

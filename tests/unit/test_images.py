@@ -95,13 +95,15 @@ def test_serve_build_args(tmp_path):
 def test_labels_come_from_the_report_not_the_manifest(tmp_path):
     # A Jetson report (shaped like the optimizer's): the labels say what was built.
     report = {"optimization": "tensorrt", "precision": "fp16", "batch_sizes": [1, 8], "engines": 2,
-              "environment": {"tensorflow": "2.3.1+nv20.12", "tensorrt": "7.1.3", "cuda": "10.2", "l4t": "32.4.4"}}
+              "environment": {"tensorflow": "2.3.1+nv20.12", "tensorrt": "7.1.3", "cuda": "10.2", "l4t": "32.4.4",
+                              "jetpack": "4.4.1"}}
     labels = images.labels_for(manifest(tmp_path, "jetson-nano"), report, "sha256:abc", "base:1", "2024-01-01T00:00:00Z")
     assert labels["kit.optimization"] == "tensorrt" and labels["kit.engines"] == "2"
     assert labels["kit.tensorflow"] == "2.3.1+nv20.12" and labels["kit.tensorrt"] == "7.1.3"
     assert labels["kit.gpu_arch"] == "sm_53" and labels["kit.l4t"] == "32.4.4" and labels["kit.jetpack"] == "4.4.1"
     assert labels["kit.batch_sizes"] == "1,8" and labels["kit.model_digest"] == "sha256:abc"
     assert labels["org.opencontainers.image.created"] == "2024-01-01T00:00:00Z"
+    assert labels["kit.memory_limit"] == str(2 << 30)
 
 
 def test_cpu_labels_say_native_and_none(tmp_path):

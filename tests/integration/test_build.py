@@ -1,0 +1,270 @@
+"""`kit build` end to end on the real engine, cpu profile (the bundled example).
+
+Real: the TF CPU base, the builder and runtime images, the optimizer run in
+the builder container, the smoke container, the digits SavedModel (trained by
+the example's own train.py). Faked: only /etc/nv_tegra_release (there is no
+Jetson here), through KIT_NV_TEGRA_RELEASE.
+
+One full build is shared by the module (module fixture `built`); the tests
+that need their own builds use small copies of the example.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kit import images
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "manifests" / "examples"
+RUN_ID = uuid.uuid4().hex[:8]
+REPOSITORY = f"kit-test/build-{RUN_ID}"
+NANO_4_4 = "# R32 (release), REVISION: 4.4, GCID: 23942405, BOARD: t210ref, EABI: aarch64, DATE: Fri Oct 16 19:44:43 UTC 2020\n"
+NANO_4_3 = "# R32 (release), REVISION: 4.3, GCID: 21589087, BOARD: t210ref, EABI: aarch64, DATE: Fri Jun 26 04:38:25 UTC 2020\n"
+
+
+def kit(*args, env=None, timeout=900) -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess: exit codes and output as a user sees them."""
+    full_env = dict(os.environ, COLUMNS="200", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "kit.cli", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+def record_of(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}"
+    return json.loads(proc.stdout)
+
+
+def statuses(record: dict) -> dict:
+    return {s["name"]: s["status"] for s in record["steps"]}
+
+
+def trained_example(dest: Path, epochs: int | None = None) -> Path:
+    """dest/digits/{saved_model,parity.npy}: the example's model, or one trained here."""
+    out = dest / "digits"
+    src = EXAMPLE / "digits"
+    if epochs is None and (src / "saved_model" / "saved_model.pb").is_file() and (src / "parity.npy").is_file():
+        shutil.copytree(src / "saved_model", out / "saved_model")
+        shutil.copy2(src / "parity.npy", out / "parity.npy")
+    else:
+        subprocess.run([sys.executable, str(src / "train.py"), "--out", str(out), "--epochs", str(epochs or 30)],
+                       check=True, capture_output=True, timeout=600)
+    return out
+
+
+def write_manifest(dest: Path, *, version="0.1.0", device="cpu", model="./digits/saved_model",
+                   parity="./digits/parity.npy", repository=REPOSITORY, **extra) -> Path:
+    doc = yaml.safe_load((EXAMPLE / "digits.yaml").read_text())
+    doc["metadata"]["version"] = version
+    doc["model"]["path"] = model
+    doc["image"]["repository"] = repository
+    if parity is None:
+        doc["optimize"].pop("parity", None)
+    else:
+        doc["optimize"]["parity"] = {"samples": parity}
+    if device != "cpu":
+        doc["target"] = {"device": device, "jetpack": "4.4.1"}
+        doc["optimize"]["precision"] = "fp16"
+    for k, v in extra.items():
+        doc[k] = v
+    path = dest / "kit.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("example")
+    trained_example(d)
+    return write_manifest(d)
+
+
+@pytest.fixture(scope="module")
+def built(engine, tf_base, example):
+    """One full `kit build --json` of the example; its images removed at the end."""
+    proc = kit("build", example, "--json")
+    record = record_of(proc)
+    yield record, proc
+    _remove_repository_tags(engine, record)
+
+
+def _remove_repository_tags(engine, record):
+    for ref in {record["image"]}:
+        engine.remove_image(ref, force=True)
+
+
+# ---- the full build -----------------------------------------------------------------
+
+
+def test_full_build_tags_and_labels(built, engine, example):
+    record, proc = built
+    assert record["image"] == f"{REPOSITORY}:0.1.0-cpu-native"
+    info = engine.image_inspect(record["image"])
+    assert info.id == record["image_id"]
+    labels = info.labels
+    assert labels["kit.optimization"] == "native" and labels["kit.device"] == "cpu"
+    assert labels["kit.batch_sizes"] == "1,8" and labels["kit.precision"] == "native"
+    assert labels["kit.engines"] == "0" and labels["kit.tensorrt"] == "none"
+    assert labels["kit.tensorflow"].startswith("2.17")
+    optimized = Path(record["optimize"]["model_dir"])
+    assert labels["kit.model_digest"] == images.tree_digest(optimized) == record["optimize"]["model_digest"]
+    assert labels["org.opencontainers.image.title"] == "digits"
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    # The record on disk is what --json printed; the smoke test really ran.
+    on_disk = json.loads((example.parent / ".kit" / "digits" / "build.json").read_text())
+    assert on_disk == record
+    assert record["smoke"]["passed"] is True and record["smoke"]["image_id"] == record["image_id"]
+    assert statuses(record)["optimize"] == "ran" and statuses(record)["smoke"] == "ran"
+    # Progress went to stderr, step by step.
+    for step in ("preflight", "builder", "optimize", "gate", "bake", "smoke"):
+        assert step in proc.stderr
+    # No temporary tag survives.
+    assert not any(":kit-tmp-" in t for t in info.tags)
+
+
+def test_model_layer_is_last_and_the_rest_is_the_builder(built, engine):
+    record, _ = built
+    layers = engine.layer_digests(record["image"])
+    builder = engine.layer_digests(record["builder"]["image"])
+    base = engine.layer_digests(record["base"]["image"])
+    assert layers[: len(base)] == base
+    assert layers[:-1] == builder  # base + kit code, shared with the builder image
+    assert len(layers) == len(builder) + 1
+
+
+def test_no_change_rebuild_reuses_every_step(built, example):
+    first, _ = built
+    again = record_of(kit("build", example, "--json"))
+    st = statuses(again)
+    assert st["base"] == "reused" and st["builder"] == "reused" and st["optimize"] == "reused"
+    assert st["reference"] == "reused" and st["bake"] == "reused"
+    assert st["smoke"] == "skipped"
+    assert again["image_id"] == first["image_id"]
+    assert again["layers"] == first["layers"]
+
+
+def test_model_only_change_rebuilds_only_the_top_layer(built, engine, tmp_path):
+    first, _ = built
+    trained_example(tmp_path, epochs=3)  # a different model: retrained with fewer epochs
+    manifest = write_manifest(tmp_path, version="0.2.0")
+    second = record_of(kit("build", manifest, "--json"))
+    try:
+        assert second["image"] == f"{REPOSITORY}:0.2.0-cpu-native"
+        assert statuses(second)["builder"] == "reused" and statuses(second)["optimize"] == "ran"
+        a, b = engine.layer_digests(first["image"]), engine.layer_digests(second["image"])
+        assert len(a) == len(b)
+        assert a[:-1] == b[:-1]
+        assert a[-1] != b[-1]
+        assert second["labels"]["kit.model_digest"] != first["labels"]["kit.model_digest"]
+    finally:
+        engine.remove_image(second["image"], force=True)
+
+
+# ---- dry run ------------------------------------------------------------------------
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(engine, tmp_path):
+    trained_example(tmp_path)
+    manifest = write_manifest(tmp_path, repository=f"{REPOSITORY}-dry")
+    proc = kit("build", manifest, "--dry-run", "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    steps = {s["step"]: s for s in plan["steps"]}
+    assert list(steps) == ["preflight", "base", "builder", "optimize", "gate", "reference", "bake", "smoke", "record"]
+    opt = steps["optimize"]
+    assert opt["command"] == ["python3", "-m", "kit.runtime.optimize", "--spec", "/in/spec.json"]
+    assert any(m.endswith("-> /in/saved_model (ro)") for m in opt["mounts"])
+    assert opt["network"] == "host" and opt["runtime"] == "runc"
+    assert steps["bake"]["build_args"]["KIT_BATCH_SIZES"] == "1,8"
+    assert steps["bake"]["image"] == f"{REPOSITORY}-dry:0.1.0-cpu-native"
+    assert not (tmp_path / ".kit").exists()
+    assert not engine.image_exists(f"{REPOSITORY}-dry:0.1.0-cpu-native")
+    # The human form names the same things.
+    text = kit("build", manifest, "--dry-run")
+    assert text.returncode == 0 and "nothing runs" in text.stdout and "/in/saved_model" in text.stdout
+
+
+# ---- host preflight (the nv_tegra_release file is the one faked thing) ---------------------
+
+
+@pytest.fixture
+def nano_manifest(tmp_path) -> Path:
+    trained_example(tmp_path)
+    return write_manifest(tmp_path, device="jetson-nano", repository=f"{REPOSITORY}-nano")
+
+
+def test_preflight_refuses_a_mismatched_l4t(engine, nano_manifest, tmp_path):
+    fake = tmp_path / "nv_tegra_release"  # faked: no Jetson here
+    fake.write_text(NANO_4_3)
+    proc = kit("build", nano_manifest, env={"KIT_NV_TEGRA_RELEASE": str(fake)})
+    assert proc.returncode == 3, proc.stderr
+    assert "l4t:" in proc.stderr and "L4T 32.4.3" in proc.stderr and "JetPack 4.4.1 (L4T 32.4.4)" in proc.stderr
+    assert "fix:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / ".kit" / "digits" / "build.json").exists()
+
+
+def test_preflight_accepts_a_matching_l4t_and_names_the_missing_nvidia_runtime(engine, nano_manifest, tmp_path):
+    fake = tmp_path / "nv_tegra_release"  # faked: no Jetson here
+    fake.write_text(NANO_4_4)
+    proc = kit("build", nano_manifest, env={"KIT_NV_TEGRA_RELEASE": str(fake)})
+    # The L4T check passes; this engine really has no nvidia runtime.
+    assert proc.returncode == 3, proc.stderr
+    assert "l4t:" not in proc.stderr
+    assert "nvidia container runtime is not registered" in proc.stderr
+    assert "daemon.json" in proc.stderr
+
+
+def test_preflight_names_an_engine_that_does_not_answer(nano_manifest, tmp_path):
+    proc = kit("build", nano_manifest.parent / "kit.yaml",
+               env={"DOCKER_HOST": f"unix://{tmp_path}/no-such.sock"})
+    assert proc.returncode == 3, proc.stderr
+    assert "no Docker engine answers" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---- a smoke test that fails ------------------------------------------------------------------
+
+
+def _model_with_a_build_time_path(path: Path) -> None:
+    """A real SavedModel that reads a file by a hard-coded path which exists in the
+    builder container (the source model's mount) but not in the runtime image:
+    it optimizes and answers in the builder, and fails when served."""
+    import tensorflow as tf
+
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32, name="pixels")])
+        def serve(self, pixels):
+            n = tf.strings.length(tf.io.read_file("/in/saved_model/saved_model.pb"))
+            scale = tf.cast(n > 0, tf.float32)
+            return {"probabilities": tf.nn.softmax(tf.reshape(pixels, [-1, 64])[:, :10] * scale)}
+
+    m = M()
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
+
+
+def test_failing_smoke_stops_the_build_shows_logs_and_leaves_no_tag(engine, tf_base, tmp_path):
+    model = tmp_path / "digits" / "saved_model"
+    _model_with_a_build_time_path(model)
+    import numpy as np
+
+    np.save(tmp_path / "digits" / "parity.npy", np.random.RandomState(0).rand(8, 8, 8, 1).astype(np.float32))
+    manifest = write_manifest(tmp_path, repository=f"{REPOSITORY}-smoke")
+    proc = kit("build", manifest)
+    final = f"{REPOSITORY}-smoke:0.1.0-cpu-native"
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "smoke test of" in proc.stderr and "failed" in proc.stderr
+    assert "container log" in proc.stderr and "/in/saved_model/saved_model.pb" in proc.stderr
+    assert not engine.image_exists(final)
+    temp = [w for w in proc.stderr.split() if ":kit-tmp-" in w]
+    assert temp and not engine.image_exists(temp[0])
+    assert not (tmp_path / ".kit" / "digits" / "build.json").exists()
