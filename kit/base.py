@@ -11,6 +11,8 @@ leaves a half-made final image behind.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -37,7 +39,6 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 TF_BASE_REPOSITORY = CPU_STACK.base_image.rpartition(":")[0]  # "kit/tf-cpu-base"
 TF_BASE_DOCKERFILE = "tf-cpu-base.Dockerfile"
-_INSTALL_STAGE_LABEL = {"kit.build-stage": "tf-cpu-base-install"}
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 
 
@@ -91,6 +92,27 @@ def dockerfile_path(name: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _exclusive(image: str, progress: Progress):
+    """One builder per image on this machine: parallel test sessions or two
+    `kit base` runs wait for each other instead of building twice."""
+    lock_dir = Path(tempfile.gettempdir()) / "kit-locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", image) + ".lock"), "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"{image}: another kit is building it; waiting")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _remove_stale_temps(engine: Engine, image: str) -> None:
+    # Under the lock, a temporary tag can only be left over from a killed run.
+    for ref in engine.image_refs(f"{image}-tmp-*"):
+        engine.remove_image(ref, force=True)
+
+
 # ---- the Debian base -------------------------------------------------------------------
 
 
@@ -133,13 +155,25 @@ def ensure_debian_base(engine: Engine, progress: Progress | None = None, force: 
 def debian_base(engine: Engine, progress: Progress | None = None, force: bool = False) -> BaseImage:
     progress = progress or _quiet
     start = time.monotonic()
-    if engine.image_exists(DEBIAN_BASE) and not force:
+
+    def reused() -> BaseImage:
         info = engine.image_inspect(DEBIAN_BASE)
         progress(f"{DEBIAN_BASE}: present, reused")
         return BaseImage(DEBIAN_BASE, info.id, True, time.monotonic() - start, info.size,
                          info.labels.get("kit.python", ""))
 
+    if engine.image_exists(DEBIAN_BASE) and not force:
+        return reused()
     debootstrap = _debootstrap_preflight()
+    with _exclusive(DEBIAN_BASE, progress):
+        if engine.image_exists(DEBIAN_BASE) and not force:
+            return reused()  # made by the run we waited for
+        _remove_stale_temps(engine, DEBIAN_BASE)
+        return _assemble_debian(engine, progress, debootstrap, start)
+
+
+def _assemble_debian(engine: Engine, progress: Progress, debootstrap: str, start: float) -> BaseImage:
+    """debootstrap a root filesystem, import it under a temporary tag, verify, retag."""
     mirror = os.environ.get("KIT_DEBIAN_MIRROR", DEFAULT_MIRROR)
     work = Path(tempfile.mkdtemp(prefix="kit-debootstrap-", dir=os.environ.get("KIT_TMPDIR")))
     root = work / "rootfs"
@@ -263,13 +297,26 @@ def tf_base(engine: Engine, tensorflow: str = CPU_STACK.tensorflow, progress: Pr
         raise UsageError(f"--tensorflow must be a full version like {CPU_STACK.tensorflow}, got {tensorflow!r}")
     image = tf_base_image(tensorflow)
     start = time.monotonic()
-    if engine.image_exists(image) and not force:
+
+    def reused() -> BaseImage:
         info = engine.image_inspect(image)
         progress(f"{image}: present, reused")
         return BaseImage(image, info.id, True, time.monotonic() - start, info.size,
                          info.labels.get("kit.python", ""), info.labels.get("kit.tensorflow", tensorflow))
 
+    if engine.image_exists(image) and not force:
+        return reused()
     debian = debian or debian_base(engine, progress)
+    with _exclusive(image, progress):
+        if engine.image_exists(image) and not force:
+            return reused()  # made by the run we waited for
+        _remove_stale_temps(engine, image)
+        return _build_tf(engine, image, tensorflow, debian, progress, force, start)
+
+
+def _build_tf(engine: Engine, image: str, tensorflow: str, debian: BaseImage, progress: Progress, force: bool,
+              start: float) -> BaseImage:
+    """Wheels on the host, a build context carrying them, build under a temporary tag, verify, retag."""
     python = debian.python or engine.image_inspect(DEBIAN_BASE).labels.get("kit.python", "")
     if python != CPU_STACK.python:
         raise PreflightError(
@@ -310,7 +357,7 @@ def tf_base(engine: Engine, tensorflow: str = CPU_STACK.tensorflow, progress: Pr
         engine.remove_image(temp_tag)
         # The install stage is an untagged image holding the wheels: not needed once built.
         try:
-            engine.prune_images(_INSTALL_STAGE_LABEL)
+            engine.prune_images({"kit.build-stage": f"tf-cpu-base-install-{tensorflow}"})
         except DockerError:
             pass
         shutil.rmtree(context, ignore_errors=True)

@@ -314,6 +314,14 @@ class Engine:
             created=d.get("Created", ""),
         )
 
+    def image_refs(self, pattern: str) -> list[str]:
+        """Tags matching a reference pattern, e.g. "kit/debian-python:bookworm-tmp-*"."""
+        import fnmatch
+
+        with _errors(f"listing images {pattern}", self.host):
+            found = self.api.images(filters={"reference": pattern})
+        return sorted(t for img in found for t in (img.get("RepoTags") or ()) if fnmatch.fnmatch(t, pattern))
+
     def layer_digests(self, ref: str) -> list[str]:
         """RootFS layer digests, base first (the last is the image's top layer)."""
         return list(self.image_inspect(ref).layers)

@@ -12,7 +12,7 @@ ARG DEBIAN_BASE=kit/debian-python:bookworm
 FROM ${DEBIAN_BASE} AS install
 ARG TENSORFLOW
 # Lets kit find and remove this stage's untagged image after the build.
-LABEL kit.build-stage=tf-cpu-base-install
+LABEL kit.build-stage="tf-cpu-base-install-${TENSORFLOW}"
 COPY wheels/ /tmp/wheels/
 RUN test -n "${TENSORFLOW}" \
  && python3 -m venv /opt/kit/venv \

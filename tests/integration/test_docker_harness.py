@@ -313,3 +313,20 @@ def test_kit_base_with_unknown_tensorflow_fails_cleanly_and_tags_nothing(engine,
 def test_kit_base_rejects_a_malformed_version(capsys):
     assert cli.main(["base", "--tensorflow", "latest"]) == 2
     assert "--tensorflow must be a full version" in capsys.readouterr().err
+
+
+def test_leftover_temporary_tags_are_cleared_before_a_build(engine, debian_base, tmp_path, monkeypatch):
+    from kit.base import tf_base
+    from kit.errors import KitError
+
+    # A killed run leaves its temporary tag behind; the next build (under the lock) removes it.
+    stale = "kit/tf-cpu-base:tf0.0.2-tmp-stale000"
+    engine.tag(debian_base, stale)
+    monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path / "cache"))
+    try:
+        with pytest.raises(KitError, match="pip download of tensorflow-cpu==0.0.2 failed"):
+            tf_base(engine, "0.0.2")
+        assert not engine.image_exists(stale)
+        assert engine.image_exists(debian_base)  # only the stale name went, not the image under it
+    finally:
+        engine.remove_image(stale)
