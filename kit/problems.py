@@ -6,14 +6,26 @@ every source of trouble is reported the same way."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 _FOUND_MAX = 120
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text):
+    """Text any terminal can print: lone surrogates (from JSON escapes or undecodable
+    file names) become backslash escapes instead of failing at print time."""
+    if not isinstance(text, str):
+        return text
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    # Control characters from the file (NUL, ESC sequences, newlines in keys) are shown, not obeyed.
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def where(path: tuple) -> str:
     """`optimize -> batch_sizes -> 0`; `(top level)` for the whole document."""
-    return " -> ".join(str(p) for p in path) if path else "(top level)"
+    return printable(" -> ".join(str(p) for p in path)) if path else "(top level)"
 
 
 def show(value) -> str:
@@ -38,6 +50,10 @@ class Problem:
     fix: str | None = None  # what to do about it
     line: int | None = None  # 1-based position in the file, when known
     column: int | None = None
+
+    def __post_init__(self):
+        for name in ("message", "found", "fix"):
+            object.__setattr__(self, name, printable(getattr(self, name)))
 
     @property
     def where(self) -> str:

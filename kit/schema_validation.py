@@ -175,7 +175,7 @@ def _translate(error, root: dict):
                 if example is not None:
                     fix = f"add `{key}: {_flow(example)}` {parent}"
                 elif sub.get("type") == "object" and sub.get("required"):
-                    fix = f"add a `{key}:` section {parent} with {', '.join(sub['required'])}"
+                    fix = f"add the `{key}:` section {parent} with {', '.join(sub['required'])}"
                 else:
                     fix = f"add `{key}:` {parent}"
                 yield Problem(path + (key,), f"missing required field '{key}'", None, fix), ("missing", path + (key,))
@@ -286,8 +286,9 @@ def _translate(error, root: dict):
         return
 
     if kw == "uniqueItems":
-        dups = sorted({show(v) for i, v in enumerate(value) if any(v == w and type(v) is type(w) for w in value[:i])})
-        yield Problem(path, f"{label} lists {', '.join(dups)} more than once", show(value), "list each value once"), None
+        dups = sorted({show(v) for i, v in enumerate(value) if any(v == w for w in value[:i])})
+        what = f"lists {', '.join(dups)} more than once" if dups else "has duplicates"
+        yield Problem(path, f"{label} {what}", show(value), "list each value once"), None
         return
 
     if kw == "minLength":

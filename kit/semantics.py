@@ -304,7 +304,10 @@ def _unique_device_names(ctx: Context):
 
 def _docker_host(url: str):
     """What identifies one docker host: the machine (user and scheme aside), or the socket path."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: compare the text as written
+        return ("text", url)
     if parts.scheme == "unix":
         return ("unix", os.path.normpath(parts.path or parts.netloc))
     try:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from kit.manifest import FleetManifest, ModelManifest, inspect
 from kit.manifest_reader import display_path
+from kit.problems import printable
 from kit.units import format_size
 
 
@@ -47,8 +48,8 @@ class ValidationResult:
 
 def validate_file(path, check_files: bool = True) -> ValidationResult:
     inspection = inspect(path, check_files)
-    return ValidationResult(display_path(str(path)), inspection.kind, inspection.name, inspection.problems,
-                            inspection.manifest)
+    return ValidationResult(printable(display_path(str(path))), inspection.kind, printable(inspection.name),
+                            inspection.problems, inspection.manifest)
 
 
 def validate_files(paths, check_files: bool = True) -> list[ValidationResult]:
