@@ -1,0 +1,618 @@
+"""The model server as a real process, with real TensorFlow and real models.
+
+Every server here is `python -m kit.runtime.serve` on a free 127.0.0.1 port,
+spoken to with plain http.client the way TF Serving and KServe clients do.
+Models: the bundled digits CNN (trained fresh for the session), TensorFlow
+Serving's own half_plus_two (TF1-era signatures), and, as the stand-in for
+what cannot exist here, a model whose graph prints the log lines TF-TRT
+writes when it builds an engine or falls back (no TensorRT on this machine).
+
+The slow-server tests use the documented test-only hooks
+KIT_TEST_WARMUP_DELAY / KIT_TEST_INFER_DELAY (sleeps in the server), which
+make "still warming up", "queue full" and "request in flight" observable
+with a fast model.
+"""
+
+import base64
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kit.runtime.protocol import v2_binary_request, v2_decode_response
+
+REPO = Path(__file__).resolve().parents[2]
+HALF_PLUS_TWO = Path(os.environ.get("KIT_SHARED", REPO.parent / "shared")) / "testdata/tf-serving-half-plus-two/00000123"
+if not HALF_PLUS_TWO.is_dir():
+    HALF_PLUS_TWO = Path("/work/shared/testdata/tf-serving-half-plus-two/00000123")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server(object):
+    """A running `python -m kit.runtime.serve` with its log in a temp file."""
+
+    def __init__(self, model_dir, name, batch_sizes="1,4,8", env=None, args=()):
+        self.port = free_port()
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile(prefix="kit-serve-", suffix=".log", delete=False)
+        full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="1", PYTHONPATH=str(REPO))
+        full_env.update(env or {})
+        cmd = [sys.executable, "-m", "kit.runtime.serve", "--model-dir", str(model_dir), "--model-name", name,
+               "--host", "127.0.0.1", "--port", str(self.port), "--batch-sizes", batch_sizes] + list(args)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO))
+
+    def logs(self):
+        return Path(self.log.name).read_text(errors="replace")
+
+    def connect(self, timeout=30):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, conn=None):
+        own = conn is None
+        conn = conn or self.connect()
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body).encode()
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            data = response.read()
+            return response.status, dict((k.lower(), v) for k, v in response.getheaders()), data
+        finally:
+            if own:
+                conn.close()
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def predict(self, body, **kwargs):
+        return self.request("POST", "/v1/models/%s:predict" % self.name, body, **kwargs)
+
+    def wait_live(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.proc.poll() is None, "server exited early:\n" + self.logs()
+            try:
+                if self.get("/v2/health/live")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("server never became live:\n" + self.logs())
+
+    def wait_ready(self, timeout=90):
+        self.wait_live()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.proc.poll() is None, "server exited early:\n" + self.logs()
+            if self.get("/v2/health/ready")[0] == 200:
+                return self
+            time.sleep(0.1)
+        raise AssertionError("server never became ready:\n" + self.logs())
+
+    def metrics(self):
+        status, _, body = self.get("/metrics")
+        assert status == 200
+        values = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.rsplit(" ", 1)
+                values[key] = float(value)
+        return values
+
+    def stop(self, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            os.unlink(self.log.name)
+
+
+def batches_by_size(metrics):
+    return dict((int(re.search(r'batch_size="(\d+)"', k).group(1)), v)
+                for k, v in metrics.items() if k.startswith("kit_batches_total{"))
+
+
+# ---- fixtures ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory):
+    """The bundled example trained fresh (about 6 s): saved_model/ and parity.npy."""
+    out = tmp_path_factory.mktemp("digits")
+    subprocess.run([sys.executable, str(REPO / "manifests/examples/digits/train.py"), "--out", str(out)],
+                   check=True, cwd=str(REPO), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_images(digits_dir):
+    """Held-out digits with their labels (the same split train.py used)."""
+    sys.path.insert(0, str(REPO / "manifests/examples/digits"))
+    try:
+        from train import load_digits_split
+    finally:
+        sys.path.pop(0)
+    _, _, x_test, y_test = load_digits_split(0)
+    return x_test, y_test
+
+
+@pytest.fixture(scope="module")
+def digits(digits_dir):
+    server = Server(digits_dir / "saved_model", "digits", "1,4,8",
+                    env={"KIT_MAX_BODY": "256KiB", "KIT_MAX_INSTANCES": "100", "KIT_MAX_BATCH_DELAY": "5ms"})
+    server.wait_ready()
+    yield server
+    assert server.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def half_plus_two():
+    server = Server(HALF_PLUS_TWO, "half_plus_two", "1,4").wait_ready()
+    yield server
+    assert server.stop() == 0
+
+
+def rows(x):
+    return x.tolist()
+
+
+# ---- TF Serving REST ----------------------------------------------------------------
+
+
+def test_health_status_and_metadata(digits):
+    assert digits.get("/v2/health/live")[0] == 200
+    assert digits.get("/v2/health/ready")[0] == 200
+    status, headers, body = digits.get("/v1/models/digits")
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+    status, _, body = digits.get("/v1/models/digits/versions/1/metadata")
+    meta = json.loads(body)
+    assert status == 200 and meta["model_spec"] == {"name": "digits", "signature_name": "", "version": "1"}
+    sig = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert sig["method_name"] == "tensorflow/serving/predict"
+    assert sig["inputs"]["pixels"]["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in sig["inputs"]["pixels"]["tensor_shape"]["dim"]] == ["-1", "8", "8", "1"]
+    assert [d["size"] for d in sig["outputs"]["probabilities"]["tensor_shape"]["dim"]] == ["-1", "10"]
+    status, _, body = digits.get("/v2")
+    assert status == 200 and "binary_tensor_data" in json.loads(body)["extensions"]
+
+
+def test_row_and_columnar_predict_are_accurate_and_identical(digits, digits_images):
+    x, y = digits_images
+    x, y = x[:40], y[:40]
+    status, _, body = digits.predict({"instances": rows(x)})
+    assert status == 200
+    predictions = np.array(json.loads(body)["predictions"])
+    assert predictions.shape == (40, 10)
+    np.testing.assert_allclose(predictions.sum(axis=1), 1.0, atol=1e-5)
+    assert (predictions.argmax(axis=1) == y).mean() >= 0.9
+    # Columnar, named row instances and the explicit signature name answer the very same numbers.
+    for body in ({"inputs": rows(x)}, {"inputs": {"pixels": rows(x)}},
+                 {"signature_name": "serving_default", "instances": [{"pixels": rows(i)} for i in x]}):
+        status, _, answer = digits.predict(body)
+        answer = json.loads(answer)
+        got = np.array(answer.get("outputs", answer.get("predictions")))
+        assert status == 200 and np.array_equal(got, predictions)
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(digits, digits_images):
+    x, _ = digits_images
+    conn = digits.connect()
+    status, _, _ = digits.predict({"instances": rows(x[:1])}, conn=conn)
+    sock = conn.sock
+    for i in range(20):
+        status, headers, _ = digits.predict({"instances": rows(x[i:i + 1])}, conn=conn)
+        assert status == 200 and headers.get("connection") != "close"
+    assert conn.sock is sock  # never reconnected
+    conn.close()
+
+
+# ---- KServe v2 ------------------------------------------------------------------------
+
+
+def test_v2_binary_request_and_response_match_tfserving(digits, digits_images):
+    x, _ = digits_images
+    x = x[:5].astype(np.float32)
+    reference = np.array(json.loads(digits.predict({"instances": rows(x)})[2])["predictions"], np.float32)
+    body, headers = v2_binary_request({"pixels": x})
+    status, rheaders, data = digits.request("POST", "/v2/models/digits/infer", body, headers)
+    assert status == 200 and rheaders["content-type"] == "application/octet-stream"
+    header, arrays = v2_decode_response(data, rheaders["inference-header-content-length"])
+    assert header["model_name"] == "digits" and header["model_version"] == "1"
+    assert header["outputs"][0]["parameters"]["binary_data_size"] == 5 * 10 * 4
+    assert arrays["probabilities"].dtype == np.float32
+    np.testing.assert_array_equal(arrays["probabilities"], reference)  # same batch of 8: same bits
+
+
+def test_v2_json_and_metadata(digits, digits_images):
+    x, _ = digits_images
+    req = {"id": "r1", "inputs": [{"name": "pixels", "shape": [2, 8, 8, 1], "datatype": "FP32",
+                                   "data": x[:2].reshape(-1).tolist()}]}
+    status, headers, body = digits.request("POST", "/v2/models/digits/versions/1/infer", req)
+    answer = json.loads(body)
+    assert status == 200 and headers["content-type"] == "application/json" and answer["id"] == "r1"
+    out = answer["outputs"][0]
+    assert out["name"] == "probabilities" and out["shape"] == [2, 10] and len(out["data"]) == 20
+    status, _, body = digits.get("/v2/models/digits")
+    meta = json.loads(body)
+    assert status == 200 and meta["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 8, 8, 1]}]
+    assert digits.get("/v2/models/digits/ready")[0] == 200
+
+
+# ---- malformed input: 4xx, and the server keeps serving ----------------------------------
+
+GOOD = {"instances": [[[[0.5]] * 8] * 8]}
+BINARY_GOOD, BINARY_HEADERS = v2_binary_request({"pixels": np.zeros((1, 8, 8, 1), np.float32)})
+
+
+def _raw(body, headers):
+    return body, headers
+
+
+MALFORMED = [
+    ("bad json", "POST", "/v1/models/digits:predict", b'{"instances": [1, 2', {}, 400, "malformed JSON"),
+    ("empty body", "POST", "/v1/models/digits:predict", b"", {}, 400, "empty request body"),
+    ("empty batch", "POST", "/v1/models/digits:predict", {"instances": []}, {}, 400, "empty batch"),
+    ("wrong input name", "POST", "/v1/models/digits:predict", {"inputs": {"image": [[0]]}}, {}, 400,
+     "unknown input 'image'"),
+    ("wrong shape", "POST", "/v1/models/digits:predict", {"instances": [[1, 2, 3]]}, {}, 400,
+     "expects [-1, 8, 8, 1]"),
+    ("wrong dtype", "POST", "/v1/models/digits:predict", {"instances": [[[["a"]] * 8] * 8]}, {}, 400,
+     "got strings, expected numbers"),
+    ("too many instances", "POST", "/v1/models/digits:predict", {"instances": [[[[0]] * 8] * 8] * 101}, {}, 400,
+     "too many instances: 101"),
+    ("unknown model", "POST", "/v1/models/nope:predict", GOOD, {}, 404, "Servable not found"),
+    ("unknown version", "POST", "/v1/models/digits/versions/7:predict", GOOD, {}, 404, "Servable not found"),
+    ("unknown signature", "POST", "/v1/models/digits:predict", dict(GOOD, signature_name="nope"), {}, 400,
+     "\"nope\" not found"),
+    ("classify api", "POST", "/v1/models/digits:classify", GOOD, {}, 501, "not implemented"),
+    ("unknown endpoint", "GET", "/v1/nothing", None, {}, 404, "no such endpoint"),
+    ("wrong method", "GET", "/v2/models/digits/infer", None, {}, 405, "use POST"),
+    ("bad binary header", "POST", "/v2/models/digits/infer", BINARY_GOOD,
+     dict(BINARY_HEADERS, **{"Inference-Header-Content-Length": "12x"}), 400, "must be an integer"),
+    ("binary header too long", "POST", "/v2/models/digits/infer", BINARY_GOOD,
+     dict(BINARY_HEADERS, **{"Inference-Header-Content-Length": str(len(BINARY_GOOD) + 1)}), 400,
+     "outside the body"),
+    ("binary size mismatch", "POST", "/v2/models/digits/infer", BINARY_GOOD[:-4], BINARY_HEADERS, 400,
+     "runs past the end"),
+    ("v2 wrong datatype", "POST", "/v2/models/digits/infer",
+     {"inputs": [{"name": "pixels", "shape": [1, 8, 8, 1], "datatype": "INT32", "data": [0] * 64}]}, {}, 400,
+     "expects FP32"),
+    ("v2 unknown model", "POST", "/v2/models/nope/infer", BINARY_GOOD, BINARY_HEADERS, 404, "Servable not found"),
+]
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=[c[0] for c in MALFORMED])
+def test_malformed_requests_get_a_4xx_and_the_server_keeps_serving(digits, case):
+    _, method, path, body, headers, status, words = case
+    got_status, got_headers, data = digits.request(method, path, body, headers)
+    assert got_status == status, data
+    assert got_headers["content-type"] == "application/json"
+    assert words in json.loads(data)["error"]
+    assert digits.predict(GOOD)[0] == 200
+
+
+def test_protocol_level_garbage_and_missing_length(digits):
+    with socket.create_connection(("127.0.0.1", digits.port), timeout=10) as s:
+        s.sendall(b"THIS IS NOT HTTP\r\n\r\n")
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 400")
+    with socket.create_connection(("127.0.0.1", digits.port), timeout=10) as s:
+        s.sendall(b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"2\r\n{}\r\n0\r\n\r\n")
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 411") and b"Content-Length" in reply
+    assert digits.predict(GOOD)[0] == 200
+
+
+def test_oversized_bodies_get_413_and_the_server_keeps_serving(digits):
+    conn = digits.connect()
+    status, headers, data = digits.request("POST", "/v1/models/digits:predict", b" " * (300 * 1024), conn=conn)
+    assert status == 413 and "exceeds the limit of 262144 bytes" in json.loads(data)["error"]
+    # A moderately oversized body is drained, so the connection stays usable.
+    assert digits.predict(GOOD, conn=conn)[0] == 200
+    conn.close()
+    # A huge one is refused without reading it: answered, then the connection closes.
+    with socket.create_connection(("127.0.0.1", digits.port), timeout=10) as s:
+        s.sendall(b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (50 << 20))
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 413") and b"Connection: close" in reply
+    assert digits.predict(GOOD)[0] == 200
+
+
+# ---- batching through the server ----------------------------------------------------------
+
+
+def test_padded_partial_batch_gives_exactly_the_unpadded_rows(digits, digits_images):
+    x, _ = digits_images
+    x = x[:3]
+    before = batches_by_size(digits.metrics())
+    three = np.array(json.loads(digits.predict({"instances": rows(x)})[2])["predictions"], np.float32)
+    after = batches_by_size(digits.metrics())
+    assert after.get(4, 0) - before.get(4, 0) == 1  # 3 rows ran as the built batch size 4
+    # The same batch the server ran, sent whole: the first 3 rows are bit-identical.
+    padded = np.concatenate([x, x[-1:]])
+    four = np.array(json.loads(digits.predict({"instances": rows(padded)})[2])["predictions"], np.float32)
+    np.testing.assert_array_equal(three, four[:3])
+    # And batch-1 calls (no padding at all) agree to float32 rounding of different kernel sizes.
+    singles = np.concatenate([np.array(json.loads(digits.predict({"instances": rows(x[i:i + 1])})[2])
+                                       ["predictions"], np.float32) for i in range(3)])
+    np.testing.assert_allclose(three, singles, rtol=0, atol=1e-6)
+    assert set(batches_by_size(digits.metrics())) <= {1, 4, 8}  # never any other size
+
+
+def test_oversized_request_is_split_and_reassembled(digits, digits_images):
+    x, _ = digits_images
+    x = x[:19]
+    before = batches_by_size(digits.metrics())
+    whole = np.array(json.loads(digits.predict({"instances": rows(x)})[2])["predictions"], np.float32)
+    after = batches_by_size(digits.metrics())
+    assert whole.shape == (19, 10)
+    assert after.get(8, 0) - before.get(8, 0) == 2 and after.get(4, 0) - before.get(4, 0) == 1  # 8 + 8 + 3(->4)
+    parts = [np.array(json.loads(digits.predict({"instances": rows(x[a:b])})[2])["predictions"], np.float32)
+             for a, b in ((0, 8), (8, 16), (16, 19))]
+    np.testing.assert_array_equal(whole, np.concatenate(parts))  # same chunks, same bits, same order
+
+
+def test_concurrent_single_requests_are_micro_batched(digits, digits_images):
+    x, _ = digits_images
+    n = 16
+    expected = [np.array(json.loads(digits.predict({"instances": rows(x[i:i + 1])})[2])["predictions"])
+                for i in range(n)]
+    before = digits.metrics()
+    results = [None] * n
+    barrier = threading.Barrier(n)
+
+    def client(i):
+        conn = digits.connect()
+        barrier.wait()
+        for _ in range(3):
+            status, _, body = digits.predict({"instances": rows(x[i:i + 1])}, conn=conn)
+            results[i] = (status, np.array(json.loads(body)["predictions"]))
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    after = digits.metrics()
+    for i in range(n):
+        assert results[i][0] == 200
+        np.testing.assert_allclose(results[i][1], expected[i], atol=1e-6)
+    calls = sum(after[k] - before.get(k, 0) for k in after if k.startswith("kit_batches_total{"))
+    real = after["kit_batch_rows_total"] - before["kit_batch_rows_total"]
+    assert real == 3 * n
+    assert calls < 3 * n  # requests shared model calls
+
+
+def test_metrics_exposition(digits):
+    digits.predict({"instances": [[1]]})  # one 400
+    status, headers, body = digits.get("/metrics")
+    text = body.decode()
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    for name in ("kit_requests_total", "kit_request_errors_total", "kit_batches_total", "kit_padding_ratio",
+                 "kit_queue_depth", "kit_queue_capacity", "kit_request_latency_seconds_bucket",
+                 "kit_inference_latency_seconds_count", "kit_trt_engine_builds_total",
+                 "kit_trt_native_fallbacks_total", "kit_ready", "kit_warmup_seconds", "kit_rejected_total"):
+        assert "# TYPE " + name.replace("_bucket", "").replace("_count", "") in text, name
+    m = digits.metrics()
+    assert m['kit_requests_total{endpoint="v1",code="400"}'] >= 1
+    assert m['kit_request_errors_total{code="400"}'] >= 1
+    assert m["kit_queue_capacity"] == 64 and m["kit_ready"] == 1
+    assert 0 < m["kit_padding_ratio"] < 1
+    assert m['kit_request_latency_seconds_bucket{le="+Inf"}'] == m["kit_request_latency_seconds_count"] > 0
+
+
+# ---- half_plus_two: TF Serving's own TF1-era test model -------------------------------------
+
+
+def tf_example(x):
+    """A serialized tf.train.Example {"x": FloatList[x]}, encoded by hand (protobuf wire format)."""
+    def field(number, payload):
+        return bytes([number << 3 | 2, len(payload)]) + payload
+    float_list = field(1, struct.pack("<f", x))
+    feature = field(2, float_list)
+    entry = field(1, b"x") + field(2, feature)
+    return field(1, field(1, entry))
+
+
+def test_half_plus_two_serving_default_is_exact(half_plus_two):
+    status, _, body = half_plus_two.predict({"instances": [[1.0], [2.0], [5.0]]})
+    assert status == 200 and json.loads(body) == {"predictions": [[2.5], [3.0], [4.5]]}
+    status, _, body = half_plus_two.predict({"inputs": {"x": [[0.0], [-4.0]]}})
+    assert status == 200 and json.loads(body) == {"outputs": [[2.0], [0.0]]}
+    status, _, body = half_plus_two.request(
+        "POST", "/v2/models/half_plus_two/infer",
+        {"inputs": [{"name": "x", "shape": [3, 1], "datatype": "FP32", "data": [1, 2, 3]}]})
+    assert status == 200 and json.loads(body)["outputs"][0]["data"] == [2.5, 3.0, 3.5]
+    # TF Serving lets TF1 graphs take a shapeless [1.0, 2.0]; kit checks shapes and says what it expects.
+    status, _, body = half_plus_two.predict({"instances": [1.0, 2.0]})
+    assert status == 400 and "expects [-1, 1]" in json.loads(body)["error"]
+
+
+def test_half_plus_two_other_signatures(half_plus_two):
+    status, _, body = half_plus_two.get("/v1/models/half_plus_two/metadata")
+    meta = json.loads(body)
+    assert meta["model_spec"]["version"] == "123"
+    sigs = meta["metadata"]["signature_def"]["signature_def"]
+    assert sorted(sigs) == ["classify_x_to_y", "regress_x2_to_y3", "regress_x_to_y", "regress_x_to_y2",
+                            "serving_default"]
+    assert sigs["serving_default"]["inputs"]["x"]["name"] == "x:0"
+    assert sigs["classify_x_to_y"]["method_name"] == "tensorflow/serving/classify"
+    assert sigs["classify_x_to_y"]["inputs"]["inputs"] == {"dtype": "DT_STRING", "name": "tf_example:0",
+                                                           "tensor_shape": {"dim": [], "unknown_rank": True}}
+    status, _, body = half_plus_two.predict({"signature_name": "regress_x2_to_y3", "instances": [[1.0], [4.0]]})
+    assert status == 200 and json.loads(body) == {"predictions": [[3.5], [5.0]]}
+    examples = [{"b64": base64.b64encode(tf_example(v)).decode()} for v in (1.0, 4.0, 6.0)]
+    for signature, expected in (("classify_x_to_y", [[2.5], [4.0], [5.0]]), ("regress_x_to_y", [[2.5], [4.0], [5.0]]),
+                                ("regress_x_to_y2", [[3.5], [5.0], [6.0]])):
+        status, _, body = half_plus_two.predict({"signature_name": signature, "instances": examples})
+        assert status == 200 and json.loads(body) == {"predictions": expected}, (signature, body)
+    status, _, body = half_plus_two.predict({"signature_name": "regress_x_to_y", "instances": ["garbage"]})
+    assert status == 400 and "Could not parse example input" in json.loads(body)["error"]
+    assert half_plus_two.predict({"instances": [[1.0]]})[0] == 200
+    assert half_plus_two.get("/v1/models/half_plus_two/versions/123")[0] == 200
+    assert half_plus_two.get("/v1/models/half_plus_two/versions/1")[0] == 404
+
+
+# ---- lifecycle: warm-up, overload, TF-TRT events, SIGTERM --------------------------------------
+
+
+def test_not_ready_until_warm_up_ran_every_batch_size_then_overload_gives_503(digits_dir, digits_images):
+    x, _ = digits_images
+    server = Server(digits_dir / "saved_model", "digits", "1,2",
+                    env={"KIT_TEST_WARMUP_DELAY": "1.5", "KIT_TEST_INFER_DELAY": "0.3", "KIT_MAX_QUEUE": "2"})
+    try:
+        server.wait_live()
+        seen_warming = False
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            status, headers, body = server.get("/v2/health/ready")
+            if status == 200:
+                break
+            assert status == 503
+            reason = json.loads(body)["error"]
+            if "warming up" in reason:
+                seen_warming = True
+                status, headers, body = server.predict({"instances": rows(x[:1])})
+                assert status == 503 and headers["retry-after"] == "1" and "not ready" in json.loads(body)["error"]
+                assert server.get("/v2/models/digits/ready")[0] == 503
+                assert server.get("/v1/models/digits/metadata")[0] == 200  # loaded, not yet warm
+            time.sleep(0.1)
+        assert seen_warming and status == 200
+        logs = server.logs()
+        assert logs.index("warm-up: batch size 1") < logs.index("warm-up: batch size 2") < logs.index("ready:")
+        assert server.metrics()["kit_warmup_seconds"] >= 3.0  # 2 sizes x 1.5 s test delay
+
+        # Overload: a queue of 2 items and a 0.3 s model call, 12 requests at once.
+        results = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(12)
+
+        def client():
+            barrier.wait()
+            status, headers, body = server.predict({"instances": rows(x[:1])})
+            with lock:
+                results.append((status, headers.get("retry-after"), json.loads(body)))
+
+        threads = [threading.Thread(target=client) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        rejected = [r for r in results if r[0] == 503]
+        assert rejected and all(r[1] == "1" and "queue is full" in r[2]["error"] for r in rejected)
+        assert any(r[0] == 200 for r in results)
+        assert all(r[0] in (200, 503) for r in results)
+        assert server.metrics()['kit_rejected_total{reason="queue_full"}'] == len(rejected)
+        # Recovered: the queue drained, requests succeed again.
+        assert server.predict({"instances": rows(x[:1])})[0] == 200
+    finally:
+        assert server.stop() == 0
+
+
+def test_sigterm_finishes_requests_in_flight_and_exits_0(digits_dir, digits_images):
+    x, _ = digits_images
+    server = Server(digits_dir / "saved_model", "digits", "1,8", env={"KIT_TEST_INFER_DELAY": "1.5"}).wait_ready()
+    results = []
+
+    def client(i):
+        status, _, body = server.predict({"instances": rows(x[i:i + 1])})
+        results.append((status, json.loads(body)))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # all three are in flight: the model call takes 1.5 s
+    server.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(30)
+    code = server.proc.wait(30)
+    logs = server.logs()
+    assert code == 0, logs
+    assert [r[0] for r in results] == [200, 200, 200], results
+    assert all(len(r[1]["predictions"][0]) == 10 for r in results)
+    assert "finishing requests in flight" in logs
+    with pytest.raises(OSError):  # no longer listening
+        server.get("/v2/health/live")
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def trt_log_model(tmp_path_factory):
+    """Stand-in for a TF-TRT model (TensorRT cannot run here): a graph that prints, to the C++
+    stderr, the two lines TF-TRT logs when it builds an engine at runtime and when a segment
+    falls back to native TensorFlow. The server must count both from its own stderr."""
+    import tensorflow as tf
+
+    build = ("2020-11-20 10:00:00.000000: I tensorflow/compiler/tf2tensorrt/kernels/trt_engine_op.cc:1014] "
+             "Building a new TensorRT engine for TRTEngineOp_0_0 with input shapes: [[3,2]]")
+    fallback = ("2020-11-20 10:00:00.000000: W tensorflow/compiler/tf2tensorrt/kernels/trt_engine_op.cc:1052] "
+                "Engine retrieval for input shapes: [[3,2]] failed. Running native segment for TRTEngineOp_0_0")
+
+    class Noisy(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def serve(self, x):
+            tf.print(build, output_stream=sys.stderr)
+            tf.print(fallback, output_stream=sys.stderr)
+            return {"y": x * 2.0}
+
+    path = tmp_path_factory.mktemp("trtlog") / "model"
+    module = Noisy()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def test_engine_builds_and_fallbacks_are_counted_from_stderr(trt_log_model):
+    server = Server(trt_log_model, "noisy", "1,4").wait_ready()
+    try:
+        for _ in range(3):
+            status, _, body = server.predict({"instances": [[1.0, 2.0]]})
+            assert status == 200 and json.loads(body) == {"predictions": [[2.0, 4.0]]}
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            m = server.metrics()
+            if m["kit_trt_native_fallbacks_total"] >= 5:
+                break
+            time.sleep(0.1)
+        assert m["kit_trt_engine_builds_total"] == 5  # 2 warm-up calls + 3 requests
+        assert m["kit_trt_native_fallbacks_total"] == 5
+        assert "Building a new TensorRT engine" in server.logs()  # stderr still reaches the log
+    finally:
+        assert server.stop() == 0
+
+
+def test_health_probe(digits):
+    probe = [sys.executable, "-m", "kit.runtime.serve", "--probe", "--port", str(digits.port)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    assert subprocess.run(probe, env=env, capture_output=True).returncode == 0
+    env["KIT_PORT"] = str(digits.port)
+    assert subprocess.run([sys.executable, "-m", "kit.runtime.healthcheck"], env=env,
+                          capture_output=True).returncode == 0
+    env["KIT_PORT"] = str(free_port())  # nothing listens there
+    closed = subprocess.run([sys.executable, "-m", "kit.runtime.healthcheck"], env=env, capture_output=True)
+    assert closed.returncode == 1 and b"not ready" in closed.stderr
