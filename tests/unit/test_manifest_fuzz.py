@@ -27,7 +27,8 @@ KNOWN_KEYS = ["apiVersion", "kind", "metadata", "name", "model", "path", "target
               "precision", "batch_sizes", "max_workspace_size", "memory_limit", "image", "repository", "devices",
               "host", "rollout", "canary", "serve", "port", "parity", "samples", "calibration", "inputs", "shape"]
 KNOWN_VALUES = ["kit/v1", "Model", "Fleet", "cpu", "jetson-nano", "4.4.1", "int8", "fp16", "native", "1GiB", "2ms",
-                "ssh://h", "a/b:1", "../x", "~", "", "[red]x[/]", "\x00", "null"]
+                "ssh://h", "ssh://[::1", "tcp://h:99999", "unix://", "a/b:1", "../x", "~", "", "[red]x[/]", "\x00",
+                "\x1b[31m", "\ud800", "null", "1e999", "9" * 40 + "GiB"]
 
 SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _TMP = Path(tempfile.mkdtemp(prefix="kit-fuzz-"))

@@ -139,3 +139,23 @@ def test_python_m_kit_cli(name):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_hostile_text_is_shown_not_obeyed(tmp_path, capsys):
+    """Control characters, lone surrogates (JSON escapes), NUL in paths and malformed hosts
+    are reported as text; printing them cannot fail or drive the terminal."""
+    model = tmp_path / "m.json"
+    model.write_text(json.dumps({
+        "apiVersion": "kit/v1", "kind": "Model", "metadata": {"name": "x"}, "model": {"path": "./a\u0000b"},
+        "target": {"device": "cpu"}, "optimize": {"precision": "native", "batch_sizes": [1]},
+        "image": {"repository": "a/b"}, "\ud800": 1, "k\u001b[31m": 2}, ensure_ascii=True))
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text("apiVersion: kit/v1\nkind: Fleet\nmetadata: {name: f}\nimage: a/b:1\ndevices:\n"
+                     '- {name: a, host: "ssh://[::1", device: cpu}\n- {name: b, host: "ssh://[::1", device: cpu}\n')
+    code, out, err = run(capsys, "validate", model, fleet)
+    assert code == 2
+    assert "internal error" not in out + err
+    assert "unknown field '\\ud800'" in out
+    assert "unknown field 'k\\x1b[31m'" in out and "\x1b" not in out
+    assert "SavedModel directory not found" in out and "a\\x00b" in out
+    assert "devices 'a' and 'b' are both on docker host ssh://[::1 with port 8501" in out
