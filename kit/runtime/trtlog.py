@@ -212,6 +212,8 @@ def _split(line):
 
 
 def empty_findings():
+    """The findings keys. engines_built lists every engine build the log shows, each with ok=False
+    when an "Engine creation ... failed" line for the same op followed it."""
     return {
         "candidate_segments": None,
         "candidate_segment_counts": [],
@@ -272,18 +274,24 @@ def _parse_line(f, line, severity, msg):
     m = _BUILD_BATCH.search(msg)
     if m:
         f["engines_built"].append({"op": canonical_op(m.group(1)), "input_shapes": None,
-                                   "batch_size": int(m.group(2))})
+                                   "batch_size": int(m.group(2)), "ok": True})
         return
     m = _BUILD_SHAPES.search(msg)
     if m:
         shapes = parse_shapes(m.group(2))
         batch = shapes[0][0] if shapes and shapes[0] else None
-        f["engines_built"].append({"op": canonical_op(m.group(1)), "input_shapes": shapes, "batch_size": batch})
+        f["engines_built"].append({"op": canonical_op(m.group(1)), "input_shapes": shapes, "batch_size": batch,
+                                   "ok": True})
         return
     m = _CREATION_FAILED.search(msg)
     if m:
         reason = (m.group(2) or "").strip() or None
-        f["engine_failures"].append({"op": canonical_op(m.group(1)), "reason": reason})
+        op = canonical_op(m.group(1))
+        for attempt in reversed(f["engines_built"]):  # the build this failure ends
+            if attempt["op"] == op:
+                attempt["ok"] = False
+                break
+        f["engine_failures"].append({"op": op, "reason": reason})
         _fallback(f, "engine_creation_failed", m.group(1), line, reason=reason)
         return
     m = _RETRIEVAL_SHAPES.search(msg)
@@ -357,7 +365,8 @@ def summarize(findings):
     if findings["candidate_segments"] is not None:
         out.append("TensorRT candidate segments: %d" % findings["candidate_segments"])
     for e in findings["engines_built"]:
-        out.append("engine built: %s for %s" % (e["op"], e["input_shapes"] if e["input_shapes"] else "batch %s" % e["batch_size"]))
+        if e["ok"]:
+            out.append("engine built: %s for %s" % (e["op"], e["input_shapes"] or "batch %s" % e["batch_size"]))
     for e in findings["engine_failures"]:
         out.append("engine creation FAILED: %s: %s" % (e["op"], e["reason"]))
     for e in findings["native_fallbacks"]:
