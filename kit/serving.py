@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -99,15 +100,22 @@ def serve_local(manifest, port: int | None = None, host: str = "127.0.0.1", anno
         announce(f"  health           GET  {base}/v2/health/ready    metrics GET {base}/metrics")
         announce("Ctrl-C stops it (requests in flight finish first)")
     proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.serve"] + args, env=_runtime_env())
+
+    def forward(signum, _frame):
+        # SIGTERM/SIGINT to kit reach the server, which drains and exits 0 (a terminal's
+        # Ctrl-C reaches both; the server treats a second signal as the same request).
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         return proc.wait()
-    except KeyboardInterrupt:
-        # The terminal sent SIGINT to the server too; it drains and exits on its own.
-        try:
-            return proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if proc.poll() is None:
             proc.kill()
-            return proc.wait()
+            proc.wait()
 
 
 # ---- kit bench --local -------------------------------------------------------------

@@ -616,3 +616,111 @@ def test_health_probe(digits):
     env["KIT_PORT"] = str(free_port())  # nothing listens there
     closed = subprocess.run([sys.executable, "-m", "kit.runtime.healthcheck"], env=env, capture_output=True)
     assert closed.returncode == 1 and b"not ready" in closed.stderr
+
+
+# ---- kit serve --local / kit bench --local (host orchestration) ---------------------------------
+
+KIT = [sys.executable, "-c", "import sys; from kit.cli import main; sys.exit(main())"]
+
+
+@pytest.fixture(scope="module")
+def digits_manifest(digits_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("manifest") / "kit.yaml"
+    path.write_text(
+        "apiVersion: kit/v1\nkind: Model\nmetadata: {name: digits, version: '0.3.0'}\n"
+        "model:\n  path: %s\n  inputs:\n    pixels: {shape: [8, 8, 1], dtype: float32}\n"
+        "target: {device: cpu}\noptimize: {precision: native, batch_sizes: [1, 4]}\n"
+        "image: {repository: 127.0.0.1:5000/kit/digits}\nserve: {port: 8501, max_batch_delay: 3ms, max_queue: 16}\n"
+        % (digits_dir / "saved_model"))
+    return path
+
+
+def test_runtime_args_come_from_the_manifest(digits_manifest, digits_dir):
+    from kit.manifest import load_model
+    from kit.serving import runtime_args
+
+    args = runtime_args(load_model(digits_manifest), port=9123)
+    pairs = dict(zip(args[::2], args[1::2]))
+    assert pairs == {"--model-dir": str(digits_dir / "saved_model"), "--model-name": "digits",
+                     "--model-version": "1", "--signature": "serving_default", "--host": "127.0.0.1",
+                     "--port": "9123", "--batch-sizes": "1,4", "--max-batch-delay": "3ms", "--max-queue": "16",
+                     "--input-shapes": "pixels=8,8,1"}
+
+
+def test_kit_serve_local_serves_until_sigterm(digits_manifest, digits_images):
+    x, _ = digits_images
+    port = free_port()
+    proc = subprocess.Popen(KIT + ["serve", str(digits_manifest), "--local", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=str(REPO),
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    server = Server.__new__(Server)
+    server.port, server.name, server.proc = port, "digits", proc
+    server.logs = lambda: "(see the kit serve output)"
+    try:
+        server.wait_ready()
+        status, _, body = server.predict({"instances": rows(x[:2])})
+        assert status == 200 and np.array(json.loads(body)["predictions"]).shape == (2, 10)
+        assert batches_by_size(server.metrics()) == {4: 1}  # built sizes from the manifest: 2 rows -> 4
+        proc.send_signal(signal.SIGTERM)  # to kit: forwarded to the server, which drains and exits 0
+        assert proc.wait(30) == 0
+        output = proc.stdout.read().decode()
+        assert "POST http://127.0.0.1:%d/v1/models/digits:predict" % port in output
+        assert "stopped" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_kit_serve_needs_local_and_a_free_port(digits_manifest):
+    no_local = subprocess.run(KIT + ["serve", str(digits_manifest)], capture_output=True, text=True)
+    assert no_local.returncode == 2 and "add --local" in no_local.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        taken = subprocess.run(KIT + ["serve", str(digits_manifest), "--local", "--port",
+                                      str(busy.getsockname()[1])], capture_output=True, text=True)
+    assert taken.returncode == 2 and "cannot listen on 127.0.0.1" in taken.stderr and "--port" in taken.stderr
+
+
+def test_kit_bench_local_json_native_and_optimized(digits_manifest, digits_dir):
+    proc = subprocess.run(KIT + ["bench", str(digits_manifest), "--local", "--runs", "60", "--warmup", "3",
+                                 "--batch-size", "4", "--optimized", str(digits_dir / "saved_model"), "--json"],
+                          capture_output=True, text=True, cwd=str(REPO), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["protocol"] == {"warmup": 3, "runs": 60}
+    assert [(r["label"], r["batch_size"]) for r in report["runs"]] == [("native", 4), ("optimized", 4)]
+    for run in report["runs"]:
+        result = run["result"]
+        assert run["error"] is None and result["batch_size"] == 4 and result["runs"] == 60
+        assert len(result["latencies_ms"]) == 60 and len(result["window_mean_ms"]) == 1  # every 50 runs
+        assert result["input_shapes"] == {"pixels": [4, 8, 8, 1]} and result["optimization"] == "native"
+        lat = result["latency_ms"]
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        # images/s = runs x batch / total time of the timed runs
+        assert abs(result["images_per_second"] - 60 * 4 / result["total_seconds"]) < 0.01 * result["images_per_second"]
+        assert result["peak_memory_bytes"] > 50 << 20
+
+
+def test_kit_bench_table_plot_and_usage_errors(digits_manifest, tmp_path):
+    import importlib.util
+
+    png = tmp_path / "latency.png"
+    proc = subprocess.run(KIT + ["bench", str(digits_manifest), "--local", "--runs", "20", "--warmup", "1",
+                                 "--batch-size", "1", "--plot", str(png)], capture_output=True, text=True,
+                          cwd=str(REPO), timeout=300)
+    if importlib.util.find_spec("matplotlib") is None:
+        assert proc.returncode == 2 and "--plot needs matplotlib" in proc.stderr and not png.exists()
+        proc = subprocess.run(KIT + ["bench", str(digits_manifest), "--local", "--runs", "20", "--warmup", "1",
+                                     "--batch-size", "1"], capture_output=True, text=True, cwd=str(REPO),
+                              timeout=300)
+    else:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert proc.returncode == 0, proc.stderr
+    assert "images/s" in proc.stdout and "native" in proc.stdout and "p99" in proc.stdout
+    no_local = subprocess.run(KIT + ["bench", str(digits_manifest)], capture_output=True, text=True)
+    assert no_local.returncode == 2 and "python3 -m kit.runtime.bench" in no_local.stderr
+    bad = subprocess.run(KIT + ["bench", str(digits_manifest), "--local", "--optimized", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "no saved_model.pb" in bad.stderr
