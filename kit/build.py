@@ -404,7 +404,8 @@ class _Pipeline:
         return "reused", f"{ref} {info.id[7:19]}"
 
     def builder(self):
-        code = images.runtime_code_hash()
+        self.kit_snapshot = images.snapshot_kit_code(Path(tempfile.mkdtemp(prefix=".kit-code-", dir=self.paths.work)))
+        code = images.runtime_code_hash(self.kit_snapshot)
         key = images.combine("builder", self.base_id, code, images.file_digest(images.dockerfile("builder")))
         tag = images.builder_tag(self.m.stack.name, key)
         self.code_hash = code
@@ -414,7 +415,8 @@ class _Pipeline:
         else:
             with tempfile.TemporaryDirectory(prefix="kit-builder-") as ctx:
                 images.assemble_context(Path(ctx), "builder",
-                                        labels={images.LABEL_BUILDER_KEY: key, "kit.version": kit.__version__})
+                                        labels={images.LABEL_BUILDER_KEY: key, "kit.version": kit.__version__},
+                                        kit_snapshot=self.kit_snapshot)
                 image_id = images.build_image(self.engine, Path(ctx), tag, {"BASE_IMAGE": self.m.base_image},
                                               on_line=self.r.line)
             status = "ran"
@@ -525,7 +527,8 @@ class _Pipeline:
             return "reused", f"{self.final_ref} {self.image_id[7:19]}"
         self.temp_ref = f"{self.m.image.repository}:kit-tmp-{uuid.uuid4().hex[:10]}"
         with tempfile.TemporaryDirectory(prefix="kit-bake-", dir=self.paths.work) as ctx:
-            images.assemble_context(Path(ctx), "runtime", optimized_model(self.paths.optimize), labels)
+            images.assemble_context(Path(ctx), "runtime", optimized_model(self.paths.optimize), labels,
+                                    kit_snapshot=self.kit_snapshot)
             self.image_id = images.build_image(self.engine, Path(ctx), self.temp_ref, args, on_line=self.r.line)
         self.record["bake"] = {"key": key, "image_id": self.image_id}
         return "ran", f"{self.temp_ref} {self.image_id[7:19]}"
@@ -560,10 +563,11 @@ class _Pipeline:
                     logs = self.engine.logs(cid, tail=40).splitlines()
                 except DockerError:
                     pass
-            raise DockerError(f"smoke test of {ref} failed: {e.message}", hint=
-                              "the container's log is above; the image was not tagged "
-                              f"{self.final_ref}", details=list(e.details) + ["container log (last lines):"]
-                              + ["  " + ln for ln in logs]) from None
+            # wait_healthy's details are the log's tail: shown once, below, in full.
+            details = [] if (logs and isinstance(e, DockerError)) else list(e.details)
+            raise KitError(f"smoke test of {ref} failed: {e.message}",
+                           hint=f"read the container's log above; the image was not tagged {self.final_ref}",
+                           details=details + ["container log (last lines):"] + ["  " + ln for ln in logs]) from None
         finally:
             if cid:
                 try:
@@ -635,6 +639,8 @@ class _Pipeline:
             self.cleanup_failure()
             raise
         finally:
+            if getattr(self, "kit_snapshot", None):
+                shutil.rmtree(self.kit_snapshot, ignore_errors=True)
             if self.engine is not None:
                 self.engine.close()
 

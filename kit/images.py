@@ -97,19 +97,33 @@ def file_digest(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def kit_code_files() -> list[tuple[str, Path]]:
-    """What goes into the images from kit: kit/__init__.py and kit/runtime/**."""
+def kit_code_files(snapshot: Path | None = None) -> list[tuple[str, Path]]:
+    """What goes into the images from kit: kit/__init__.py and kit/runtime/**,
+    from the installed package or from a snapshot of it."""
+    if snapshot is not None:
+        return [("kit/" + rel, p) for rel, p in _files(Path(snapshot) / "kit")]
     files = [("kit/__init__.py", KIT_PACKAGE / "__init__.py")]
     files += [("kit/runtime/" + rel, p) for rel, p in _files(KIT_PACKAGE / "runtime")]
     return files
 
 
-def runtime_code_hash() -> str:
-    """Digest of the kit code the images carry (same rules as tree_digest)."""
+def runtime_code_hash(snapshot: Path | None = None) -> str:
+    """Digest of the kit code the images carry: relative paths and contents."""
     h = hashlib.sha256()
-    for rel, p in kit_code_files():
+    for rel, p in kit_code_files(snapshot):
         h.update(rel.encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
     return "sha256:" + h.hexdigest()
+
+
+def snapshot_kit_code(dest: Path) -> Path:
+    """Copy kit's in-image code to dest/kit/ once per build, so the builder and
+    the runtime image carry the very same files even if the checkout changes
+    in between. Returns dest."""
+    for rel, p in kit_code_files():
+        target = Path(dest) / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, target)
+    return Path(dest)
 
 
 def combine(*parts) -> str:
@@ -162,7 +176,8 @@ def label_instruction(labels: dict) -> str:
     return "LABEL " + " \\\n      ".join(pairs) + "\n"
 
 
-def assemble_context(dest: Path, name: str, model_dir: Path | None = None, labels: dict | None = None) -> Path:
+def assemble_context(dest: Path, name: str, model_dir: Path | None = None, labels: dict | None = None,
+                     kit_snapshot: Path | None = None) -> Path:
     """Fill the empty directory `dest` with a build context for `name` ("builder"
     or "runtime"): Dockerfile, kit/, and (runtime) model/. Labels become one
     LABEL instruction appended to the Dockerfile: config only, after the last
@@ -173,7 +188,7 @@ def assemble_context(dest: Path, name: str, model_dir: Path | None = None, label
     if labels:
         text = text.rstrip("\n") + "\n\n# Added by kit: this image's labels.\n" + label_instruction(labels)
     (dest / "Dockerfile").write_text(text)
-    for rel, p in kit_code_files():
+    for rel, p in kit_code_files(kit_snapshot):
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(p, target)

@@ -171,6 +171,31 @@ def test_model_only_change_rebuilds_only_the_top_layer(built, engine, tmp_path):
         engine.remove_image(second["image"], force=True)
 
 
+def test_gate_refuses_a_report_with_fallbacks(built, example, tmp_path, engine):
+    """A report fixture with fallback findings written into the optimize output
+    (TensorRT cannot run here; the findings are parsed by kit.runtime.trtlog
+    from TF-TRT's own log line format), then the real `kit build`."""
+    from kit.runtime import trtlog
+
+    work = tmp_path / "copy"
+    shutil.copytree(example.parent, work, symlinks=True)  # with .kit/: the optimize step is reused
+    report_file = work / ".kit" / "digits" / "optimize" / "report.json"
+    report = json.loads(report_file.read_text())
+    report.update(optimization="tensorrt", engines=1, findings=trtlog.parse(
+        "2020-12-01 10:00:09.000000: W tensorflow/compiler/tf2tensorrt/kernels/trt_engine_op.cc:1013] Engine "
+        "creation for StatefulPartitionedCall/TRTEngineOp_0_0 failed. The native segment will be used instead. "
+        "Reason: Internal: Failed to build TensorRT engine\n"))
+    report_file.write_text(json.dumps(report))
+    proc = kit("build", work / "kit.yaml")
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert "refusing to bake" in proc.stderr and "1 fallback(s) to native TensorFlow" in proc.stderr
+    assert f"report: {report_file}" in proc.stderr and "optimize.log" in proc.stderr
+    assert report_file.exists() and (report_file.parent / "optimize.log").exists()
+    assert "↺ optimize" in proc.stdout and "✗ gate" in proc.stdout
+    # The image the earlier build made is untouched; no temporary tag appeared.
+    assert engine.image_inspect(built[0]["image"]).id == built[0]["image_id"]
+
+
 # ---- dry run ------------------------------------------------------------------------
 
 
