@@ -205,36 +205,14 @@ def with_base_image(manifest, base_image: str | None):
 
 
 def spec_document(manifest) -> dict:
-    """The optimizer's spec for this manifest, with container paths (the format
-    kit/runtime/spec.py defines and validates)."""
+    """The optimizer's spec for this manifest, with container paths (kit/optimizer.py)."""
+    from kit import optimizer
+
     calib, parity = _samples(manifest)
-    o = manifest.optimize
-    stack = manifest.stack
-    return {
-        "spec_version": 1,
-        "name": manifest.name,
-        "device": manifest.profile.name,
-        "model_dir": IN_MODEL,
-        "signature": manifest.model.signature,
-        "tags": ["serve"],
-        "inputs": {name: {"shape": list(t.shape), "dtype": t.dtype} for name, t in manifest.model.inputs.items()},
-        "output_dir": f"{OUT_DIR}/model",
-        "report_path": f"{OUT_DIR}/report.json",
-        "log_path": f"{OUT_DIR}/optimize.log",
-        "precision": o.precision,
-        "batch_sizes": list(o.batch_sizes),
-        "max_workspace_size_bytes": o.max_workspace_size,
-        "memory_limit_bytes": o.memory_limit,
-        "minimum_segment_size": o.minimum_segment_size,
-        "maximum_cached_engines": o.maximum_cached_engines or len(o.batch_sizes),
-        "allow_native_fallback": o.allow_native_fallback,
-        "allow_version_mismatch": False,
-        "calibration_samples": _container_sample(calib, IN_CALIBRATION),
-        "parity": {"samples": _container_sample(parity, IN_PARITY), "max_abs_error": o.parity.max_abs_error,
-                   "min_top1_agreement": o.parity.min_top1_agreement, "seed": 0},
-        "stack": {"name": stack.name, "l4t": stack.l4t, "tensorflow": stack.tensorflow,
-                  "tensorrt": stack.tensorrt, "cuda": stack.cuda},
-    }
+    return optimizer.spec_for(
+        manifest, model_dir=IN_MODEL, output_dir=f"{OUT_DIR}/model", report_path=f"{OUT_DIR}/report.json",
+        log_path=f"{OUT_DIR}/optimize.log", calibration_samples=_container_sample(calib, IN_CALIBRATION),
+        parity_samples=_container_sample(parity, IN_PARITY))
 
 
 def optimize_mounts(manifest, paths: Paths, out_dir: Path) -> list:
@@ -274,45 +252,24 @@ def _runtime(manifest) -> str | None:
 def gate_problems(report: dict, manifest) -> list[str]:
     """Why this report does not prove a shippable result (empty: it does).
 
-    The optimizer gates itself (report["gate"]); the host checks again, from the
-    report alone, so a report with fallbacks or missing engines never gets baked."""
-    problems = []
-    error = report.get("error") or {}
-    if report.get("status") != "ok" or report.get("exit_code") not in (0, None):
-        problems.append(f"the optimizer failed (exit {report.get('exit_code')}, {error.get('kind', 'unknown')}): "
-                        f"{error.get('message', 'no message')}")
-        problems += [f"  {p}" for p in error.get("problems") or []]
-    g = report.get("gate") or {}
-    if not g:
-        problems.append("the report has no gate result")
-    elif not g.get("passed"):
-        problems += [f"gate: {r}" for r in g.get("reasons") or ["not passed"]]
-    optimization = report.get("optimization")
-    fallbacks = ((report.get("findings") or {}).get("native_fallbacks")) or []
-    engines = report.get("engines")
-    if optimization not in ("tensorrt", "native"):
-        problems.append("the report says no model was written (optimization is null)")
-    elif optimization == "tensorrt":
-        if not engines:
-            problems.append("0 TensorRT engines in the optimized model")
-        if fallbacks:
-            problems.append(f"{len(fallbacks)} fallback(s) to native TensorFlow in the optimizer's log")
-    elif manifest.optimize.precision != "native" and not manifest.optimize.allow_native_fallback:
-        problems.append(f"the output is native TensorFlow but precision {manifest.optimize.precision} was asked "
-                        "and allow_native_fallback is false")
-    output = report.get("output") or {}
-    if optimization and output and not output.get("written", True):
-        problems.append("the report says the output was not written")
-    # Each distinct problem once, in order.
+    kit/optimizer.py re-checks the report's own gate, engines and batch sizes;
+    on top, any fallback in the log refuses a TensorRT result, whatever the
+    report's gate says."""
+    from kit import optimizer
+
+    problems = list(optimizer.gate_problems(report, manifest))
+    fallbacks = ((report or {}).get("findings") or {}).get("native_fallbacks") or []
+    if fallbacks and (report or {}).get("optimization") == "tensorrt":
+        problems.append(f"{len(fallbacks)} fallback(s) to native TensorFlow in the optimizer's log")
     return list(dict.fromkeys(problems))
 
 
-def gate_hint(report: dict) -> str:
-    error = report.get("error") or {}
-    if error.get("hint"):
-        return error["hint"]
-    return ("read the report's findings and the log: keep max_workspace_size < memory_limit < free memory, "
-            "or set optimize.allow_native_fallback: true to ship native TensorFlow, labelled as such")
+def gate_hint(report: dict, manifest) -> str:
+    from kit import optimizer
+
+    return optimizer.gate_hint(report, manifest) or (
+        "read the report's findings and the log: keep max_workspace_size < memory_limit < free memory, "
+        "or set optimize.allow_native_fallback: true to ship native TensorFlow, labelled as such")
 
 
 def gate(manifest, report: dict | None, out_dir: Path) -> dict:
@@ -325,7 +282,7 @@ def gate(manifest, report: dict | None, out_dir: Path) -> dict:
     problems = gate_problems(report, manifest)
     if problems:
         raise OptimizeError("the optimization is not proven; refusing to bake an image",
-                            details=problems + where, hint=gate_hint(report))
+                            details=problems + where, hint=gate_hint(report, manifest))
     return report
 
 
@@ -449,20 +406,18 @@ class _Pipeline:
             (partial / "container.log").write_text(result.logs)
             report = read_json(report_path(partial))
             if result.exit_code != 0 or report is None or not optimized_model(partial).is_dir():
+                from kit import optimizer
+
                 _replace_dir(partial, self.paths.optimize_failed)
                 failed = self.paths.optimize_failed
-                tail = [ln for ln in result.logs.splitlines() if ln.strip()][-15:]
-                details = tail + [f"report: {report_path(failed)}", f"log:    {log_path(failed)}",
-                                  f"output: {failed / 'container.log'}"]
-                if report is not None:
-                    try:
-                        gate(self.m, report, failed)
-                    except OptimizeError as e:
-                        raise OptimizeError(e.message, hint=e.hint, details=tail + e.details) from None
-                raise OptimizeError(
-                    f"the optimizer failed (exit {result.exit_code}"
-                    + (", killed for lack of memory" if result.oom_killed else "") + ")",
-                    details=details, hint="read the optimizer's log; kit keeps it with the report")
+                where = [f"report: {report_path(failed)}", f"log:    {log_path(failed)}",
+                         f"output: {failed / 'container.log'}"]
+                if result.oom_killed:
+                    raise OptimizeError("the optimizer was killed for lack of memory", details=where,
+                                        hint="lower optimize.max_workspace_size and memory_limit, add swap, "
+                                             "or stop other containers")
+                optimizer.raise_for_exit(result.exit_code, report, report_path(failed), log_path(failed))
+                raise OptimizeError("the optimizer exited 0 but wrote no report or no model", details=where)
             try:
                 gate(self.m, report, partial)
             except OptimizeError as e:
