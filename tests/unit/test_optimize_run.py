@@ -1,0 +1,203 @@
+"""`python -m kit.runtime.optimize --spec` end to end, in fresh processes, on real SavedModels.
+
+This machine has TensorFlow 2.17 (CPU) and no TensorRT: the native paths run
+for real; the TensorRT paths must stop with exit 3 and say what was probed.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = {"name": "cpu", "tensorflow": tf.__version__}
+
+
+def spec_file(tmp_path, model_dir, precision="native", name="model", **kw):
+    spec = {"spec_version": 1, "name": name, "device": "cpu", "model_dir": str(model_dir),
+            "output_dir": str(tmp_path / "out" / name), "report_path": str(tmp_path / "out" / (name + ".report.json")),
+            "precision": precision, "batch_sizes": [1, 8], "stack": STACK}
+    spec.update(kw)
+    path = tmp_path / (name + ".spec.json")
+    path.write_text(json.dumps(spec))
+    return path, spec
+
+
+def run(spec_path, env=None, timeout=300):
+    full_env = dict(os.environ, **(env or {}))
+    proc = subprocess.run([sys.executable, "-m", "kit.runtime.optimize", "--spec", str(spec_path)], cwd=str(ROOT),
+                          capture_output=True, text=True, env=full_env, timeout=timeout)
+    return proc
+
+
+def report_of(spec):
+    return json.loads(Path(spec["report_path"]).read_text())
+
+
+def leftovers(spec):
+    out = Path(spec["output_dir"])
+    return sorted(p.name for p in out.parent.iterdir() if ".kit-tmp-" in p.name or ".kit-old-" in p.name)
+
+
+def test_native_precision_writes_a_native_model_and_says_so(tmp_path, saved_models):
+    path, spec = spec_file(tmp_path, saved_models["cnn"], "native", name="cnn")
+    proc = run(path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""  # nothing on stdout: hosts may parse it
+    out = Path(spec["output_dir"])
+    assert (out / "saved_model.pb").is_file() and not (out / "cnn.report.json").exists()
+    r = report_of(spec)
+    assert r["schema_version"] == 1 and r["status"] == "ok" and r["exit_code"] == 0
+    assert r["optimization"] == "native" and r["native_reason"] == "precision native requested (device cpu)"
+    assert r["engines"] == 0 and r["output"] == {"path": spec["output_dir"], "written": True}
+    assert r["audit"]["is_native"] and r["gate"]["passed"] and r["parity"]["passed"]
+    assert r["parity"]["max_abs_error"] == 0.0 and r["parity"]["source"] == "random (seed 0)"
+    assert r["inputs"] == {"images": {"shape": [16, 16, 3], "dtype": "float32"}}
+    assert r["environment"]["tensorflow"] == tf.__version__ and r["environment"]["python"]
+    assert {"preflight", "tensorflow_import", "inputs", "copy", "audit", "parity", "publish", "total"} <= set(r["timings"])
+    assert "probe" not in r["timings"]  # native: no TensorRT question asked
+    assert r["memory"]["peak_rss_bytes"] > 50 << 20
+    assert r["preflight"]["environment"]["TF_GPU_ALLOCATOR"] == "cuda_malloc"
+    assert "trt_engine_op=2" in r["preflight"]["environment"]["TF_CPP_VMODULE"]
+    log = Path(r["log_path"]).read_text()
+    assert "kit: optimizing" in log and "kit: output is NATIVE TensorFlow" in log
+    assert "kit: output is NATIVE TensorFlow" in proc.stderr  # tee'd
+    loaded = tf.saved_model.load(str(out))
+    assert loaded.signatures["serving_default"](images=tf.zeros([2, 16, 16, 3]))["logits"].shape == (2, 5)
+    assert leftovers(spec) == []
+
+
+def test_fp16_without_tensorrt_fails_clearly_and_writes_nothing(tmp_path, saved_models):
+    path, spec = spec_file(tmp_path, saved_models["cnn"], "fp16", name="fp16")
+    proc = run(path)
+    assert proc.returncode == 3, proc.stderr
+    assert not os.path.exists(spec["output_dir"]) and leftovers(spec) == []
+    r = report_of(spec)
+    assert r["status"] == "failed" and r["exit_code"] == 3 and r["optimization"] is None
+    assert r["output"]["written"] is False and r["engines"] is None
+    assert r["error"]["kind"] == "preflight"
+    message = r["error"]["message"]
+    assert message.startswith("TensorRT is not available ")
+    assert "tensorflow.compiler.tf2tensorrt._pywrap_py_utils" in message
+    assert "is_tensorrt_enabled() -> False" in message and "get_loaded_tensorrt_version() -> (0, 0, 0)" in message
+    assert "allow_native_fallback" in r["error"]["hint"]
+    probe = r["preflight"]["tensorrt_probe"]
+    assert probe["available"] is False and probe["returncode"] == 0
+    # The probe ran in a child: this process never imported TensorFlow, so it could not have aborted.
+    assert r["tensorflow_imported"] is False
+    assert r["memory"]["children_peak_rss_bytes"] > 0
+    assert "FAILED (preflight): TensorRT is not available" in proc.stderr
+
+
+def test_allow_native_fallback_ships_native_and_says_why(tmp_path, saved_models):
+    path, spec = spec_file(tmp_path, saved_models["cnn"], "fp16", name="fallback", allow_native_fallback=True)
+    proc = run(path)
+    assert proc.returncode == 0, proc.stderr
+    r = report_of(spec)
+    assert r["optimization"] == "native" and r["engines"] == 0
+    assert r["native_reason"].startswith("TensorRT not available: probed tensorflow.compiler.tf2tensorrt")
+    assert "is_tensorrt_enabled() -> False" in r["native_reason"]
+    assert r["precision"] == "fp16"  # requested; "optimization" says what was delivered
+    assert (Path(spec["output_dir"]) / "saved_model.pb").is_file()
+    assert r["gate"]["passed"] and [c["name"] for c in r["gate"]["checks"]] == ["labelled_native", "parity"]
+
+
+def test_workspace_not_below_memory_limit_is_refused_before_any_tensorflow_work(tmp_path, saved_models):
+    path, spec = spec_file(tmp_path, saved_models["cnn"], "fp16", name="mem",
+                           max_workspace_size_bytes=4 << 30, memory_limit_bytes=2 << 30)
+    started = time.monotonic()
+    proc = run(path)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 3, proc.stderr
+    r = report_of(spec)
+    assert "max_workspace_size 4 GiB >= memory_limit 2 GiB" in r["error"]["message"]
+    assert "Lower optimize.max_workspace_size" in r["error"]["hint"]
+    assert r["tensorflow_imported"] is False and r["preflight"]["tensorrt_probe"] is None
+    assert set(r["timings"]) == {"preflight", "total"} and r["timings"]["total"] < 1.0
+    assert elapsed < 10  # no TensorFlow import anywhere (one takes ~4 s here)
+    assert not os.path.exists(spec["output_dir"])
+
+
+def test_sigkill_mid_save_leaves_nothing_at_the_output_path(tmp_path, saved_models):
+    path, spec = spec_file(tmp_path, saved_models["cnn"], "native", name="killed")
+    env = dict(os.environ, KIT_RUNTIME_TEST_PAUSE="save:120")
+    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.optimize", "--spec", str(path)], cwd=str(ROOT),
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        for line in proc.stderr:
+            if "kit: test pause at save" in line or time.monotonic() > deadline:
+                break
+        tmp = [n for n in leftovers(spec) if ".kit-tmp-" in n]
+        assert tmp, "the model should be in the temp dir by now"
+        assert (Path(spec["output_dir"]).parent / tmp[0] / "saved_model.pb").is_file()
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert not os.path.exists(spec["output_dir"])
+    assert leftovers(spec) == tmp  # the stale temp dir is beside, never at, the output path
+    # The next run cleans it up and publishes.
+    proc = run(path)
+    assert proc.returncode == 0, proc.stderr
+    assert "removed stale temp dirs from killed runs" in proc.stderr
+    assert leftovers(spec) == [] and (Path(spec["output_dir"]) / "saved_model.pb").is_file()
+
+
+def test_sigterm_mid_save_cleans_up(tmp_path, saved_models):
+    path, spec = spec_file(tmp_path, saved_models["cnn"], "native", name="termed")
+    env = dict(os.environ, KIT_RUNTIME_TEST_PAUSE="save:120")
+    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.optimize", "--spec", str(path)], cwd=str(ROOT),
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    try:
+        for line in proc.stderr:
+            if "kit: test pause at save" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert not os.path.exists(spec["output_dir"]) and leftovers(spec) == []
+    r = report_of(spec)
+    assert r["error"]["kind"] == "interrupted" and "SIGTERM" in r["error"]["message"]
+
+
+def test_dynamic_dimension_without_shape_is_an_input_error(tmp_path, saved_models):
+    path, spec = spec_file(tmp_path, saved_models["dynamic"], "native", name="dyn")
+    proc = run(path)
+    assert proc.returncode == 2, proc.stderr
+    r = report_of(spec)
+    assert r["error"]["kind"] == "inputs" and "model.inputs.x.shape" in r["error"]["message"]
+    assert not os.path.exists(spec["output_dir"])
+
+
+def test_two_inputs_with_npz_parity_samples(tmp_path, saved_models):
+    samples = tmp_path / "parity.npz"
+    rng = np.random.RandomState(1)
+    np.savez(samples, zeta=rng.rand(3, 4).astype(np.float32), alpha=rng.rand(3, 3).astype(np.float32))
+    path, spec = spec_file(tmp_path, saved_models["two_inputs"], "native", name="two",
+                           parity={"samples": str(samples), "max_abs_error": 0.0, "min_top1_agreement": 1.0})
+    proc = run(path)
+    assert proc.returncode == 0, proc.stderr
+    r = report_of(spec)
+    assert r["parity"]["source"] == "samples %s" % samples and r["parity"]["passed"]
+    assert sorted(r["inputs"]) == ["alpha", "zeta"]
+
+
+def test_invalid_spec_exit_2_with_a_report(tmp_path):
+    path, spec = spec_file(tmp_path, "relative/model", "native", name="bad")
+    proc = run(path)
+    assert proc.returncode == 2
+    r = report_of(spec)
+    assert r["error"]["kind"] == "spec" and any("model_dir: must be an absolute path" in p for p in r["error"]["problems"])
+    assert "model_dir: must be an absolute path" in proc.stderr
