@@ -52,6 +52,7 @@ class EngineInfo:
     default_runtime: str
     memory_bytes: int
     cpus: int
+    labels: dict = field(default_factory=dict)  # the engine's own labels (dockerd --label k=v)
 
     @property
     def has_nvidia(self) -> bool:
@@ -68,6 +69,11 @@ class ImageInfo:
     size: int = 0
     architecture: str = ""
     created: str = ""
+    config: dict = field(default_factory=dict)  # the image's Config: Env, Cmd, Healthcheck, Labels, User...
+
+    @property
+    def env(self) -> dict:
+        return dict(item.partition("=")[::2] for item in (self.config.get("Env") or ()))
 
     def digest_for(self, repository: str) -> str | None:
         """The registry digest recorded for `repository`, if it was pushed/pulled."""
@@ -163,7 +169,8 @@ def _translate(e: BaseException, doing: str, host: str) -> DockerError:
 
 
 @contextlib.contextmanager
-def _errors(doing: str, host: str):
+def translate_errors(doing: str, host: str):
+    """Any docker SDK / transport exception inside becomes a DockerError."""
     import docker.errors as de
     import requests
 
@@ -173,6 +180,9 @@ def _errors(doing: str, host: str):
         raise
     except (de.DockerException, requests.exceptions.RequestException, OSError) as e:
         raise _translate(e, doing, host) from e
+
+
+_errors = translate_errors  # short internal name
 
 
 def _split_ref(ref: str) -> tuple[str, str | None]:
@@ -284,6 +294,7 @@ class Engine:
             default_runtime=info.get("DefaultRuntime", ""),
             memory_bytes=int(info.get("MemTotal") or 0),
             cpus=int(info.get("NCPU") or 0),
+            labels=dict(str(item).partition("=")[::2] for item in (info.get("Labels") or ())),
         )
 
     # -- images ---------------------------------------------------------------
@@ -312,7 +323,18 @@ class Engine:
             size=int(d.get("Size") or 0),
             architecture=d.get("Architecture", ""),
             created=d.get("Created", ""),
+            config=dict(d.get("Config") or {}),
         )
+
+    def distribution_digest(self, ref: str) -> str:
+        """The registry's manifest digest for `ref`, asked through the engine
+        (its registry settings and the docker config's credentials apply)."""
+        with _errors(f"asking the registry for {ref}", self.host):
+            data = self.api.inspect_distribution(ref)
+        digest = ((data or {}).get("Descriptor") or {}).get("digest", "")
+        if not digest.startswith("sha256:"):
+            raise DockerError(f"the registry gave no digest for {ref}")
+        return digest
 
     def image_refs(self, pattern: str) -> list[str]:
         """Tags matching a reference pattern, e.g. "kit/debian-python:bookworm-tmp-*"."""
@@ -563,6 +585,11 @@ class Engine:
             oom_killed=bool(st.get("OOMKilled")), labels=dict((d.get("Config") or {}).get("Labels") or {}),
             image=(d.get("Config") or {}).get("Image", ""),
         )
+
+    def container_inspect(self, container: str) -> dict:
+        """The raw inspect document, for details ContainerState does not carry."""
+        with _errors(f"inspecting container {container}", self.host):
+            return self.api.inspect_container(container)
 
     def health(self, container: str) -> str | None:
         """starting | healthy | unhealthy, or None when the image has no HEALTHCHECK."""

@@ -284,6 +284,7 @@ def test_tf_base_carries_labels_and_imports_tensorflow(engine, tf_base):
     info = engine.image_inspect(tf_base)
     assert info.labels["kit.stack"] == "cpu" and info.labels["kit.tensorflow"] == "2.17.1"
     assert info.labels["org.opencontainers.image.version"] == "2.17.1"
+    assert info.env["PATH"].startswith("/opt/kit/venv/bin:") and info.env["PYTHONDONTWRITEBYTECODE"] == "1"
     result = engine.run_to_completion(
         tf_base, ["python", "-c", "import sys, tensorflow as tf, numpy; print(sys.prefix, tf.__version__, "
                   "tf.reduce_sum(tf.constant([1.5, 2.5])).numpy())"],
