@@ -349,8 +349,13 @@ class _Pipeline:
             if ref == CPU_STACK.base_image:
                 raise PreflightError(f"the CPU base image {ref} is not present",
                                      hint="assemble it once: kit base (a few minutes; offline after the wheels)")
-            self.r.line(f"pulling {ref}")
-            self.engine.pull(ref, on_line=self.r.line)
+            self.r.line(f"{ref} is not present: pulling it")
+            try:
+                self.engine.pull(ref, on_line=self.r.line)
+            except DockerError as e:
+                raise DockerError(f"the base image {ref} is not present and pulling it failed: {e.message}",
+                                  hint="pull or `docker load` it on this host first (on a Jetson: docker pull "
+                                       f"{ref}), or pass --base-image with an image this engine has") from None
         info = self.engine.image_inspect(ref)
         if self.m.profile.architecture and info.architecture and info.architecture != self.m.profile.architecture:
             raise PreflightError(f"the base image {ref} is {info.architecture}, but {self.m.profile.name} runs "

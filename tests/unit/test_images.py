@@ -202,3 +202,44 @@ def test_free_port_is_bindable():
     port = smoke.free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_reference_script_runs_on_python_36(tmp_path):
+    """The smoke reference runs in the L4T builder (Python 3.6): vermin must agree."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "reference.py"
+    script.write_text(smoke.REFERENCE_SCRIPT)
+    vermin = Path(sys.executable).parent / "vermin"
+    proc = subprocess.run([str(vermin), "-q", "--violations", "-t=3.6-", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_reference_script_on_a_real_model(tmp_path):
+    """The script itself, with this host's TensorFlow, on a SavedModel made here:
+    parity sample and zeros, as the builder container runs it."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import tensorflow as tf
+
+    class M(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": x * 2.0 + 1.0}
+
+    m = M()
+    tf.saved_model.save(m, str(tmp_path / "model"), signatures={"serving_default": m.serve})
+    np.save(tmp_path / "samples.npy", np.arange(6, dtype=np.float64).reshape(2, 3))
+    for samples, want_in, want_out in ((str(tmp_path / "samples.npy"), [[0, 1, 2]], [[1, 3, 5]]),
+                                       ("-", [[0, 0, 0]], [[1, 1, 1]])):
+        out = tmp_path / "ref.json"
+        proc = subprocess.run([sys.executable, "-c", smoke.REFERENCE_SCRIPT, str(tmp_path / "model"),
+                               "serving_default", samples, str(out)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        doc = json.loads(out.read_text())
+        assert doc["inputs"] == {"x": want_in} and doc["dtypes"] == {"x": "float32"}
+        assert doc["outputs"] == {"y": want_out}
