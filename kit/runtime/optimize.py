@@ -350,7 +350,9 @@ class Optimizer(object):
                 self.timed("convert", converter.convert)
 
             def build_input_fn():
-                for b in s.batch_sizes:  # one batch per batch size: one engine each
+                # One batch per batch size, ascending: an implicit-batch engine built for 8 would also
+                # serve 1, so building 8 first would leave no batch-1 engine to prove.
+                for b in s.batch_sizes:
                     yield sig_mod.ordered(feeds[b])
 
             self.timed("build", converter.build, input_fn=build_input_fn)
