@@ -579,9 +579,23 @@ class _Pipeline:
         write_json_atomic(self.paths.record, self.record)
         return self.record
 
+    def _lock(self):
+        """One build per manifest work dir at a time (they share .kit/<name>/)."""
+        import fcntl
+
+        f = open(self.paths.work / ".lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise KitError(f"another kit build is using {self.paths.work}",
+                           hint="wait for it to finish (or stop it), then run kit build again") from None
+        return f
+
     def run(self) -> dict:
         started = time.monotonic()
         self.paths.work.mkdir(parents=True, exist_ok=True)
+        lock = self._lock()
         try:
             self._run_step("preflight", "checking the host", self.preflight)
             self._run_step("base", f"base image {self.m.base_image}", self.base)
@@ -603,6 +617,7 @@ class _Pipeline:
                 shutil.rmtree(self.kit_snapshot, ignore_errors=True)
             if self.engine is not None:
                 self.engine.close()
+            lock.close()
 
 
 # ---- plan ----------------------------------------------------------------------------------
@@ -702,7 +717,7 @@ def render_summary(record: dict, console) -> None:
 
     t = Table(title=f"kit build {record['name']}", show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
-    t.add_column()
+    t.add_column(overflow="fold")
     t.add_row("image", record["image"])
     t.add_row("image id", record["image_id"])
     if record.get("repo_digest"):
@@ -711,8 +726,15 @@ def render_summary(record: dict, console) -> None:
     t.add_row("optimization", str(record.get("optimization")))
     t.add_row("engines", str(record.get("engines")))
     t.add_row("record", str(Path(record["manifest"]).parent / ".kit" / record["name"] / "build.json"))
-    t.add_row("steps", "  ".join(f"{s['name']} {s['status']} {s['seconds']:.1f}s" for s in record["steps"]))
     console.print(t)
+    steps = Table(box=None, pad_edge=False, show_edge=False)
+    steps.add_column("step")
+    steps.add_column("status")
+    steps.add_column("time", justify="right")
+    for s in record["steps"]:
+        steps.add_row(s["name"], s["status"], f"{s['seconds']:.1f}s")
+    steps.add_row("total", "", f"{record.get('total_seconds', 0):.1f}s", style="bold")
+    console.print(steps)
 
 
 def render_plan(p: BuildPlan, console) -> None:
