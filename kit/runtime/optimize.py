@@ -368,8 +368,7 @@ class Optimizer(object):
         audit = self.timed("audit", audit_mod.audit_saved_model, self.tmp, s.signature, s.tags)
         r["audit"] = audit
         say(audit["summary"])
-        parity = self.timed("parity", parity_mod.run_parity, self.tf, s.model_dir, self.tmp, s.signature, s.tags,
-                            feeds, s.parity.max_abs_error, s.parity.min_top1_agreement, source)
+        parity = self.timed("parity", self.parity, feeds, source)
         r["parity"] = parity
         findings = self.findings()
         gate = gate_mod.evaluate_tensorrt(s.batch_sizes, audit, findings, parity)
@@ -415,8 +414,7 @@ class Optimizer(object):
         _test_pause("save")
         audit = self.timed("audit", audit_mod.audit_saved_model, self.tmp, s.signature, s.tags)
         r["audit"] = audit
-        parity = self.timed("parity", parity_mod.run_parity, self.tf, s.model_dir, self.tmp, s.signature, s.tags,
-                            feeds, s.parity.max_abs_error, s.parity.min_top1_agreement, source)
+        parity = self.timed("parity", self.parity, feeds, source)
         r["parity"] = parity
         self.findings()
         gate = gate_mod.evaluate_native(audit, parity)
@@ -431,6 +429,19 @@ class Optimizer(object):
         r["output"]["written"] = True
         say("output is NATIVE TensorFlow (%s): %s" % (native_reason, s.output_dir))
         return EXIT_OK
+
+    def parity(self, feeds, source):
+        """Parity of the temp output against the input model; a model that cannot run fails parity."""
+        s = self.spec
+        try:
+            return parity_mod.run_parity(self.tf, s.model_dir, self.tmp, s.signature, s.tags, feeds,
+                                         s.parity.max_abs_error, s.parity.min_top1_agreement, source)
+        except Exception as e:
+            sys.stderr.write(traceback.format_exc())
+            return {"passed": False, "source": source, "max_abs_error_limit": s.parity.max_abs_error,
+                    "min_top1_agreement_limit": s.parity.min_top1_agreement, "max_abs_error": None,
+                    "top1_agreement": None, "batches": [],
+                    "reasons": ["the models could not be run side by side: %s: %s" % (type(e).__name__, e)]}
 
     def findings(self):
         self.capture.sync()

@@ -1,0 +1,164 @@
+"""The optimizer's TensorRT path, run in-process with TensorRT and the GPU mocked.
+
+There is no TensorRT and no GPU here, so three things are stood in for, and
+only those: the TensorRT probe says TensorRT 7.1.3 is loaded, TensorFlow
+"sees" a GPU, and `FakeTrtConvert` plays TF-TRT's converter. Like the real
+one, it writes TF-TRT's log lines to file descriptor 2 while it converts and
+builds, and its save() writes a TF-TRT-shaped SavedModel (tests/trt_fixtures.py)
+with engine assets for the batch sizes it "built". Everything after that is
+the real optimizer: log capture and parsing, audit, parity (the TRTEngineOp
+model cannot run on this TensorFlow: parity must fail, not crash), the gate,
+no publish, report.json, and the native fallback.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+import trt_fixtures
+from kit.runtime import optimize, preflight, trt_shim, trtlog
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trt"
+
+
+class FakeTrtConvert:
+    """Mock of TF-TRT's trt_convert module (TensorRT cannot run here)."""
+
+    def __init__(self, native_dir, built=((1, 8), (1, 8)), build_log=None, fail_convert=None):
+        self.calls = {}
+        test = self
+
+        class TrtGraphConverterV2:
+            def __init__(self, input_saved_model_dir=None, input_saved_model_tags=None,
+                         input_saved_model_signature_key=None, max_workspace_size_bytes=1 << 30,
+                         precision_mode="FP32", minimum_segment_size=3, maximum_cached_engines=1,
+                         use_calibration=True, allow_build_at_runtime=True, conversion_params=None):
+                test.calls["init"] = dict(precision_mode=precision_mode, max_workspace_size_bytes=max_workspace_size_bytes,
+                                          maximum_cached_engines=maximum_cached_engines,
+                                          input_saved_model_dir=input_saved_model_dir)
+
+            def convert(self, calibration_input_fn=None):
+                if fail_convert:
+                    raise RuntimeError(fail_convert)
+                os.write(2, b"2021-01-01 00:00:00.000000: I tensorflow/compiler/tf2tensorrt/convert/convert_graph.cc:760]"
+                            b" Number of TensorRT candidate segments: 2\n")
+                test.calls["convert"] = True
+
+            def build(self, input_fn):
+                test.calls["build"] = [tuple(a.shape for a in batch) for batch in input_fn()]
+                for shapes in test.calls["build"]:
+                    os.write(2, ("2021-01-01 00:00:01.000000: I tensorflow/compiler/tf2tensorrt/kernels/"
+                                 "trt_engine_op.cc:1107] Building a new TensorRT engine for TRTEngineOp_0_0 with input "
+                                 "shapes: [[%s]]\n" % ",".join(str(d) for d in shapes[0])).encode())
+                if build_log:
+                    os.write(2, Path(build_log).read_bytes())
+
+            def save(self, output_saved_model_dir):
+                test.calls["save"] = output_saved_model_dir
+                trt_fixtures.make_trt_saved_model(native_dir, output_saved_model_dir, [list(b) for b in built])
+
+        self.TrtGraphConverterV2 = TrtGraphConverterV2
+
+
+@pytest.fixture
+def mocked_device(monkeypatch):
+    """TensorRT 7.1.3 loaded and one GPU visible: a Jetson, mocked."""
+    probe = {"available": True, "enabled": True, "linked": "7.1.3", "loaded": "7.1.3", "module": preflight.PROBE_MODULES[0],
+             "tensorflow": tf.__version__, "returncode": 0, "signal": None, "steps": [], "stderr_tail": "",
+             "summary": "mock: TensorRT 7.1.3 (a Jetson stands in)"}
+    monkeypatch.setattr(preflight, "probe_tensorrt", lambda **kw: dict(probe))
+    monkeypatch.setattr(trt_shim, "list_gpus", lambda tf_: ["/physical_device:GPU:0"])
+    limits = []
+    monkeypatch.setattr(trt_shim, "set_memory_limit", lambda tf_, gpu, n: limits.append((gpu, n)) or "mock")
+    for key in list(trtlog.LOG_ENV) + ["TF_GPU_ALLOCATOR"]:
+        monkeypatch.delenv(key, raising=False)  # restored after the test: execute() sets them
+    level = tf.get_logger().level
+    yield limits
+    tf.get_logger().setLevel(level)
+
+
+def run_inprocess(tmp_path, monkeypatch, fake, **spec_kw):
+    monkeypatch.setattr(trt_shim, "import_trt", lambda: fake)
+    spec = {"spec_version": 1, "name": "cnn", "device": "jetson-nano", "model_dir": spec_kw.pop("model_dir"),
+            "output_dir": str(tmp_path / "out" / "model"), "report_path": str(tmp_path / "out" / "report.json"),
+            "precision": "fp16", "batch_sizes": [8, 1],
+            "stack": {"name": "4.4.1", "tensorflow": tf.__version__, "tensorrt": "7.1.3"}}
+    spec.update(spec_kw)
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    code = optimize.execute(str(path))
+    return code, json.loads(Path(spec["report_path"]).read_text()), spec
+
+
+def leftovers(spec):
+    parent = Path(spec["output_dir"]).parent
+    return [p.name for p in parent.iterdir() if ".kit-" in p.name]
+
+
+def test_a_batch_size_without_engine_fails_the_gate_and_publishes_nothing(tmp_path, monkeypatch, saved_models,
+                                                                         mocked_device):
+    fake = FakeTrtConvert(saved_models["cnn"], built=((1, 8), (1,)))
+    code, r, spec = run_inprocess(tmp_path, monkeypatch, fake, model_dir=saved_models["cnn"])
+    assert code == 5
+    assert fake.calls["init"]["precision_mode"] == "FP16" and fake.calls["init"]["maximum_cached_engines"] == 2
+    # One build input function, one batch per batch size, ascending.
+    assert fake.calls["build"] == [((1, 16, 16, 3),), ((8, 16, 16, 3),)]
+    assert ".kit-tmp-" in fake.calls["save"]
+    assert mocked_device == [("/physical_device:GPU:0", 2 << 30)]
+    assert not os.path.exists(spec["output_dir"]) and leftovers(spec) == []
+    assert r["error"]["kind"] == "gate" and r["optimization"] is None and r["output"]["written"] is False
+    assert "TRTEngineOp_0_1 has no built engine for batch size(s) [8] (built only for [1])" in r["gate"]["reasons"]
+    assert r["parameters"]["api"] == trt_shim.API_KWARGS
+    assert r["findings"]["candidate_segments"] == 2 and len(r["findings"]["engines_built"]) == 2
+    # The TRTEngineOp model cannot run on this TensorFlow: parity fails with the reason, it does not crash.
+    assert not r["parity"]["passed"] and "could not be run side by side" in r["parity"]["reasons"][0]
+    assert r["audit"]["engines"][1]["built_batch_sizes"] == [1]
+    assert r["environment"]["tensorrt"] == "7.1.3"
+
+
+def test_oom_and_fallback_in_the_log_fail_the_gate(tmp_path, monkeypatch, saved_models, mocked_device):
+    fake = FakeTrtConvert(saved_models["cnn"], build_log=FIXTURES / "article_nano_fp16_oom.log")
+    code, r, spec = run_inprocess(tmp_path, monkeypatch, fake, model_dir=saved_models["cnn"])
+    assert code == 5
+    failed = {c["name"] for c in r["gate"]["checks"] if not c["passed"]}
+    assert {"no_fallback", "no_oom"} <= failed and "batch_sizes" not in failed
+    assert len(r["findings"]["oom"]) == 3 and r["findings"]["engine_failures"][0]["op"] == "TRTEngineOp_0_0"
+    assert r["error"]["message"].startswith("the TF-TRT optimization failed the gate: ")
+    assert "fallback(s) to native TensorFlow in the log" in r["error"]["message"]
+    assert "out-of-memory line(s) in the log" in r["error"]["message"]
+    assert not os.path.exists(spec["output_dir"])
+
+
+def test_gate_failure_with_allow_native_fallback_ships_native_and_keeps_the_attempt(tmp_path, monkeypatch,
+                                                                                   saved_models, mocked_device):
+    fake = FakeTrtConvert(saved_models["cnn"], built=((1, 8), (1,)))
+    code, r, spec = run_inprocess(tmp_path, monkeypatch, fake, model_dir=saved_models["cnn"],
+                                  allow_native_fallback=True)
+    assert code == 0
+    assert r["optimization"] == "native" and r["engines"] == 0
+    assert r["native_reason"].startswith("the TF-TRT optimization failed the gate: ")
+    assert "TRTEngineOp_0_1 has no built engine for batch size(s) [8]" in r["native_reason"]
+    assert r["attempt"]["gate"]["passed"] is False and r["attempt"]["parameters"]["precision_mode"] == "FP16"
+    assert r["audit"]["is_native"] and r["gate"]["passed"] and r["parity"]["passed"]
+    assert (Path(spec["output_dir"]) / "saved_model.pb").is_file() and leftovers(spec) == []
+
+
+def test_a_converter_that_raises_is_exit_5_with_its_message(tmp_path, monkeypatch, saved_models, mocked_device):
+    fake = FakeTrtConvert(saved_models["cnn"], fail_convert="Tensorflow has not been built with TensorRT support.")
+    code, r, spec = run_inprocess(tmp_path, monkeypatch, fake, model_dir=saved_models["cnn"])
+    assert code == 5
+    assert r["error"]["message"] == ("TF-TRT conversion failed: RuntimeError: Tensorflow has not been built with "
+                                     "TensorRT support.")
+    assert not os.path.exists(spec["output_dir"]) and leftovers(spec) == []
+
+
+def test_pinned_tensorrt_mismatch_is_a_preflight_error(tmp_path, monkeypatch, saved_models, mocked_device):
+    fake = FakeTrtConvert(saved_models["cnn"])
+    code, r, spec = run_inprocess(tmp_path, monkeypatch, fake, model_dir=saved_models["cnn"],
+                                  stack={"name": "4.6", "tensorflow": tf.__version__, "tensorrt": "8.2.1"})
+    assert code == 3 and "init" not in fake.calls
+    assert "TensorRT loaded 7.1.3, pinned 8.2.1" in r["error"]["message"]
+    assert "allow_version_mismatch" in r["error"]["hint"]
