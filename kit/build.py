@@ -462,6 +462,8 @@ class _Pipeline:
             result = self.engine.run_to_completion(
                 self.builder_tag, reference_command(self.m), on_line=self.r.line, timeout=1800,
                 mounts=mounts, runtime=_runtime(self.m), user=_user(),
+                # One inference: don't let TF reserve the Jetson's shared memory up front.
+                env={"TF_FORCE_GPU_ALLOW_GROWTH": "true", "TF_CPP_MIN_LOG_LEVEL": "1"},
                 name=f"kit-reference-{self.m.name}-{uuid.uuid4().hex[:6]}")
             ref = read_json(Path(tmp) / "reference.json")
             if result.exit_code != 0 or ref is None:
