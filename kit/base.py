@@ -172,14 +172,15 @@ def debian_base(engine: Engine, progress: Progress | None = None, force: bool = 
         return _assemble_debian(engine, progress, debootstrap, start)
 
 
-def _assemble_debian(engine: Engine, progress: Progress, debootstrap: str, start: float) -> BaseImage:
+def _assemble_debian(engine: Engine, progress: Progress, debootstrap: str, start: float,
+                     image: str = DEBIAN_BASE) -> BaseImage:
     """debootstrap a root filesystem, import it under a temporary tag, verify, retag."""
     mirror = os.environ.get("KIT_DEBIAN_MIRROR", DEFAULT_MIRROR)
     work = Path(tempfile.mkdtemp(prefix="kit-debootstrap-", dir=os.environ.get("KIT_TMPDIR")))
     root = work / "rootfs"
-    temp_tag = f"{DEBIAN_BASE}-tmp-{uuid.uuid4().hex[:8]}"
+    temp_tag = f"{image}-tmp-{uuid.uuid4().hex[:8]}"
     try:
-        progress(f"{DEBIAN_BASE}: debootstrap --variant=minbase {DEBIAN_SUITE} from {mirror} (about a minute)")
+        progress(f"{image}: debootstrap --variant=minbase {DEBIAN_SUITE} from {mirror} (about a minute)")
         log_path = work / "debootstrap.log"
         with open(log_path, "wb") as log:
             rc = subprocess.run(
@@ -189,15 +190,18 @@ def _assemble_debian(engine: Engine, progress: Progress, debootstrap: str, start
             ).returncode
         if rc != 0:
             tail = log_path.read_text(errors="replace").splitlines()[-15:]
-            raise KitError(f"debootstrap failed (exit {rc}) while assembling {DEBIAN_BASE}", details=tail,
+            raise KitError(f"debootstrap failed (exit {rc}) while assembling {image}", details=tail,
                            hint=f"check that {mirror} is reachable, or set KIT_DEBIAN_MIRROR to a Debian mirror")
         python = _python_in_rootfs(root)
-        progress(f"{DEBIAN_BASE}: root filesystem ready (Python {python}); importing into Docker")
+        progress(f"{image}: root filesystem ready (Python {python}); importing into Docker")
         # Package lists and downloaded .debs are not needed in the image.
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for p in (root / junk).glob("*"):
                 if p.is_file():
                     p.unlink()
+        # debootstrap copies this host's name and resolver; Docker supplies both at run time.
+        (root / "etc/hostname").write_text("localhost\n")
+        (root / "etc/resolv.conf").unlink(missing_ok=True)
         changes = [
             "ENV LANG=C.UTF-8",
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -217,11 +221,11 @@ def _assemble_debian(engine: Engine, progress: Progress, debootstrap: str, start
         if tar_rc != 0:
             raise KitError(f"tar of the Debian root failed (exit {tar_rc})", details=tar_err.splitlines()[-5:])
         _verify_python(engine, temp_tag, python)
-        engine.tag(temp_tag, DEBIAN_BASE)
-        info = engine.image_inspect(DEBIAN_BASE)
+        engine.tag(temp_tag, image)
+        info = engine.image_inspect(image)
         seconds = time.monotonic() - start
-        progress(f"{DEBIAN_BASE}: built in {seconds:.0f}s ({info.size / 1e6:.0f} MB)")
-        return BaseImage(DEBIAN_BASE, info.id, False, seconds, info.size, python)
+        progress(f"{image}: built in {seconds:.0f}s ({info.size / 1e6:.0f} MB)")
+        return BaseImage(image, info.id, False, seconds, info.size, python)
     finally:
         engine.remove_image(temp_tag)  # only the temporary name; the final tag keeps the image
         shutil.rmtree(work, ignore_errors=True)
