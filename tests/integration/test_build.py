@@ -131,6 +131,15 @@ def test_full_build_tags_and_labels(built, engine, example):
         assert step in proc.stderr
     # No temporary tag survives.
     assert not any(":kit-tmp-" in t for t in info.tags)
+    # The runtime config: numeric user, the server's probe, serve settings from the manifest.
+    assert info.config["User"] == "10001:10001"
+    assert info.config["Healthcheck"]["Test"] == ["CMD", "python3", "-m", "kit.runtime.healthcheck"]
+    assert info.config["Cmd"] == ["python3", "-m", "kit.runtime.serve"]
+    assert "8501/tcp" in info.config["ExposedPorts"]
+    env = info.env
+    assert env["KIT_MODEL_NAME"] == "digits" and env["KIT_BATCH_SIZES"] == "1,8"
+    assert env["KIT_MODEL_DIR"] == "/opt/kit/model" and env["TF_GPU_ALLOCATOR"] == "cuda_malloc"
+    assert env["KIT_PORT"] == "8501" and env["KIT_MAX_BATCH_DELAY"] == "2ms"
 
 
 def test_model_layer_is_last_and_the_rest_is_the_builder(built, engine):
@@ -315,4 +324,5 @@ def test_failing_smoke_stops_the_build_shows_logs_and_leaves_no_tag(engine, tf_b
     assert not engine.image_exists(final)
     temp = [w for w in proc.stderr.split() if ":kit-tmp-" in w]
     assert temp and not engine.image_exists(temp[0])
+    assert engine.image_refs(f"{REPOSITORY}-smoke:*") == []
     assert not (tmp_path / ".kit" / "digits" / "build.json").exists()
