@@ -37,6 +37,7 @@ class DeviceFacts:
     l4t_detail: str = ""  # where the L4T came from, or why it is unknown
     tensorrt: str | None = None  # only when the engine states it (label)
     memory_bytes: int = 0
+    live_restore: bool | None = None  # containers survive a dockerd restart (recommended on devices)
     labels: tuple = ()  # engine labels as (key, value) pairs
 
     @property
@@ -49,27 +50,30 @@ class DeviceFacts:
             "architecture": self.architecture, "docker_version": self.docker_version,
             "runtimes": list(self.runtimes), "nvidia": self.nvidia, "l4t": self.l4t,
             "l4t_detail": self.l4t_detail, "tensorrt": self.tensorrt, "memory_bytes": self.memory_bytes,
+            "live_restore": self.live_restore, "labels": dict(self.labels),
         }
 
 
-def engine_labels(engine) -> dict:
-    """The engine's own labels (`docker info` Labels: "key=value" strings)."""
+def engine_extras(engine) -> tuple[dict, bool | None]:
+    """The engine's own labels (`docker info` Labels: "key=value" strings) and
+    whether live-restore is on (neither is in docker_api's EngineInfo)."""
     from kit.docker_api import _errors
 
     with _errors("info", engine.host):
-        raw = engine.api.info().get("Labels") or []
+        info = engine.api.info()
     out = {}
-    for item in raw:
+    for item in info.get("Labels") or []:
         key, _, value = str(item).partition("=")
         out[key.strip()] = value.strip()
-    return out
+    live = info.get("LiveRestoreEnabled")
+    return out, (bool(live) if live is not None else None)
 
 
 def read_facts(engine, device: FleetDevice, probe_image: str | None = None) -> DeviceFacts:
     """Facts of a connected device. probe_image: an image present on the device
     used to read /etc/nv_tegra_release when no engine label states the L4T."""
     info = engine.info()
-    labels = engine_labels(engine)
+    labels, live_restore = engine_extras(engine)
     l4t, detail = None, ""
     if labels.get(L4T_LABEL):
         l4t, detail = labels[L4T_LABEL], f"engine label {L4T_LABEL}"
@@ -81,7 +85,7 @@ def read_facts(engine, device: FleetDevice, probe_image: str | None = None) -> D
         name=device.name, host=device.host, reachable=True, architecture=info.architecture,
         docker_version=info.server_version, runtimes=tuple(info.runtimes), l4t=l4t, l4t_detail=detail,
         tensorrt=labels.get(TENSORRT_LABEL) or None, memory_bytes=info.memory_bytes,
-        labels=tuple(sorted(labels.items())),
+        live_restore=live_restore, labels=tuple(sorted(labels.items())),
     )
 
 

@@ -228,6 +228,9 @@ class _Rollout:
             self.progress(device.name, "facts", f"unreachable: {e.message}")
             return DevicePlan(device, UNREACHABLE, reason=f"unreachable: {e.message}", port=port,
                               facts=unreachable(device, e))
+        if facts.live_restore is False:
+            self.progress(device.name, "facts", "live-restore is off: a dockerd restart would stop the model "
+                          "(set \"live-restore\": true in /etc/docker/daemon.json)")
         plan = DevicePlan(device, UPDATE, port=port, facts=facts, running=dep.image, healthy=dep.healthy
                           if dep.exists else None, compose_text=text, command=argv)
         decision: Decision = check(self.fp, device, facts)

@@ -2,14 +2,17 @@
 extra dockerd instances acting as devices. Used by tests/integration/test_fleet.py
 (session fixture) and bench/rollout.py.
 
-Each device is `dockerd --bridge=none --iptables=false --ip-masq=false` with its
-own --data-root, --exec-root, --pidfile and unix socket under /tmp/kd<tag>-<n>/
-(short: unix socket paths are limited to 108 bytes, and containerd puts its own
-socket under the exec-root). On docker.io 20.10 each dockerd starts its own
-containerd (config and socket in <exec-root>/containerd/), so the daemons do
-not share containerd state and need no namespace options. A dockerd killed
-with SIGKILL leaves its containerd and containers running; started again with
-the same paths it reattaches to that containerd.
+Each device is a containerd plus `dockerd --bridge=none --iptables=false
+--ip-masq=false --live-restore --containerd <its socket>` with its own
+--data-root, --exec-root, --pidfile and unix socket under /tmp/kd<tag>-<n>/
+(short: unix socket paths are limited to 108 bytes). Found on docker.io 20.10
+/ containerd 1.6: several dockerd may each start their own containerd (config
+and socket under <exec-root>/containerd/, no namespace options needed), but
+that containerd dies with a SIGKILLed dockerd while the container shims live
+on, and the restarted dockerd then times out waiting for its new containerd
+("timeout waiting for containerd to start"). So each device runs containerd
+as its own process, as JetPack's Ubuntu does (containerd.service), and a
+killed dockerd can come back.
 
 Devices are amd64 with no nvidia runtime, so they are `cpu` devices. What
 cannot exist here is faked in one visible place: an engine label
@@ -41,7 +44,6 @@ from pathlib import Path
 import yaml
 
 REGISTRY_PORT = 5000
-DEVICE_PORTS = (18501, 18502, 18503)
 OWNER_FILE = Path("/tmp/kit-fleet-registry.json")  # marks a registry this harness started
 
 FIXTURE_SERVER = r'''
@@ -170,7 +172,6 @@ class Registry:
         self.port = port
         self.proc: subprocess.Popen | None = None
         self.dir: Path | None = None
-        self.reused = False
 
     @property
     def address(self) -> str:
@@ -183,11 +184,13 @@ class Registry:
     def start(self) -> "Registry":
         if _port_open(self.port):
             owner = self._owner()
-            if owner and owner.get("port") == self.port and _pid_alive(owner["pid"]):
-                self.reused = True  # ours, from an earlier session that did not stop it
-                self.dir = Path(owner["dir"])
-                return self
-            self.port = _free_port()  # someone else's service: do not touch it
+            if owner and owner.get("port") == self.port and not _pid_alive(owner.get("session", 0)) \
+                    and _pid_alive(owner["pid"]):
+                # ours, orphaned by a session that died without teardown: replace it
+                os.kill(owner["pid"], signal.SIGTERM)
+                _wait(lambda: not _port_open(self.port), 10, "orphaned registry exit")
+            else:
+                self.port = _free_port()  # another live session's, or not ours: leave it alone
         self.dir = Path(tempfile.mkdtemp(prefix="kit-registry-"))
         config = {
             "version": 0.1,
@@ -196,15 +199,19 @@ class Registry:
             "http": {"addr": self.address},
         }
         (self.dir / "config.yml").write_text(yaml.safe_dump(config))
-        log = open(self.dir / "registry.log", "wb")
+        self._spawn()
+        return self
+
+    def _spawn(self) -> None:
+        log = open(self.dir / "registry.log", "ab")
         self.proc = subprocess.Popen(["docker-registry", "serve", str(self.dir / "config.yml")],
                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         log.close()
         _wait(self.answers, 30, f"registry on {self.address}")
         if self.port == REGISTRY_PORT:
-            OWNER_FILE.write_text(json.dumps({"pid": self.proc.pid, "port": self.port, "dir": str(self.dir)}))
-        return self
+            OWNER_FILE.write_text(json.dumps({"pid": self.proc.pid, "session": os.getpid(), "port": self.port,
+                                              "dir": str(self.dir)}))
 
     def _owner(self) -> dict | None:
         try:
@@ -228,30 +235,18 @@ class Registry:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        elif self.reused:
-            owner = self._owner()
-            if owner and _pid_alive(owner["pid"]):
-                os.kill(owner["pid"], signal.SIGTERM)
-                _wait(lambda: not _pid_alive(owner["pid"]), 10, "registry exit")
         _wait(lambda: not _port_open(self.port), 10, "registry port closed")
 
     def restart(self) -> None:
         """Start again on the same port and storage (after stop())."""
-        log = open(self.dir / "registry.log", "ab")
-        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.dir / "config.yml")],
-                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-        log.close()
-        self.reused = False
-        _wait(self.answers, 30, f"registry on {self.address}")
-        if self.port == REGISTRY_PORT:
-            OWNER_FILE.write_text(json.dumps({"pid": self.proc.pid, "port": self.port, "dir": str(self.dir)}))
+        self._spawn()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.stop()
-        with contextlib.suppress(OSError):
-            if self._owner() and self._owner().get("dir") == str(self.dir):
+        owner = self._owner()
+        if owner and owner.get("dir") == str(self.dir):
+            with contextlib.suppress(OSError):
                 OWNER_FILE.unlink()
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -280,17 +275,29 @@ class Registry:
 
 @dataclass
 class Device:
-    """One dockerd acting as a fleet device."""
+    """One device: its own containerd and a dockerd using it, like a JetPack
+    (Ubuntu) host where containerd.service and docker.service are separate.
+
+    dockerd runs with --live-restore, the setting kit recommends for devices:
+    measured here, a dockerd killed WITHOUT it comes back and kills the model
+    container (exit 137) without restarting it, although restart is
+    unless-stopped; with it, the model keeps serving while dockerd is down and
+    dockerd reattaches in well under a second."""
 
     name: str
     root: Path
     port: int  # the model's port on this device (host network)
     engine_labels: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+    containerd: subprocess.Popen | None = None
 
     @property
     def sock(self) -> Path:
         return self.root / "d.sock"
+
+    @property
+    def containerd_sock(self) -> Path:
+        return self.root / "c.sock"
 
     @property
     def host(self) -> str:
@@ -301,21 +308,41 @@ class Device:
         return self.root / "d.pid"
 
     def argv(self) -> list[str]:
-        argv = ["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false",
+        argv = ["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false", "--live-restore",
+                "--containerd", str(self.containerd_sock),
                 "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "x"),
                 "--pidfile", str(self.pidfile), "-H", self.host, "--log-level", "warn"]
         for key, value in self.engine_labels.items():
             argv += ["--label", f"{key}={value}"]
         return argv
 
+    def _start_containerd(self) -> None:
+        if self.containerd is not None and self.containerd.poll() is None:
+            return
+        config = self.root / "containerd.toml"
+        config.write_text(
+            "version = 2\n"
+            f'root = "{self.root / "ctrd"}"\n'
+            f'state = "{self.root / "cs"}"\n'
+            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+            f'[grpc]\n  address = "{self.containerd_sock}"\n')
+        log = open(self.root / "containerd.log", "ab")
+        self.containerd = subprocess.Popen(["containerd", "--config", str(config), "--log-level", "warn"],
+                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           start_new_session=True)
+        log.close()
+        _wait(self.containerd_sock.exists, 30, f"containerd for {self.name}")
+
     def start(self) -> "Device":
+        """Start the device (containerd if needed, then dockerd)."""
         self.root.mkdir(parents=True, exist_ok=True)
         assert len(str(self.sock)) < 100, self.sock
+        self._start_containerd()
         log = open(self.root / "dockerd.log", "ab")
         self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         log.close()
-        _wait(self.answers, 60, f"dockerd for {self.name}", interval=0.3)
+        _wait(self.answers, 60, f"dockerd for {self.name}", interval=0.2)
         return self
 
     def answers(self) -> bool:
@@ -338,13 +365,13 @@ class Device:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL the daemon (a crash): its containerd and containers live on."""
+        """SIGKILL dockerd (a crash); containerd and the containers live on."""
         if self.running:
             self.proc.kill()
             self.proc.wait()
 
     def stop(self, timeout: float = 60) -> None:
-        """SIGTERM: the daemon stops its containers and its containerd."""
+        """SIGTERM dockerd (with --live-restore its containers keep running)."""
         if self.running:
             self.proc.terminate()
             try:
@@ -353,25 +380,22 @@ class Device:
                 self.proc.kill()
                 self.proc.wait()
 
-    def _containerd_pid(self) -> int | None:
-        try:
-            return int((self.root / "x" / "containerd" / "containerd.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
-
     def close(self) -> None:
-        """Teardown: stop the daemon (start it first if it was killed, so it
-        stops its containers), then remove every trace."""
+        """Teardown: remove every container, stop dockerd and containerd, unmount, delete."""
         with contextlib.suppress(Exception):
             if not self.running and self.root.exists():
                 self.start()
+        with contextlib.suppress(Exception):
+            subprocess.run(f"docker -H {self.host} ps -aq | xargs -r docker -H {self.host} rm -f",
+                           shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
         self.stop()
-        pid = self._containerd_pid()
-        if pid and _pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                _wait(lambda: not _pid_alive(pid), 15, "containerd exit")
+        if self.containerd is not None and self.containerd.poll() is None:
+            self.containerd.terminate()
+            try:
+                self.containerd.wait(30)
+            except subprocess.TimeoutExpired:
+                self.containerd.kill()
+                self.containerd.wait()
         _unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -384,10 +408,15 @@ class Device:
 class Fleet:
     """Registry + devices; a context manager that tears everything down."""
 
-    def __init__(self, n_devices: int = 3, registry_port: int = REGISTRY_PORT, tag: str | None = None):
+    def __init__(self, n_devices: int = 3, registry_port: int = REGISTRY_PORT, tag: str | None = None,
+                 engine_labels: dict | None = None):
+        """engine_labels: device name -> {label: value} given to that dockerd (--label)."""
         tag = tag or str(os.getpid() % 100000)
         self.registry = Registry(registry_port)
-        self.devices = [Device(f"dev-{i + 1}", Path(f"/tmp/kd{tag}-{i + 1}"), DEVICE_PORTS[i])
+        # Model ports picked free per session: a concurrent session (another
+        # developer's test run) has its own devices on the same host network.
+        self.devices = [Device(f"dev-{i + 1}", Path(f"/tmp/kd{tag}-{i + 1}"), _free_port(),
+                               dict((engine_labels or {}).get(f"dev-{i + 1}", {})))
                         for i in range(n_devices)]
 
     def __enter__(self) -> "Fleet":

@@ -1,0 +1,391 @@
+"""Fleet rollouts against real parts: Debian's docker-registry on 127.0.0.1 and
+three extra dockerd daemons as devices (tests/integration/fleet_harness.py).
+
+Faked, because no Jetson exists here: dev-3's engine carries the label
+kit.l4t=32.4.4 in place of /etc/nv_tegra_release. Everything else is real:
+pushes, pulls by digest, docker-compose 1.29.2 against each daemon, health
+checks, predictions over HTTP, a registry outage, a daemon killed mid-rollout.
+
+Most tests use the fixture image (fleet_harness.build_fixture_image, a stdlib
+server standing in for the runtime image, so rollout mechanics run in seconds);
+test_real_kit_build_image_rolls_out runs the image `kit build` makes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+import fleet_harness as fh  # noqa: E402
+
+from kit.cli import main  # noqa: E402
+from kit.errors import DockerError  # noqa: E402
+from kit.fleet import state as st  # noqa: E402
+from kit.fleet.rollout import rollout  # noqa: E402
+from kit.fleet.status import deployment, fleet_status  # noqa: E402
+from kit.registry import push  # noqa: E402
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FAKE_L4T = {"kit.l4t": "32.4.4"}  # dev-3 states an L4T release (the one faked fact)
+
+
+@pytest.fixture(scope="session")
+def fleet(engine):
+    if not (shutil.which("dockerd") and shutil.which("docker-registry") and shutil.which("docker-compose")):
+        pytest.fail("the fleet tests need dockerd, docker-registry and docker-compose installed", pytrace=False)
+    with fh.Fleet(3, engine_labels={"dev-3": FAKE_L4T}) as f:
+        yield f
+
+
+class Images:
+    """Fixture images pushed to the harness registry: v1, v2 (model-only change), broken."""
+
+    def __init__(self, engine, fleet, base, state_root: Path):
+        self.engine = engine
+        repo = f"{fleet.registry.address}/kit-test/fixture"
+        self.refs = {"v1": f"{repo}:v1", "v2": f"{repo}:v2", "broken": f"{repo}:broken"}
+        fh.build_fixture_image(engine, self.refs["v1"], "1", base=base)
+        fh.build_fixture_image(engine, self.refs["v2"], "2", base=base)
+        fh.build_fixture_image(engine, self.refs["broken"], "3", mode="never-healthy", base=base)
+        self.digest = {k: push(ref, state_root=state_root, engine=engine).digest_ref for k, ref in self.refs.items()}
+
+    def cleanup(self):
+        for ref in list(self.refs.values()) + list(self.digest.values()):
+            self.engine.remove_image(ref, force=True)
+
+
+@pytest.fixture(scope="session")
+def images(engine, fleet, debian_base, tmp_path_factory):
+    imgs = Images(engine, fleet, debian_base, tmp_path_factory.mktemp("push"))
+    yield imgs
+    imgs.cleanup()
+
+
+def fleet_file(fleet, tmp_path, image, name="lab", **rollout_opts) -> Path:
+    rollout_opts.setdefault("health_timeout", "30s")
+    return fleet.write_fleet(tmp_path / "fleet.yaml", name, image, **rollout_opts)
+
+
+def snapshot(fleet, name="lab") -> dict:
+    """device -> (container id, StartedAt, image) of the fleet's model container."""
+    out = {}
+    for d in fleet.devices:
+        with d.client() as eng:
+            dep = deployment(eng, name)
+            out[d.name] = (dep.container, dep.started_at, dep.image)
+    return out
+
+
+def serving_versions(fleet) -> dict:
+    return {d.name: fh.predict(d.port, "fixture", [[2.0]])["model_version"] for d in fleet.devices}
+
+
+def ensure(fleet, tmp_path, images, key: str, name="lab"):
+    """Bring every device to images[key] (a precondition, itself checked)."""
+    result = rollout(fleet_file(fleet, tmp_path, images.refs[key], name=name))
+    assert result.status == "done", result.to_dict()
+    return result
+
+
+def wait_ready(port: int, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if fh.ready(port):
+            return True
+        time.sleep(0.3)
+    return False
+
+
+# ---- push -------------------------------------------------------------------------------
+
+
+def test_push_prints_and_records_the_registry_digest(engine, fleet, images, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["push", images.refs["v1"], "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    # the registry's own answer for the tag is the digest kit printed
+    _, headers = fleet.registry._get("/v2/kit-test/fixture/manifests/v1",
+                                     "application/vnd.docker.distribution.manifest.v2+json")
+    assert out["digest"] == headers["Docker-Content-Digest"]
+    assert out["digest_ref"] == images.digest["v1"]
+    record = json.loads((tmp_path / ".kit" / "fixture" / "push.json").read_text())
+    assert record["digest_ref"] == images.digest["v1"] and record["ref"] == images.refs["v1"]
+    assert "auth" not in json.dumps(record).lower()
+
+
+def test_push_to_a_registry_that_is_down_names_its_address(engine, fleet, images, tmp_path):
+    fleet.registry.stop()
+    try:
+        with pytest.raises(DockerError) as e:
+            push(images.refs["v1"], state_root=tmp_path, engine=engine)
+        assert f"registry {fleet.registry.address} is unreachable" in e.value.message
+        assert not (tmp_path / ".kit").exists()
+    finally:
+        fleet.registry.restart()
+
+
+# ---- rollout ------------------------------------------------------------------------------
+
+
+def test_rollout_to_three_devices_then_status_shows_the_digest(fleet, images, tmp_path, capsys):
+    path = fleet_file(fleet, tmp_path, images.refs["v1"])
+    code = main(["rollout", str(path), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["digest_ref"] == images.digest["v1"]
+    record = result["record"]
+    assert record["status"] == "done"
+    assert {d["result"] for d in record["devices"]} <= {"done", "unchanged"}
+    assert [d["wave"] for d in record["devices"] if d["result"] == "done"] in ([0, 1, 1], [])
+    assert "dev-1" in captured.err and "smoke" in captured.err  # per-device progress on stderr
+    # every device serves the model from the pinned digest, and the compose file says so
+    for d in fleet.devices:
+        assert fh.predict(d.port, "fixture", [[3.0]])["predictions"] == [[3.5]]
+        text = (tmp_path / ".kit" / "fleet" / "lab" / d.name / "compose.yml").read_text()
+        svc = yaml.safe_load(text)["services"]["model"]
+        assert svc["image"] == images.digest["v1"] and svc["environment"]["KIT_PORT"] == str(d.port)
+    assert snapshot(fleet)["dev-2"][2] == images.digest["v1"]
+
+    code = main(["fleet", "status", str(path), "--json"])
+    status = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [(d["name"], d["reachable"], d["digest"], d["healthy"], d["version"]) for d in status["devices"]] == [
+        (d.name, True, images.digest["v1"], True, "1") for d in fleet.devices]
+    assert {d["last_result"] for d in status["devices"]} <= {"done", "unchanged"}
+
+
+def test_rerun_of_a_finished_rollout_changes_nothing(fleet, images, tmp_path):
+    ensure(fleet, tmp_path, images, "v1")
+    before = snapshot(fleet)
+    files = {d.name: (tmp_path / ".kit/fleet/lab" / d.name / "compose.yml").stat().st_mtime_ns for d in fleet.devices}
+    result = rollout(fleet_file(fleet, tmp_path, images.refs["v1"]))
+    assert result.status == "done"
+    assert [r.result for r in result.record.devices.values()] == ["unchanged"] * 3
+    assert snapshot(fleet) == before  # same containers, not restarted
+    assert files == {d.name: (tmp_path / ".kit/fleet/lab" / d.name / "compose.yml").stat().st_mtime_ns
+                     for d in fleet.devices}
+
+
+def test_model_update_then_dry_run_plans_without_touching(fleet, images, tmp_path, capsys):
+    ensure(fleet, tmp_path, images, "v1")
+    before = snapshot(fleet)
+    record_before = (tmp_path / ".kit/fleet/lab/rollout.json").read_text()
+    path = fleet_file(fleet, tmp_path, images.refs["v1"])
+    code = main(["rollout", str(path), "--image", images.refs["v2"], "--dry-run", "--json"])
+    plan = json.loads(capsys.readouterr().out)
+    assert code == 0 and plan["status"] == "planned" and plan["digest_ref"] == images.digest["v2"]
+    assert [p["action"] for p in plan["plan"]] == ["update"] * 3
+    assert all(images.digest["v2"] in p["compose"] for p in plan["plan"])
+    assert snapshot(fleet) == before
+    assert (tmp_path / ".kit/fleet/lab/rollout.json").read_text() == record_before
+
+    result = rollout(path, image=images.refs["v2"])
+    assert result.status == "done"
+    assert serving_versions(fleet) == {"dev-1": "2", "dev-2": "2", "dev-3": "2"}
+    recs = result.record.devices
+    assert all(r.before == images.digest["v1"] and r.after == images.digest["v2"] for r in recs.values())
+    last_good = (tmp_path / ".kit/fleet/lab/dev-1/last-good.yml").read_text()
+    assert images.digest["v2"] in last_good
+
+
+def test_broken_image_canary_fails_is_rolled_back_others_never_touched(fleet, images, tmp_path, capsys):
+    ensure(fleet, tmp_path, images, "v1")
+    before = snapshot(fleet)
+    path = fleet_file(fleet, tmp_path, images.refs["broken"], health_timeout="12s")
+    code = main(["rollout", str(path)])
+    captured = capsys.readouterr()
+    assert code == 6  # RolloutError
+    assert "rolled-back" in captured.err and "canary dev-1 failed" in captured.err
+    record = st.load_record(tmp_path / ".kit/fleet/lab/rollout.json")
+    assert record.status == "rolled-back"
+    canary = record.devices["dev-1"]
+    assert canary.result == "rolled-back" and canary.reason.startswith("health: not healthy within 12s")
+    assert canary.before == images.digest["v1"] and canary.after == images.digest["v1"]
+    for name in ("dev-2", "dev-3"):
+        assert record.devices[name].result == "untouched"
+        assert record.devices[name].after == images.digest["v1"]
+    after = snapshot(fleet)
+    assert after["dev-2"] == before["dev-2"] and after["dev-3"] == before["dev-3"]  # never touched
+    assert after["dev-1"][2] == images.digest["v1"] and after["dev-1"][0] != before["dev-1"][0]
+    assert serving_versions(fleet) == {"dev-1": "1", "dev-2": "1", "dev-3": "1"}
+    compose_now = (tmp_path / ".kit/fleet/lab/dev-1/compose.yml").read_text()
+    assert images.digest["v1"] in compose_now
+
+
+def test_daemon_killed_mid_rollout_stops_and_rolls_back(fleet, images, tmp_path):
+    ensure(fleet, tmp_path, images, "v1")
+    victim = fleet.device("dev-2")
+
+    def progress(device, phase, message):
+        if device == "dev-2" and phase == "pull":
+            victim.kill()  # SIGKILL dockerd just as the rollout reaches dev-2
+
+    path = fleet_file(fleet, tmp_path, images.refs["v2"], max_parallel=1, on_failure="rollback")
+    try:
+        result = rollout(path, progress=progress)
+        assert result.status == "rolled-back"
+        recs = result.record.devices
+        assert recs["dev-1"].result == "rolled-back" and recs["dev-1"].after == images.digest["v1"]
+        assert recs["dev-2"].result == "failed" and recs["dev-2"].phase == "pull"
+        assert "not touched" in recs["dev-2"].reason and recs["dev-2"].after == images.digest["v1"]
+        assert recs["dev-3"].result == "untouched"
+        on_disk = st.load_record(tmp_path / ".kit/fleet/lab/rollout.json")
+        assert on_disk.to_dict() == result.record.to_dict()
+        # dockerd is down, the device's model is not (live-restore)
+        assert fh.predict(victim.port, "fixture", [[0.0]])["model_version"] == "1"
+    finally:
+        victim.start()
+    # no device is left without a running model
+    assert all(wait_ready(d.port) for d in fleet.devices)
+    assert serving_versions(fleet) == {"dev-1": "1", "dev-2": "1", "dev-3": "1"}
+
+
+def test_daemon_killed_with_halt_leaves_old_and_new_both_running(fleet, images, tmp_path):
+    ensure(fleet, tmp_path, images, "v1")
+    victim = fleet.device("dev-3")
+
+    def progress(device, phase, message):
+        if device == "dev-3" and phase == "pull":
+            victim.kill()
+
+    path = fleet_file(fleet, tmp_path, images.refs["v2"], max_parallel=1, on_failure="halt")
+    try:
+        result = rollout(path, progress=progress)
+        assert result.status == "halted" and "dev-3 failed" in result.reason
+        recs = result.record.devices
+        assert [recs[n].result for n in ("dev-1", "dev-2", "dev-3")] == ["done", "done", "failed"]
+    finally:
+        victim.start()
+    assert all(wait_ready(d.port) for d in fleet.devices)
+    assert serving_versions(fleet) == {"dev-1": "2", "dev-2": "2", "dev-3": "1"}
+
+
+def test_device_whose_facts_do_not_match_is_refused_and_untouched(fleet, images, tmp_path):
+    ensure(fleet, tmp_path, images, "v1")
+    before = snapshot(fleet)
+    entries = [{"name": d.name, "host": d.host, "device": "cpu", "port": d.port} for d in fleet.devices]
+    entries[2]["device"] = "jetson-nano"  # declared a Nano; the engine says amd64, no nvidia runtime
+    path = fleet.write_fleet(tmp_path / "fleet.yaml", "lab", images.refs["v2"], devices=entries,
+                             health_timeout="30s")
+    result = rollout(path)
+    assert result.status == "partial"
+    refused = result.record.devices["dev-3"]
+    assert refused.result == "refused"
+    assert "image is built for cpu, device is jetson-nano" in refused.reason
+    assert "device reports amd64, profile jetson-nano is arm64" in refused.reason
+    assert snapshot(fleet)["dev-3"] == before["dev-3"]
+    assert serving_versions(fleet) == {"dev-1": "2", "dev-2": "2", "dev-3": "1"}
+    plan = {p.device.name: p for p in result.plans}
+    assert plan["dev-3"].facts.l4t == "32.4.4" and plan["dev-3"].facts.l4t_detail == "engine label kit.l4t"
+
+
+def test_jetson_image_refused_on_amd64_devices_with_every_reason(engine, fleet, debian_base, tmp_path):
+    """A fixture image labelled as Nano TF-TRT engines (labels only: no engines exist here)."""
+    ref = f"{fleet.registry.address}/kit-test/fixture:nano"
+    labels = {"kit.device": "jetson-nano", "kit.l4t": "32.4.4", "kit.tensorrt": "7.1.3", "kit.gpu_arch": "sm_53",
+              "kit.precision": "fp16", "kit.optimization": "tensorrt", "kit.engines": "2"}
+    fh.build_fixture_image(engine, ref, "9", base=debian_base, labels=labels)
+    try:
+        digest = push(ref, state_root=tmp_path, engine=engine).digest_ref
+        entries = [{"name": d.name, "host": d.host, "device": "jetson-nano", "port": d.port} for d in fleet.devices]
+        path = fleet.write_fleet(tmp_path / "fleet.yaml", "nano", ref, devices=entries)
+        result = rollout(path)
+        assert result.digest_ref == digest and result.status == "partial"
+        for rec in result.record.devices.values():
+            assert rec.result == "refused"
+            assert "nvidia runtime is not registered" in rec.reason
+            assert "device reports amd64, profile jetson-nano is arm64" in rec.reason
+        assert "L4T release is unknown" in result.record.devices["dev-1"].reason
+        assert "L4T release is unknown" not in result.record.devices["dev-3"].reason  # label read
+        for d in fleet.devices:
+            with d.client() as eng:
+                assert not eng.image_exists(digest)  # refused devices never pulled it
+    finally:
+        engine.remove_image(ref, force=True)
+
+
+def test_registry_down_changes_nothing_on_any_device(fleet, images, tmp_path):
+    ensure(fleet, tmp_path, images, "v1")
+    before = snapshot(fleet)
+    record_before = (tmp_path / ".kit/fleet/lab/rollout.json").read_text()
+    path = fleet_file(fleet, tmp_path, images.refs["v2"])
+    fleet.registry.stop()
+    try:
+        code = main(["rollout", str(path)])
+        assert code == 4  # DockerError: resolution failed before any device
+        with pytest.raises(DockerError) as e:
+            rollout(path)
+        assert f"registry {fleet.registry.address} is unreachable" in e.value.message
+    finally:
+        fleet.registry.restart()
+    assert snapshot(fleet) == before
+    assert (tmp_path / ".kit/fleet/lab/rollout.json").read_text() == record_before
+    assert serving_versions(fleet) == {"dev-1": "1", "dev-2": "1", "dev-3": "1"}
+
+
+def test_status_reports_an_unreachable_device(fleet, images, tmp_path):
+    ensure(fleet, tmp_path, images, "v1")
+    entries = [{"name": d.name, "host": d.host, "device": "cpu", "port": d.port} for d in fleet.devices]
+    entries.append({"name": "gone", "host": "unix:///tmp/kit-no-such-daemon.sock", "device": "cpu"})
+    path = fleet.write_fleet(tmp_path / "fleet.yaml", "lab", images.refs["v1"], devices=entries)
+    status = fleet_status(path)
+    rows = {d.name: d for d in status.devices}
+    assert not rows["gone"].reachable and "unix:///tmp/kit-no-such-daemon.sock" in rows["gone"].error
+    assert rows["dev-1"].healthy and rows["dev-1"].digest == images.digest["v1"]
+    result = rollout(path)  # the unreachable device is left untouched, the rest unchanged
+    assert result.status == "partial"
+    assert result.record.devices["gone"].result == "untouched"
+    assert result.record.devices["gone"].reason.startswith("unreachable")
+
+
+# ---- the real runtime image ---------------------------------------------------------------
+
+
+def test_real_kit_build_image_rolls_out(engine, fleet, tf_base, tmp_path, capsys):
+    """`kit build` on the bundled digits example, `kit push` of its manifest, rollout to all three."""
+    example = REPO_ROOT / "manifests" / "examples"
+    if not (example / "digits" / "saved_model").is_dir():
+        pytest.fail("the bundled example model is missing: python manifests/examples/digits/train.py",
+                    pytrace=False)
+    work = tmp_path / "model"
+    shutil.copytree(example / "digits", work / "digits", ignore=shutil.ignore_patterns(".kit"))
+    doc = yaml.safe_load((example / "digits.yaml").read_text())
+    doc["image"]["repository"] = f"{fleet.registry.address}/kit-test/digits"
+    (work / "kit.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert main(["build", str(work / "kit.yaml")]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["push", str(work / "kit.yaml"), "--json"]) == 0
+    pushed = json.loads(capsys.readouterr().out)
+    recorded = json.loads((work / ".kit" / "digits" / "push.json").read_text())
+    assert recorded["digest_ref"] == pushed["digest_ref"]
+    try:
+        # ports of their own: the fixture fleet "lab" keeps serving on the devices' ports
+        ports = {d.name: fh._free_port() for d in fleet.devices}
+        entries = [{"name": d.name, "host": d.host, "device": "cpu", "port": ports[d.name]} for d in fleet.devices]
+        path = fleet.write_fleet(tmp_path / "fleet" / "fleet.yaml", "digits", pushed["ref"], devices=entries,
+                                 health_timeout="180s")
+        code = main(["rollout", str(path), "--json"])
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        assert json.loads(out.out)["record"]["status"] == "done"
+        assert main(["fleet", "status", str(path), "--json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert [(d["digest"], d["healthy"], d["version"]) for d in status["devices"]] == \
+            [(pushed["digest_ref"], True, "0.1.0")] * 3
+        pixels = [[[[0.0]] * 8] * 8]
+        for d in fleet.devices:
+            body = fh.predict(ports[d.name], "digits", pixels, timeout=30)
+            assert len(body["predictions"][0]) == 10  # ten digit classes
+    finally:
+        # the devices' copies go with the daemons; the local image is this test's
+        engine.remove_image(pushed["ref"], force=True)

@@ -1,0 +1,54 @@
+"""Pure helpers of push/rollout: references, waves, device addresses, smoke inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from kit.fleet.rollout import _example, device_address, plan_waves
+from kit.registry import registry_of, split_ref
+
+D = "sha256:" + "f" * 64
+
+
+@pytest.mark.parametrize("ref,expected", [
+    ("127.0.0.1:5000/a/b:1.0", ("127.0.0.1:5000/a/b", "1.0", None)),
+    ("127.0.0.1:5000/a/b", ("127.0.0.1:5000/a/b", None, None)),
+    (f"reg.example.com/v/r@{D}", ("reg.example.com/v/r", None, D)),
+    ("busybox:latest", ("busybox", "latest", None)),
+])
+def test_split_ref(ref, expected):
+    assert split_ref(ref) == expected
+
+
+@pytest.mark.parametrize("repo,registry", [
+    ("127.0.0.1:5000/a/b", "127.0.0.1:5000"), ("registry.example.com/vision/r", "registry.example.com"),
+    ("localhost/x", "localhost"), ("library/busybox", "docker.io"), ("busybox", "docker.io"),
+])
+def test_registry_of(repo, registry):
+    assert registry_of(repo) == registry
+
+
+def test_plan_waves_canary_first_then_max_parallel():
+    assert plan_waves([1, 2, 3], 1, 3) == [[1], [2, 3]]
+    assert plan_waves([1, 2, 3, 4, 5], 2, 2) == [[1, 2], [3, 4], [5]]
+    assert plan_waves([1, 2, 3], 0, 1) == [[1], [2], [3]]
+    assert plan_waves([1, 2], 5, 4) == [[1, 2]]
+    assert plan_waves([], 1, 3) == []
+
+
+@pytest.mark.parametrize("host,addr", [
+    ("unix:///var/run/docker.sock", "127.0.0.1"), ("tcp://10.0.0.7:2375", "10.0.0.7"),
+    ("ssh://nvidia@nano-01.local", "nano-01.local"), ("ssh://nvidia@nano-02:2222", "nano-02"),
+])
+def test_device_address(host, addr):
+    assert device_address(host) == addr
+
+
+def test_smoke_example_shapes_from_tf_serving_metadata():
+    image = {"dtype": "DT_FLOAT", "tensor_shape": {"dim": [{"size": "-1"}, {"size": "2"}, {"size": "3"}]}}
+    assert _example(image) == [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    ids = {"dtype": "DT_INT32", "tensor_shape": {"dim": [{"size": "-1"}, {"size": "-1"}]}}
+    assert _example(ids) == [0] and type(_example(ids)[0]) is int
+    assert type(_example(image)[0][0]) is float
+    text = {"dtype": "DT_STRING", "tensor_shape": {"dim": [{"size": "-1"}]}}
+    assert _example(text) == ""
