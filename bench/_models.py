@@ -1,0 +1,129 @@
+"""Models and a server harness shared by the serving benchmarks.
+
+MobileNetV2 at 224x224 with random weights: keras.applications with
+weights=None builds the architecture and downloads nothing; KERAS_HOME points
+at an empty directory and is checked afterwards to prove it.
+"""
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("KIT_BENCH_CACHE", Path(tempfile.gettempdir()) / "kit-bench-models"))
+
+
+def export_mobilenet_v2(path=None):
+    """A SavedModel (signature serving_default: images float32 [n,224,224,3] -> probabilities [n,1000])."""
+    path = Path(path or CACHE / "mobilenet_v2_224")
+    if (path / "saved_model.pb").is_file():
+        return path
+    keras_home = Path(tempfile.mkdtemp(prefix="kit-bench-keras-home-"))
+    os.environ["KERAS_HOME"] = str(keras_home)
+    import tensorflow as tf
+    import keras
+
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="images")])
+    def serve(images):
+        return {"probabilities": model(images, training=False)}
+
+    module = tf.Module()
+    module.model = model
+    module.serve = serve
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".mobilenet.", dir=str(path.parent)))
+    tf.saved_model.save(module, str(tmp / "m"), signatures={"serving_default": serve})
+    # Keras writes its config file (keras.json) there on import; anything else would be a download.
+    downloads = [p for p in keras_home.rglob("*") if p.is_file() and p.name != "keras.json"]
+    if downloads:
+        raise RuntimeError("building MobileNetV2(weights=None) downloaded files: %s" % downloads)
+    os.replace(tmp / "m", path)
+    return path
+
+
+def export_mean_model(path=None):
+    """A trivial SavedModel with MobileNet's input: images [n,224,224,3] -> mean [n,3] (serving cost alone)."""
+    path = Path(path or CACHE / "mean_224")
+    if (path / "saved_model.pb").is_file():
+        return path
+    import tensorflow as tf
+
+    class Mean(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="images")])
+        def serve(self, images):
+            return {"mean": tf.reduce_mean(images, axis=[1, 2])}
+
+    module = Mean()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".mean.", dir=str(path.parent)))
+    tf.saved_model.save(module, str(tmp / "m"), signatures={"serving_default": module.serve})
+    os.replace(tmp / "m", path)
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess(object):
+    """`python -m kit.runtime.serve` in the background, ready when started."""
+
+    def __init__(self, model_dir, batch_sizes, max_batch_delay="2ms", max_queue=64, env=None, name="m"):
+        self.port = free_port()
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile(prefix="kit-bench-serve-", suffix=".log", delete=False)
+        full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+        full_env.update(env or {})
+        cmd = [sys.executable, "-m", "kit.runtime.serve", "--model-dir", str(model_dir), "--model-name", name,
+               "--host", "127.0.0.1", "--port", str(self.port), "--batch-sizes", batch_sizes,
+               "--max-batch-delay", max_batch_delay, "--max-queue", str(max_queue), "--max-body", "512MiB"]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited:\n" + Path(self.log.name).read_text())
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn.request("GET", "/v2/health/ready")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    return
+                conn.close()
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server not ready in time")
+
+    def connect(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            os.unlink(self.log.name)
+
+
+def post(conn, path, body, headers):
+    conn.request("POST", path, body=body, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    if response.status != 200:
+        raise RuntimeError("HTTP %d: %s" % (response.status, data[:300]))
+    return response, data

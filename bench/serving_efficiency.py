@@ -1,0 +1,207 @@
+"""Serving efficiency: throughput through the HTTP server / throughput of direct in-process calls.
+
+    .venv/bin/python bench/serving_efficiency.py [--batch-sizes 1,8] [--seconds 6] [--rounds 2] [--clients 2]
+
+Model: MobileNetV2 at 224x224 with random weights (keras.applications,
+weights=None: nothing is downloaded; checked). The same SavedModel is timed
+(1) in this process, calling its serving signature on a numpy batch and
+reading the output back, and (2) through `python -m kit.runtime.serve` on
+127.0.0.1, with keep-alive clients posting the same batch as
+  - KServe v2 binary tensors (binary input, binary output), and
+  - TF Serving JSON (row format, values with 3 decimals, as an image client sends).
+Request bodies are encoded once, so the figures are the server's cost, not
+the client's. `--clients` connections keep the server busy, so request
+handling overlaps inference as it does under real load. Measurements are
+interleaved (direct, binary, JSON, repeat) and medians are reported.
+
+Two ratios are printed:
+  wall  images/s through HTTP / images/s direct (the definition; on a shared
+        2-core machine it also carries the CPU the local client takes and
+        whatever other processes run meanwhile)
+  cpu   images per CPU-second of the server process / images per CPU-second
+        of the direct calls: the serving path's own overhead, stable under
+        contention (the client's CPU is excluded, it runs elsewhere in a
+        deployment)
+and, to isolate the serving cost from the model, the time per request of a
+trivial model taking the same input (a mean over each image): through HTTP
+with one sequential client minus the direct call, in milliseconds.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _models import ServerProcess, export_mean_model, export_mobilenet_v2, post  # noqa: E402
+
+from kit.runtime.protocol import v2_binary_request, v2_decode_response  # noqa: E402
+
+
+def process_cpu_seconds(pid):
+    """utime + stime of a process (all its threads), from /proc."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+
+
+def direct_rate(fn, tf, x, seconds):
+    """(images/s, images per CPU-second) of in-process calls: numpy in, numpy out, as the server's worker does."""
+    for _ in range(2):
+        fn(images=tf.constant(x))["probabilities"].numpy()
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds:
+        fn(images=tf.constant(x))["probabilities"].numpy()
+        n += 1
+    return n * len(x) / (time.perf_counter() - start), n * len(x) / (time.process_time() - cpu)
+
+
+def http_rate(server, path, body, headers, batch, seconds, clients):
+    """(images/s, images per server CPU-second) through the server with `clients` keep-alive
+    connections posting `body` until `seconds` pass."""
+    conns = [server.connect() for _ in range(clients)]
+    for conn in conns:
+        post(conn, path, body, headers)  # warm the connection and the server's code paths
+    counts = [0] * clients
+    finished = [0.0] * clients
+    errors = []
+    start = time.perf_counter()
+    cpu = process_cpu_seconds(server.proc.pid)
+    deadline = start + seconds
+
+    def client(i):
+        try:
+            while time.perf_counter() < deadline:
+                post(conns[i], path, body, headers)
+                counts[i] += 1
+            finished[i] = time.perf_counter()
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    cpu = process_cpu_seconds(server.proc.pid) - cpu
+    for conn in conns:
+        conn.close()
+    if errors:
+        raise errors[0]
+    images = sum(counts) * batch
+    return images / (max(finished) - start), images / cpu
+
+
+def per_request_ms(call, seconds):
+    for _ in range(2):
+        call()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or n < 3:
+        call()
+        n += 1
+    return (time.perf_counter() - start) / n * 1000.0
+
+
+def overhead_ms(tf, batch, seconds):
+    """(direct ms/call, binary ms/request, JSON ms/request) of a trivial model with MobileNet's input."""
+    path = export_mean_model()
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    x = np.round(np.random.RandomState(1).uniform(0, 1, size=(batch, 224, 224, 3)), 3).astype(np.float32)
+    direct = per_request_ms(lambda: fn(images=tf.constant(x))["mean"].numpy(), seconds)
+    binary_body, binary_headers = v2_binary_request({"images": x})
+    json_body = json.dumps({"instances": x.tolist()}).encode()
+    server = ServerProcess(path, str(batch))
+    try:
+        conn = server.connect()
+        binary = per_request_ms(lambda: post(conn, "/v2/models/m/infer", binary_body, binary_headers), seconds)
+        js = per_request_ms(lambda: post(conn, "/v1/models/m:predict", json_body,
+                                         {"Content-Type": "application/json"}), seconds)
+    finally:
+        server.stop()
+    return direct, binary, js
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch-sizes", default="1,8")
+    p.add_argument("--seconds", type=float, default=1.5, help="length of each measurement (short: the load of "
+                   "a shared machine drifts over seconds, and each ratio compares neighbouring slices)")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--clients", type=int, default=2)
+    p.add_argument("--model-dir", default=None, help="reuse an exported MobileNetV2 SavedModel")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    model_dir = export_mobilenet_v2(args.model_dir)
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    rng = np.random.RandomState(0)
+    rows = []
+    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+        x = np.round(rng.uniform(0, 1, size=(batch, 224, 224, 3)), 3).astype(np.float32)
+        reference = fn(images=tf.constant(x))["probabilities"].numpy()
+        binary_body, binary_headers = v2_binary_request({"images": x})
+        json_body = json.dumps({"instances": x.tolist()}).encode()
+        json_headers = {"Content-Type": "application/json"}
+        server = ServerProcess(model_dir, str(batch))
+        try:
+            # Correctness first: both paths answer what the model computes.
+            response, data = post(server.connect(), "/v2/models/m/infer", binary_body, binary_headers)
+            _, arrays = v2_decode_response(data, response.getheader("Inference-Header-Content-Length"))
+            np.testing.assert_allclose(arrays["probabilities"], reference, atol=1e-5)
+            _, data = post(server.connect(), "/v1/models/m:predict", json_body, json_headers)
+            np.testing.assert_allclose(np.array(json.loads(data)["predictions"]), reference, atol=1e-5)
+            samples = {"direct": [], "binary": [], "json": []}
+            for _ in range(args.rounds):
+                samples["direct"].append(direct_rate(fn, tf, x, args.seconds))
+                samples["binary"].append(http_rate(server, "/v2/models/m/infer", binary_body, binary_headers,
+                                                   batch, args.seconds, args.clients))
+                samples["json"].append(http_rate(server, "/v1/models/m:predict", json_body, json_headers,
+                                                 batch, args.seconds, args.clients))
+        finally:
+            server.stop()
+        med = lambda values: statistics.median(values)  # noqa: E731
+        row = {"batch": batch, "direct": med([w for w, _ in samples["direct"]]), "sizes": (len(binary_body),
+                                                                                          len(json_body))}
+        for k in ("binary", "json"):
+            row[k] = med([w for w, _ in samples[k]])
+            row[k + "_wall"] = med([s[0] / d[0] for s, d in zip(samples[k], samples["direct"])])
+            row[k + "_cpu"] = med([s[1] / d[1] for s, d in zip(samples[k], samples["direct"])])
+        rows.append(row)
+        print("batch %d, images/s per round (wall): direct %s | binary %s | json %s" % (
+            batch, ", ".join("%.1f" % w for w, _ in samples["direct"]),
+            ", ".join("%.1f" % w for w, _ in samples["binary"]), ", ".join("%.1f" % w for w, _ in samples["json"])),
+            flush=True)
+
+    print()
+    print("Serving efficiency, MobileNetV2 224x224 (random weights), TensorFlow %s, %s, %d CPU cores (shared), "
+          "%d client connections, median of %d rounds of %.0f s" % (
+              tf.__version__, platform.machine(), os.cpu_count(), args.clients, args.rounds, args.seconds))
+    print("%5s  %8s  %8s  %7s  %7s  %8s  %7s  %7s  %9s  %8s" % (
+        "batch", "direct", "binary", "wall", "cpu", "json", "wall", "cpu", "binary MB", "json MB"))
+    for r in rows:
+        print("%5d  %8.1f  %8.1f  %7.3f  %7.3f  %8.1f  %7.3f  %7.3f  %9.1f  %8.1f" % (
+            r["batch"], r["direct"], r["binary"], r["binary_wall"], r["binary_cpu"], r["json"], r["json_wall"],
+            r["json_cpu"], r["sizes"][0] / 1e6, r["sizes"][1] / 1e6))
+    print("(images/s; wall = HTTP images/s / direct images/s; cpu = images per server CPU-second / per direct "
+          "CPU-second; target: binary >= 0.90)")
+    print()
+    print("Serving cost per request, trivial model with the same input (one sequential keep-alive client)")
+    print("%5s  %10s  %10s  %10s  %10s  %10s" % ("batch", "direct ms", "binary ms", "+binary", "json ms", "+json"))
+    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+        direct, binary, js = overhead_ms(tf, batch, args.seconds)
+        print("%5d  %10.2f  %10.2f  %10.2f  %10.1f  %10.1f" % (batch, direct, binary, binary - direct, js,
+                                                             js - direct))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
