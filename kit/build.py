@@ -6,6 +6,7 @@ Steps (each reused when its inputs did not change, and said so):
   base       the base image is present; its id keys everything below
   builder    base + kit/runtime                     key: base id + kit code + Dockerfile
   optimize   optimizer in the builder container     key: model digest + spec + builder id
+                                                    (stamped in the output dir: survives a failed build)
   gate       report.json must show a proven result  (always re-checked)
   reference  native model's answer to the smoke request, in the builder
              (the host of a Jetson may have no TensorFlow)   key: model + samples + builder id
@@ -137,6 +138,11 @@ def report_path(out: Path) -> Path:
 
 def log_path(out: Path) -> Path:
     return Path(out) / "optimize.log"
+
+
+def stamp_path(out: Path) -> Path:
+    """What the output was made from (reuse key) and its model digest."""
+    return Path(out) / "kit-step.json"
 
 
 # ---- small helpers ---------------------------------------------------------------------
@@ -395,9 +401,11 @@ class _Pipeline:
                              images.file_digest(calib) if calib else None,
                              images.file_digest(parity) if parity else None)
         out = self.paths.optimize
-        prev = self._prev("optimize")
-        if (prev and prev.get("key") == key and report_path(out).is_file() and optimized_model(out).is_dir()
-                and images.tree_digest(optimized_model(out)) == prev.get("model_digest")):
+        # The stamp lives with the output (not only in build.json), so a build that
+        # fails later (bake, smoke) does not cost the next run a new engine build.
+        stamp = read_json(stamp_path(out)) or {}
+        if (stamp.get("key") == key and report_path(out).is_file() and optimized_model(out).is_dir()
+                and images.tree_digest(optimized_model(out)) == stamp.get("model_digest")):
             status = "reused"
         else:
             partial = self.paths.optimize_partial
@@ -430,6 +438,7 @@ class _Pipeline:
                 failed = self.paths.optimize_failed
                 raise OptimizeError(e.message, hint=e.hint,
                                     details=[d.replace(str(partial), str(failed)) for d in e.details]) from None
+            write_json_atomic(stamp_path(partial), {"key": key, "model_digest": images.tree_digest(optimized_model(partial))})
             _replace_dir(partial, out)
             status = "ran"
         self.report = read_json(report_path(out))

@@ -326,3 +326,8 @@ def test_failing_smoke_stops_the_build_shows_logs_and_leaves_no_tag(engine, tf_b
     assert temp and not engine.image_exists(temp[0])
     assert engine.image_refs(f"{REPOSITORY}-smoke:*") == []
     assert not (tmp_path / ".kit" / "digits" / "build.json").exists()
+    # The optimize output survives the failure: running again does not optimize again.
+    again = kit("build", manifest)
+    assert again.returncode == 1 and "smoke test of" in again.stderr
+    assert "↺ optimize" in again.stdout and "↺ reference" in again.stdout
+    assert engine.image_refs(f"{REPOSITORY}-smoke:*") == []
