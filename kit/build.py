@@ -246,9 +246,12 @@ def reference_command(manifest) -> list[str]:
     return ["python3", "-c", REFERENCE_SCRIPT, IN_MODEL, manifest.model.signature, sample, f"{OUT_DIR}/reference.json"]
 
 
-def _user() -> str:
-    """Run builder containers as the invoking user, so their output stays the user's."""
-    return f"{os.getuid()}:{os.getgid()}"
+def _user(manifest) -> str:
+    """Run builder containers as the invoking user, so their output stays the user's.
+    On a Jetson the group is video (44): the GPU device nodes are root:video 0660
+    and a container process gets no supplementary groups from the host."""
+    group = images.VIDEO_GID if manifest.profile.tensorrt else os.getgid()
+    return f"{os.getuid()}:{group}"
 
 
 def _runtime(manifest) -> str | None:
@@ -413,7 +416,7 @@ class _Pipeline:
             partial.mkdir(parents=True)
             result = self.engine.run_to_completion(
                 self.builder_tag, optimize_command(), on_line=self.r.line, timeout=OPTIMIZE_TIMEOUT,
-                mounts=optimize_mounts(self.m, self.paths, partial), runtime=_runtime(self.m), user=_user(),
+                mounts=optimize_mounts(self.m, self.paths, partial), runtime=_runtime(self.m), user=_user(self.m),
                 name=f"kit-optimize-{self.m.name}-{uuid.uuid4().hex[:6]}",
             )
             (partial / "container.log").write_text(result.logs)
@@ -470,7 +473,7 @@ class _Pipeline:
                 mounts.append(Mount(str(parity), _container_sample(parity, IN_PARITY), True))
             result = self.engine.run_to_completion(
                 self.builder_tag, reference_command(self.m), on_line=self.r.line, timeout=1800,
-                mounts=mounts, runtime=_runtime(self.m), user=_user(),
+                mounts=mounts, runtime=_runtime(self.m), user=_user(self.m),
                 # One inference: don't let TF reserve the Jetson's shared memory up front.
                 env={"TF_FORCE_GPU_ALLOW_GROWTH": "true", "TF_CPP_MIN_LOG_LEVEL": "1"},
                 name=f"kit-reference-{self.m.name}-{uuid.uuid4().hex[:6]}")
@@ -652,7 +655,7 @@ def plan(manifest) -> BuildPlan:
          "context": [rel for rel, _ in images.kit_code_files()],
          "reuse_key": "base image id + kit/runtime code hash + Dockerfile"},
         {"step": "optimize", "image": "<builder>", "command": optimize_command(), "runtime": runtime or "runc",
-         "network": "host", "user": _user(), "mounts": mounts, "spec": str(paths.spec), "spec_document": spec,
+         "network": "host", "user": _user(manifest), "mounts": mounts, "spec": str(paths.spec), "spec_document": spec,
          "output": str(paths.optimize), "reuse_key": "source model digest + spec + builder image id"},
         {"step": "gate", "report": str(report_path(paths.optimize)),
          "requires": "an engine for every batch size, no fallback, parity within bounds (or native as asked)"},

@@ -32,7 +32,8 @@ KIT_PACKAGE = Path(kit.__file__).resolve().parent
 # Where things live inside both images (the Dockerfiles say the same).
 KIT_LIB = "/opt/kit/lib"
 MODEL_DIR = "/opt/kit/model"
-RUNTIME_USER = "10001:10001"
+RUNTIME_USER = "10001:44"  # 44: the video group (GPU device nodes on a Jetson)
+VIDEO_GID = 44
 
 # The build args runtime.Dockerfile declares for the serve settings.
 SERVE_BUILD_ARGS = ("KIT_MODEL_NAME", "KIT_MODEL_VERSION", "KIT_SIGNATURE", "KIT_PORT", "KIT_BATCH_SIZES",

@@ -37,8 +37,11 @@ ENV KIT_MODEL_DIR=/opt/kit/model \
     KIT_MAX_QUEUE=${KIT_MAX_QUEUE}
 EXPOSE ${KIT_PORT}
 
-# A numeric user needs no useradd; the model files are owned by it.
-USER 10001:10001
+# A numeric user needs no useradd; the model files are owned by it. Group 44
+# is "video" on Ubuntu (L4T) and Debian alike: on a Jetson the GPU device
+# nodes the nvidia runtime passes in are root:video 0660, so a non-root
+# process without that group sees no GPU.
+USER 10001:44
 WORKDIR /tmp
 
 # The server's own readiness probe (GET /v2/health/ready; Python stdlib, no
@@ -48,4 +51,4 @@ HEALTHCHECK --interval=5s --timeout=10s --start-period=300s --retries=3 \
   CMD ["python3", "-m", "kit.runtime.healthcheck"]
 CMD ["python3", "-m", "kit.runtime.serve"]
 
-COPY --chown=10001:10001 model/ /opt/kit/model/
+COPY --chown=10001:44 model/ /opt/kit/model/

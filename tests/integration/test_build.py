@@ -132,7 +132,7 @@ def test_full_build_tags_and_labels(built, engine, example):
     # No temporary tag survives.
     assert not any(":kit-tmp-" in t for t in info.tags)
     # The runtime config: numeric user, the server's probe, serve settings from the manifest.
-    assert info.config["User"] == "10001:10001"
+    assert info.config["User"] == "10001:44"
     assert info.config["Healthcheck"]["Test"] == ["CMD", "python3", "-m", "kit.runtime.healthcheck"]
     assert info.config["Cmd"] == ["python3", "-m", "kit.runtime.serve"]
     assert "8501/tcp" in info.config["ExposedPorts"]
@@ -331,3 +331,17 @@ def test_failing_smoke_stops_the_build_shows_logs_and_leaves_no_tag(engine, tf_b
     assert again.returncode == 1 and "smoke test of" in again.stderr
     assert "↺ optimize" in again.stdout and "↺ reference" in again.stdout
     assert engine.image_refs(f"{REPOSITORY}-smoke:*") == []
+
+
+def test_dry_run_on_a_jetson_profile_plans_the_nvidia_runtime(nano_manifest, tmp_path):
+    """No Jetson here, but the plan for one is data: runtime, video group, pinned base."""
+    proc = kit("build", nano_manifest, "--dry-run", "--json")
+    assert proc.returncode == 0, proc.stderr
+    steps = {s["step"]: s for s in json.loads(proc.stdout)["steps"]}
+    assert steps["base"]["image"] == "nvcr.io/nvidia/l4t-tensorflow:r32.4.4-tf2.3-py3"
+    assert steps["optimize"]["runtime"] == "nvidia" and steps["smoke"]["runtime"] == "nvidia"
+    assert steps["optimize"]["user"] == f"{os.getuid()}:44"  # video: the GPU device nodes' group
+    assert set(steps["preflight"]["checks"]) == {"engine", "disk", "l4t", "nvidia", "memory"}
+    assert steps["optimize"]["spec_document"]["stack"]["l4t"] == "32.4.4"
+    assert steps["bake"]["image"].endswith(":0.1.0-r32.4.4-fp16")
+    assert not (tmp_path / ".kit").exists()

@@ -71,7 +71,7 @@ def test_model_is_the_last_filesystem_layer_and_no_arg_precedes_kit():
     kit_i, _, kit_args = layers[0]
     model_i, _, model_args = layers[-1]
     assert kit_args.startswith("kit/") and model_i == len(ins) - 1
-    assert model_args == "--chown=10001:10001 model/ /opt/kit/model/"
+    assert model_args == "--chown=10001:44 model/ /opt/kit/model/"
     # Per-model build args must not be declared above the shared layers.
     assert all(w != "ARG" for w, _ in ins[2:kit_i])
 
@@ -79,7 +79,7 @@ def test_model_is_the_last_filesystem_layer_and_no_arg_precedes_kit():
 def test_runtime_user_health_and_env():
     ins = instructions(images.dockerfile("runtime"))
     words = dict(ins)  # last wins; each is single here except ENV/ARG
-    assert words["USER"] == "10001:10001"
+    assert words["USER"] == images.RUNTIME_USER == "10001:44"
     assert "--start-period=" in words["HEALTHCHECK"]
     assert words["HEALTHCHECK"].endswith('CMD ["python3", "-m", "kit.runtime.healthcheck"]')
     assert words["CMD"] == '["python3", "-m", "kit.runtime.serve"]'
