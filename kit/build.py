@@ -540,7 +540,9 @@ class _Pipeline:
             # wait_healthy's details are the log's tail: shown once, below, in full.
             details = [] if (logs and isinstance(e, DockerError)) else list(e.details)
             raise KitError(f"smoke test of {ref} failed: {e.message}",
-                           hint=f"read the container's log above; the image was not tagged {self.final_ref}",
+                           hint="read the container's log above; " + (
+                               f"the image was not tagged {self.final_ref}" if self.temp_ref else
+                               f"{self.final_ref} was tagged by an earlier build run with --no-smoke"),
                            details=details + ["container log (last lines):"] + ["  " + ln for ln in logs]) from None
         finally:
             if cid:
