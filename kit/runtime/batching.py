@@ -3,8 +3,9 @@
 One worker thread takes requests from a bounded FIFO queue, gathers those
 that can share a batch (same signature, same per-example shapes and dtypes)
 until the largest built batch size is reached or `max_delay` has passed since
-the first one was taken, pads the batch to the nearest built batch size and
-runs the model once. Padding matters on a Jetson: TF-TRT built one engine per
+the first one was taken (waiting only while more requests are being
+received), pads the batch to the nearest built batch size and runs the
+model once. Padding matters on a Jetson: TF-TRT built one engine per
 batch size, and any other size would make it build a new engine at runtime
 (about 30 minutes on a Nano). A request larger than the largest built batch
 is split into chunks of that size and reassembled.
@@ -133,9 +134,13 @@ class MicroBatcher(object):
     run(signature_key, inputs) -> outputs: calls the model (key -> numpy arrays).
     on_batch(batch_size, rows, seconds): called after every model call
     (batch_size: what the model ran, rows: real examples in it).
+    arriving(): optional, how many requests are being received right now and
+    will be submitted soon. With it, a partial batch waits (up to max_delay)
+    only while such requests exist, so a lone client never pays the delay;
+    without it, a partial batch always waits max_delay for company.
     """
 
-    def __init__(self, run, plan, max_delay=0.002, max_queue=64, on_batch=None):
+    def __init__(self, run, plan, max_delay=0.002, max_queue=64, on_batch=None, arriving=None):
         if max_queue < 1:
             raise ValueError("max_queue must be >= 1")
         self._run = run
@@ -143,6 +148,7 @@ class MicroBatcher(object):
         self.max_delay = float(max_delay)
         self.max_queue = int(max_queue)
         self._on_batch = on_batch
+        self._arriving = arriving
         self._cond = threading.Condition()
         self._queue = deque()
         self._stopping = False
@@ -160,6 +166,11 @@ class MicroBatcher(object):
 
     def parts_needed(self, rows, batchable=True):
         return len(self.plan.chunks(rows)) if batchable else 1
+
+    def wake(self):
+        """Let a waiting worker re-check arrivals (a request it waited for was dropped)."""
+        with self._cond:
+            self._cond.notify()
 
     def submit(self, signature, inputs, rows, batchable=True):
         """Queue a request (inputs: key -> array with `rows` examples); returns a Pending."""
@@ -222,6 +233,8 @@ class MicroBatcher(object):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self._stopping:
                         break
+                    if self._arriving is not None and self._arriving() <= 0:
+                        break  # nobody else is on the way: run now rather than wait
                     self._cond.wait(remaining)
             self._busy = True
         return batch, rows

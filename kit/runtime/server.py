@@ -48,6 +48,12 @@ class ServerState(object):
                                      ready=lambda: self.ready and not self.draining)
         self._inflight = 0
         self._inflight_cond = threading.Condition()
+        self.arriving = 0  # POST requests being received or parsed, not yet queued or answered
+        self._arriving_lock = threading.Lock()
+
+    def arrival(self, delta):
+        with self._arriving_lock:
+            self.arriving += delta
 
     # In-flight requests: counted so SIGTERM can wait for them.
     def enter(self):
@@ -204,9 +210,21 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self._dispatch("POST")
 
+    def _end_arrival(self):
+        """This request is queued or answered: the worker need not wait for it any longer."""
+        if self._arriving:
+            self._arriving = False
+            self.state.arrival(-1)
+            if self.state.batcher is not None:
+                self.state.batcher.wake()
+
     def _dispatch(self, method):
         state = self.state
         state.enter()
+        # A POST may be an inference request on its way to the queue: a partial batch waits for it.
+        self._arriving = method == "POST"
+        if self._arriving:
+            state.arrival(1)
         try:
             self._route(method, self.path.split("?", 1)[0])
         except (BrokenPipeError, ConnectionResetError):
@@ -219,6 +237,7 @@ class Handler(BaseHTTPRequestHandler):
             except Exception:
                 pass
         finally:
+            self._end_arrival()
             state.leave()
 
     def _route(self, method, path):
@@ -358,6 +377,7 @@ class Handler(BaseHTTPRequestHandler):
                                      % batcher.max_queue, endpoint, "queue_full")
         except Stopped:
             return self._unavailable("the server is shutting down", endpoint, "draining")
+        self._end_arrival()
         try:
             outputs = pending.wait()
         except Exception as e:
@@ -402,7 +422,7 @@ def _load_and_warm(state, on_failure):
             return model.run(signature_key, inputs)
 
         batcher = MicroBatcher(run, state.plan, config.max_batch_delay, config.max_queue,
-                               on_batch=state.metrics.record_batch)
+                               on_batch=state.metrics.record_batch, arriving=lambda: state.arriving)
         signature = model.signature(config.signature)
         if config.warmup:
             started = time.monotonic()

@@ -172,3 +172,30 @@ def test_stop_finishes_queued_work_then_refuses_new_work():
     assert not stopper.is_alive()
     for i, p in enumerate(pending):
         np.testing.assert_array_equal(p.wait(1)["y"], expected(np.full((1, 2), i, np.float32)))
+
+
+def test_a_lone_request_does_not_wait_when_nobody_else_is_arriving():
+    model = RowModel()
+    batcher = MicroBatcher(model, BatchPlan([1, 8]), max_delay=2.0, arriving=lambda: 0)
+    batcher.start()
+    start = time.monotonic()
+    batcher.submit("s", {"x": np.ones((1, 2), np.float32)}, 1).wait(5)
+    assert time.monotonic() - start < 1.0  # far less than max_delay
+    batcher.stop(5)
+    assert model.calls == [1]
+
+
+def test_a_partial_batch_waits_for_requests_still_arriving():
+    model = RowModel()
+    arriving = [1]
+    batcher = MicroBatcher(model, BatchPlan([1, 2, 4]), max_delay=2.0, arriving=lambda: arriving[0])
+    batcher.start()
+    first = batcher.submit("s", {"x": np.ones((1, 2), np.float32)}, 1)
+    time.sleep(0.2)
+    assert not first.done()  # the worker waits: one more request is on its way
+    second = batcher.submit("s", {"x": np.zeros((1, 2), np.float32)}, 1)
+    arriving[0] = 0
+    batcher.wake()
+    first.wait(5), second.wait(5)
+    batcher.stop(5)
+    assert model.calls == [2]  # both ran in one batch
