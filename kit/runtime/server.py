@@ -96,6 +96,29 @@ def _json(data):
     return json.dumps(data, separators=(",", ":")).encode("utf-8")
 
 
+_MAX_HEADERS = 100
+_MAX_LINE = 65536
+
+
+class Headers(object):
+    """Request headers, looked up case-insensitively (a plain dict: cheaper than email.message)."""
+
+    def __init__(self):
+        self._values = {}
+
+    def add(self, name, value):
+        key = name.lower()
+        if key in self._values and key == "content-length" and self._values[key] != value:
+            raise ValueError("conflicting Content-Length headers")
+        self._values[key] = value
+
+    def get(self, name, default=None):
+        return self._values.get(name.lower(), default)
+
+    def __contains__(self, name):
+        return name.lower() in self._values
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "kit-serve/" + __version__
@@ -111,6 +134,59 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         if self.server.state.config.access_log:
             log.info("%s %s", self.address_string(), fmt % args)
+
+    def parse_request(self):
+        """Request line and headers, parsed directly: http.server's email-based header parser
+        costs a large share of a small request's CPU. Sets what BaseHTTPRequestHandler expects."""
+        self.command = None
+        self.request_version = "HTTP/1.0"
+        self.close_connection = True
+        line = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = line
+        parts = line.split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            self.send_error(400, "bad request line %r" % line[:100])
+            return False
+        command, path, version = parts
+        if version not in ("HTTP/1.0", "HTTP/1.1"):
+            self.send_error(505, "HTTP version %s is not supported (use HTTP/1.1)" % version[:20])
+            return False
+        self.command, self.path, self.request_version = command, path, version
+        headers = Headers()
+        last = None
+        for _ in range(_MAX_HEADERS + 1):
+            raw = self.rfile.readline(_MAX_LINE + 1)
+            if len(raw) > _MAX_LINE:
+                self.send_error(431, "a header line is longer than %d bytes" % _MAX_LINE)
+                return False
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            text = raw.decode("iso-8859-1").rstrip("\r\n")
+            if text[:1] in (" ", "\t") and last is not None:  # obsolete line folding
+                headers.add(last, (headers.get(last) or "") + " " + text.strip())
+                continue
+            name, sep, value = text.partition(":")
+            if not sep or not name or name != name.strip():
+                self.send_error(400, "bad header line %r" % text[:100])
+                return False
+            try:
+                headers.add(name, value.strip())
+            except ValueError as e:
+                self.send_error(400, str(e))
+                return False
+            last = name
+        else:
+            self.send_error(431, "more than %d headers" % _MAX_HEADERS)
+            return False
+        self.headers = headers
+        connection = (headers.get("Connection") or "").lower()
+        if version == "HTTP/1.1":
+            self.close_connection = "close" in connection
+        else:
+            self.close_connection = "keep-alive" not in connection
+        if version == "HTTP/1.1" and (headers.get("Expect") or "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return True
 
     def send_error(self, code, message=None, explain=None):
         """http.server's own errors (bad request line, unsupported method) as JSON too."""

@@ -328,6 +328,48 @@ def test_protocol_level_garbage_and_missing_length(digits):
     assert digits.predict(GOOD)[0] == 200
 
 
+def _raw_exchange(port, data, read_until_close=False):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        if not read_until_close:
+            return s.recv(65536)
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def test_http_details_keep_alive_versions_expect_and_header_limits(digits):
+    body = json.dumps(GOOD).encode()
+    request = (b"POST /v1/models/digits:predict HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    reply = _raw_exchange(digits.port, request, read_until_close=True)  # HTTP/1.0: answered, then closed
+    assert reply.startswith(b"HTTP/1.1 200") and b"Connection: close" in reply and b'"predictions"' in reply
+    keep = request.replace(b"HTTP/1.0\r\n", b"HTTP/1.0\r\nConnection: keep-alive\r\n")
+    with socket.create_connection(("127.0.0.1", digits.port), timeout=10) as s:
+        for _ in range(2):  # the same connection serves both
+            s.sendall(keep)
+            reply = s.recv(65536)
+            assert reply.startswith(b"HTTP/1.1 200") and b"Connection: keep-alive" in reply
+    with socket.create_connection(("127.0.0.1", digits.port), timeout=10) as s:
+        s.sendall(b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert s.recv(4096).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(body)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    folded = (b"POST /v1/models/digits:predict HTTP/1.1\r\nX-Note: one\r\n two\r\nContent-Length: %d\r\n\r\n"
+              % len(body)) + body
+    assert _raw_exchange(digits.port, folded).startswith(b"HTTP/1.1 200")
+    many = b"GET /v2/health/live HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n"
+    assert _raw_exchange(digits.port, many).startswith(b"HTTP/1.1 431")
+    twice = b"POST /v1/models/digits:predict HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+    reply = _raw_exchange(digits.port, twice)
+    assert reply.startswith(b"HTTP/1.1 400") and b"conflicting Content-Length" in reply
+    assert _raw_exchange(digits.port, b"GET /v2/health/live HTTP/2.0\r\n\r\n").startswith(b"HTTP/1.1 505")
+    assert digits.predict(GOOD)[0] == 200
+
+
 def test_oversized_bodies_get_413_and_the_server_keeps_serving(digits):
     conn = digits.connect()
     status, headers, data = digits.request("POST", "/v1/models/digits:predict", b" " * (300 * 1024), conn=conn)
