@@ -88,6 +88,12 @@ class ThreadingServer(socketserver.ThreadingMixIn, HTTPServer):
         self.state = state
         HTTPServer.__init__(self, address, handler)
 
+    def server_bind(self):
+        # HTTPServer.server_bind resolves the host's FQDN, which can hang for seconds on a
+        # device without DNS; the name is only cosmetic.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
     def handle_error(self, request, client_address):
         log.exception("unhandled error while serving %s", client_address)
 
