@@ -3,7 +3,9 @@
     .venv/bin/python bench/microbatching.py [--clients 16] [--seconds 2] [--rounds 3] [--models digits,mobilenet]
 
 The server (`python -m kit.runtime.serve`, batch sizes 1,2,4,8,16) gets
-batch-1 KServe v2 binary requests over keep-alive connections:
+batch-1 KServe v2 binary requests over keep-alive connections (a minimal
+raw-socket HTTP client: the clients share the server's two cores here, while
+in a deployment they run elsewhere):
   sequential   one client, one request at a time
   concurrent   --clients clients at once; the server gathers their requests
                into batches (up to 16, within max_batch_delay 2 ms)
@@ -35,7 +37,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _models import REPO, ServerProcess, export_mobilenet_v2, post  # noqa: E402
+from _models import REPO, RawClient, ServerProcess, export_mobilenet_v2  # noqa: E402
 
 from kit.runtime.protocol import v2_binary_request  # noqa: E402
 
@@ -52,9 +54,9 @@ def digits_model():
 
 def throughput(server, body, headers, clients, seconds):
     """Requests/s (= images/s at batch 1) with `clients` keep-alive connections for `seconds`."""
-    conns = [server.connect() for _ in range(clients)]
+    conns = [RawClient(server.port) for _ in range(clients)]
     for conn in conns:
-        post(conn, "/v2/models/m/infer", body, headers)
+        conn.post("/v2/models/m/infer", body, headers)
     counts = [0] * clients
     finished = [0.0] * clients
     errors = []
@@ -64,7 +66,7 @@ def throughput(server, body, headers, clients, seconds):
         barrier.wait()
         try:
             while time.perf_counter() < deadline:
-                post(conns[i], "/v2/models/m/infer", body, headers)
+                conns[i].post("/v2/models/m/infer", body, headers)
                 counts[i] += 1
         except Exception as e:  # reported below
             errors.append(e)
@@ -124,7 +126,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--seconds", type=float, default=2.0)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--models", default="digits,mobilenet")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
