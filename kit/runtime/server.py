@@ -438,8 +438,8 @@ class Handler(BaseHTTPRequestHandler):
     def _infer(self, body, endpoint, parse):
         state = self.state
         start = time.monotonic()
-        if state.draining:
-            return self._unavailable("the server is shutting down", endpoint, "draining")
+        # While draining, a request already received is still served (its connection then closes);
+        # new connections are no longer accepted and readiness says 503.
         if not state.ready:
             return self._unavailable("model '%s' is not ready: %s" % (state.config.model_name,
                                                                        self._not_ready_reason()),

@@ -586,11 +586,19 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(digits_dir, digits_imag
         status, _, body = server.predict({"instances": rows(x[i:i + 1])})
         results.append((status, json.loads(body)))
 
+    kept = server.connect()
+    assert server.predict({"instances": rows(x[:1])}, conn=kept)[0] == 200  # an open keep-alive connection
     threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
     time.sleep(0.5)  # all three are in flight: the model call takes 1.5 s
     server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    # A request on an existing connection during the drain is still served, and the connection closes.
+    status, headers, _ = server.predict({"instances": rows(x[:1])}, conn=kept)
+    assert status == 200 and headers.get("connection") == "close"
+    with pytest.raises(OSError):  # no new connections once draining
+        server.get("/v2/health/live")
     for t in threads:
         t.join(30)
     code = server.proc.wait(30)
