@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kit.errors import KitError, PreflightError, UsageError
+from kit.errors import PreflightError, UsageError
 
 
 def _require_tensorflow() -> None:

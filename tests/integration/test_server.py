@@ -268,10 +268,6 @@ GOOD = {"instances": [[[[0.5]] * 8] * 8]}
 BINARY_GOOD, BINARY_HEADERS = v2_binary_request({"pixels": np.zeros((1, 8, 8, 1), np.float32)})
 
 
-def _raw(body, headers):
-    return body, headers
-
-
 MALFORMED = [
     ("bad json", "POST", "/v1/models/digits:predict", b'{"instances": [1, 2', {}, 400, "malformed JSON"),
     ("empty body", "POST", "/v1/models/digits:predict", b"", {}, 400, "empty request body"),
