@@ -224,7 +224,12 @@ def serve_command(
 @app.command("bench")
 def bench_command(
     manifest: Path = typer.Argument(..., help="The model manifest (kind: Model)."),
-    local: bool = typer.Option(False, "--local", help="Benchmark on this host."),
+    local: bool = typer.Option(False, "--local", help="Benchmark on this host (native and optimized SavedModels) "
+                               "instead of in the runtime image."),
+    image: Optional[str] = typer.Option(None, "--image", metavar="REF", help="Runtime image to benchmark "
+                                        "(default: the manifest's, as kit build tagged it)."),
+    host: Optional[str] = typer.Option(None, "--host", metavar="DOCKER_HOST", help="Docker engine to run it on: "
+                                       "ssh://user@device, tcp://HOST:2375 (default: DOCKER_HOST or the local one)."),
     batch_size: Optional[List[int]] = typer.Option(None, "--batch-size", help="Batch size to time (repeatable; "
                                                    "default: every built batch size)."),
     runs: int = typer.Option(1000, "--runs", help="Timed runs per batch size."),
@@ -235,21 +240,18 @@ def bench_command(
                                         "(needs matplotlib)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ):
-    """The benchmark protocol: warm-up, timed runs, images/s, latency percentiles, peak memory."""
-    from kit.errors import UsageError
-
-    if not local:
-        raise UsageError("kit bench runs on this host: add --local",
-                         hint="on a device: docker run --runtime nvidia IMAGE python3 -m kit.runtime.bench "
-                              "--model-dir /opt/kit/model --batch-size N --json")
+    """The benchmark protocol in the runtime image (or --local): warm-up, timed runs, images/s, latency
+    percentiles, peak memory."""
     from kit.manifest import load_model
-    from kit.serving import bench_local, check_plot_support, plot_latencies
+    from kit.serving import bench, check_plot_support, plot_latencies
     from kit.serving_render import render_bench
 
     if plot is not None:
         check_plot_support()
-    report = bench_local(load_model(manifest), batch_sizes=batch_size, runs=runs, warmup=warmup,
-                         optimized=optimized, progress=None if json_out else (lambda line: err.print(line)))
+    # In the image, the model comes from the image: the manifest's files need not exist here.
+    report = bench(load_model(manifest, check_files=local), local=local, image=image, host=host,
+                   optimized=optimized, batch_sizes=batch_size, runs=runs, warmup=warmup,
+                   progress=None if json_out else (lambda line: err.print(line, highlight=False)))
     if json_out:
         print_json(report.to_json())
     else:

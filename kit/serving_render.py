@@ -22,6 +22,8 @@ def render_bench(report, console) -> None:
                       f"{speedup:.2f}x" if speedup else "", f"{lat['mean']:.2f}", f"{lat['p50']:.2f}",
                       f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{r['peak_memory_bytes'] / 1048576:.0f}")
     console.print(table)
+    if report.note:
+        console.print(report.note, highlight=False)
     for run in report.runs:
         if run.error:
             console.print(f"[red]{run.label} batch {run.batch_size} failed:[/] {run.error}", highlight=False)

@@ -765,8 +765,10 @@ def test_kit_bench_table_plot_and_usage_errors(digits_manifest, tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert proc.returncode == 0, proc.stderr
     assert "images/s" in proc.stdout and "native" in proc.stdout and "p99" in proc.stdout
-    no_local = subprocess.run(KIT + ["bench", str(digits_manifest)], capture_output=True, text=True)
-    assert no_local.returncode == 2 and "python3 -m kit.runtime.bench" in no_local.stderr
+    # without --local it runs in the runtime image (tests/integration/test_bench_image.py)
+    both = subprocess.run(KIT + ["bench", str(digits_manifest), "--local", "--image", "x"], capture_output=True,
+                          text=True)
+    assert both.returncode == 2 and "--image and --host run the benchmark in the runtime image" in both.stderr
     bad = subprocess.run(KIT + ["bench", str(digits_manifest), "--local", "--optimized", str(tmp_path)],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no saved_model.pb" in bad.stderr
