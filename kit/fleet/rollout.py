@@ -154,7 +154,8 @@ def smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT) -
         raise RolloutError(f"{base}/metadata lists no signature")
     inputs = {key: [_example(t)] for key, t in (sigs[name].get("inputs") or {}).items()}
     body = _http_json(base + ":predict", {"signature_name": name, "inputs": inputs}, timeout=timeout)
-    if "error" in body or not ("outputs" in body or "predictions" in body):
+    outputs = body.get("outputs", body.get("predictions"))
+    if "error" in body or not outputs:
         raise RolloutError(f"smoke prediction on {base} gave no outputs: {str(body)[:200]}")
     return body
 

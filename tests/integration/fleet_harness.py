@@ -47,9 +47,13 @@ REGISTRY_PORT = 5000
 OWNER_FILE = Path("/tmp/kit-fleet-registry.json")  # marks a registry this harness started
 
 FIXTURE_SERVER = r'''
-import json, os, sys, urllib.request
+import json, os, signal, sys, urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
+
+# PID 1 ignores SIGTERM unless it handles it: exit at once, as the real server
+# does after draining (else `docker stop` waits its 10 s and kills).
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 PORT = int(os.environ.get("KIT_PORT", "8501"))
 HOST = os.environ.get("KIT_HOST", "0.0.0.0")
@@ -95,6 +99,10 @@ class Handler(BaseHTTPRequestHandler):
         if not HEALTHY:
             return self.reply(503, {"error": "not ready"})
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        if "inputs" in body:  # columnar request, columnar answer (TF Serving's rule)
+            x = body["inputs"]["x"] if isinstance(body["inputs"], dict) else body["inputs"]
+            return self.reply(200, {"outputs": [[float(v) / 2 + 2 for v in row] for row in x],
+                                    "model_version": VERSION})
         rows = body.get("instances", [])
         return self.reply(200, {"predictions": [[float(v) / 2 + 2 for v in row] for row in rows],
                                 "model_version": VERSION})
@@ -492,6 +500,8 @@ def build_fixture_image(engine, ref: str, version: str = "1", mode: str = "healt
             seed = hashlib.sha256(seed).digest()
             blob += seed
         (ctx / "model" / "weights.bin").write_bytes(bytes(blob[:model_bytes]))
+        for path in [ctx, *ctx.rglob("*")]:  # fixed mtimes: same content, same layer digest
+            os.utime(path, (0, 0))
         digest = "sha256:" + hashlib.sha256(bytes(blob[:model_bytes])).hexdigest()
         all_labels = fixture_labels(version, digest, **(labels or {}))
         engine.build(str(ctx), tag=ref, buildargs={"BASE_IMAGE": base, "FIXTURE_MODE": mode,
