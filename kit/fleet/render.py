@@ -12,13 +12,14 @@ _COLOR = {"done": "green", "unchanged": "green", "rolled-back": "yellow", "refus
 
 
 def short_digest(ref: str | None) -> str:
-    """repository@sha256:0123456789ab (12 hex digits), or '-'."""
+    """name@sha256:0123456789ab (last path part, 12 hex digits), or '-'. The full
+    reference is in --json and in the record."""
     if not ref:
         return "-"
     repo, sep, digest = ref.partition("@")
     if not sep:
         return ref
-    return f"{repo}@{digest[:19]}"
+    return f"{repo.rsplit('/', 1)[-1]}@{digest[:19]}"
 
 
 def render_push(result, console: Console) -> None:
@@ -58,7 +59,7 @@ def render_plan(result, console: Console) -> None:
 
 def render_rollout(result, console: Console) -> None:
     record = result.record
-    table = Table(title=f"rollout of {result.digest_ref}", title_justify="left", show_lines=False)
+    table = Table(title=f"rollout of {result.image} = {short_digest(result.digest_ref)}", title_justify="left")
     for col in ("device", "wave", "result", "before", "after", "reason"):
         table.add_column(col, overflow="fold")
     for rec in record.devices.values():

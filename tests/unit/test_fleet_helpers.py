@@ -52,3 +52,10 @@ def test_smoke_example_shapes_from_tf_serving_metadata():
     assert type(_example(image)[0][0]) is float
     text = {"dtype": "DT_STRING", "tensor_shape": {"dim": [{"size": "-1"}]}}
     assert _example(text) == ""
+
+
+def test_short_digest_keeps_name_and_12_hex():
+    from kit.fleet.render import short_digest
+
+    assert short_digest(f"127.0.0.1:5000/vision/r@{D}") == "r@sha256:ffffffffffff"
+    assert short_digest(None) == "-" and short_digest("r:1") == "r:1"
