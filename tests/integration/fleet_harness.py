@@ -119,14 +119,16 @@ Server((HOST, PORT), Handler).serve_forever()
 FIXTURE_DOCKERFILE = """\
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
-ARG FIXTURE_MODE=healthy
-ARG FIXTURE_VERSION=1
-ENV KIT_MODEL_NAME=fixture KIT_PORT=8501 KIT_HOST=0.0.0.0 \\
-    FIXTURE_MODE=${FIXTURE_MODE} FIXTURE_VERSION=${FIXTURE_VERSION}
-COPY server.py /opt/fixture/server.py
+ENV KIT_MODEL_NAME=fixture KIT_PORT=8501 KIT_HOST=0.0.0.0
+# Same code, same build cache hit, same layer digest in every version (the
+# directories COPY creates get the build's time, so only a cache hit keeps it).
+COPY app/ /opt/fixture/
 HEALTHCHECK --interval=5s --timeout=5s --start-period=60s --retries=3 \\
   CMD ["python3", "/opt/fixture/server.py", "--probe"]
 CMD ["python3", "/opt/fixture/server.py"]
+ARG FIXTURE_MODE=healthy
+ARG FIXTURE_VERSION=1
+ENV FIXTURE_MODE=${FIXTURE_MODE} FIXTURE_VERSION=${FIXTURE_VERSION}
 COPY model/ /opt/fixture/model/
 """
 
@@ -491,7 +493,8 @@ def build_fixture_image(engine, ref: str, version: str = "1", mode: str = "healt
         base = ensure_debian_base(engine)
     ctx = Path(tempfile.mkdtemp(prefix="kit-fixture-"))
     try:
-        (ctx / "server.py").write_text(FIXTURE_SERVER)
+        (ctx / "app").mkdir()
+        (ctx / "app" / "server.py").write_text(FIXTURE_SERVER)
         (ctx / "Dockerfile").write_text(FIXTURE_DOCKERFILE)
         (ctx / "model").mkdir()
         seed = hashlib.sha256(f"fixture-model-{version}".encode()).digest()
@@ -500,8 +503,9 @@ def build_fixture_image(engine, ref: str, version: str = "1", mode: str = "healt
             seed = hashlib.sha256(seed).digest()
             blob += seed
         (ctx / "model" / "weights.bin").write_bytes(bytes(blob[:model_bytes]))
-        for path in [ctx, *ctx.rglob("*")]:  # fixed mtimes: same content, same layer digest
-            os.utime(path, (0, 0))
+        for path in [ctx, *ctx.rglob("*")]:  # fixed modes and mtimes: same content, same layer digest
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+            os.utime(path, (1_000_000_000, 1_000_000_000))
         digest = "sha256:" + hashlib.sha256(bytes(blob[:model_bytes])).hexdigest()
         all_labels = fixture_labels(version, digest, **(labels or {}))
         engine.build(str(ctx), tag=ref, buildargs={"BASE_IMAGE": base, "FIXTURE_MODE": mode,
