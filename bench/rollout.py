@@ -20,7 +20,6 @@ bundled digits example (two versions, the second retrained: a model-only change)
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import threading
 import time
 import urllib.error
