@@ -38,6 +38,7 @@ from typing import Callable
 
 import kit
 from kit import images
+from kit.atomic import write_json_atomic
 from kit.errors import DockerError, KitError, OptimizeError, PreflightError
 
 RECORD_VERSION = 1
@@ -146,20 +147,6 @@ def stamp_path(out: Path) -> Path:
 
 
 # ---- small helpers ---------------------------------------------------------------------
-
-
-def write_json_atomic(path: Path, data) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: Path) -> dict | None:

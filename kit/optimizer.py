@@ -45,6 +45,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kit.atomic import write_json_atomic
 from kit.errors import KitError, ManifestError, OptimizeError, PreflightError, UsageError
 
 _FROM_MANIFEST = object()
@@ -103,7 +104,7 @@ def write_spec(manifest, model_dir, output_dir, *, report_path=None, log_path=No
         "stack": _stack_dict(manifest),
     }
     if path is not None:
-        _write_json_atomic(Path(path), spec)
+        write_json_atomic(path, spec)
     return spec
 
 
@@ -112,13 +113,6 @@ def spec_for(manifest, *, model_dir, output_dir, report_path=None, log_path=None
     """Keyword-only alias of write_spec (kit/build.py's name for it)."""
     return write_spec(manifest, model_dir, output_dir, report_path=report_path, log_path=log_path,
                       calibration_samples=calibration_samples, parity_samples=parity_samples, **kw)
-
-
-def _write_json_atomic(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 # ---- results and errors ------------------------------------------------------------------------

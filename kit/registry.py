@@ -12,8 +12,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kit.atomic import write_json_atomic
 from kit.errors import DockerError, UsageError
-from kit.fleet.state import now, write_json_atomic
+from kit.fleet.state import now
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _UNREACHABLE = ("connection refused", "no such host", "dial tcp", "i/o timeout", "no route to host",

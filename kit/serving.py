@@ -12,6 +12,7 @@ engine or a device's), one container per batch size for the same reason.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kit.atomic import write_bytes_atomic
 from kit.errors import DockerError, PreflightError, UsageError
 
 
@@ -346,9 +348,9 @@ def plot_latencies(report: BenchReport, path: Path) -> Path:
     ax.set_ylabel("runs")
     ax.set_title(f"{report.name}: {report.runs_per_batch} timed runs after {report.warmup} warm-up")
     ax.legend()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
+    path = Path(path)
+    write_bytes_atomic(path, buf.getvalue())
     return path

@@ -14,12 +14,12 @@ where a rollout stopped."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from kit.atomic import write_json_atomic, write_text_atomic
 
 # Device results (the record's vocabulary, also shown by `kit fleet status`).
 DONE = "done"  # runs the new digest, healthy, smoke prediction answered
@@ -32,34 +32,6 @@ PENDING = "pending"  # planned, not started yet
 RUNNING = "running"  # being updated right now
 
 RESULTS = (DONE, UNCHANGED, ROLLED_BACK, REFUSED, FAILED, UNTOUCHED, PENDING, RUNNING)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so readers see the old or the new content, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; records and compose files are for people too
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_json_atomic(path: Path, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def now() -> str:

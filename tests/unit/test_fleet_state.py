@@ -1,29 +1,11 @@
-"""Rollout record and device files: atomic, round-trip, thread-safe updates."""
+"""Rollout record and device files: round-trip, thread-safe updates."""
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 
-import pytest
-
 from kit.fleet import state as st
-
-
-def test_atomic_write_leaves_old_content_when_the_write_fails(tmp_path):
-    path = tmp_path / "rollout.json"
-    st.write_json_atomic(path, {"a": 1})
-
-    class Boom:
-        def __str__(self):
-            raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError):
-        st.write_json_atomic(path, {"a": Boom()})
-    assert json.loads(path.read_text()) == {"a": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["rollout.json"]  # no temp file left
-    assert oct(path.stat().st_mode & 0o777) == "0o644"
 
 
 def test_record_round_trip_and_store_writes_through(tmp_path):
