@@ -76,3 +76,28 @@ def test_run_compose_failure_carries_composes_message(tmp_path):
     with pytest.raises(DockerError) as e:
         compose.run_compose(compose.compose_argv("t", bad, "config", "-q"), "unix:///nonexistent.sock")
     assert "compose failed on unix:///nonexistent.sock" in e.value.message
+
+
+def test_mem_limit_comes_from_the_kit_memory_limit_label_of_the_built_image(tmp_path):
+    # The label as kit/images.py writes it, read back by the rollout into the compose file.
+    from pathlib import Path
+
+    from kit import images
+    from kit.fleet.rollout import _Rollout
+    from kit.manifest import FleetDevice, FleetManifest, load_model
+    from kit.profiles import MEMORY_RESERVE_BYTES
+    from kit.registry import ResolvedImage
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "manifests" / "valid" / "model.json"
+    model = load_model(fixture, check_files=False)  # optimize.memory_limit: 4GiB
+    report = {"optimization": "tensorrt", "precision": "fp32", "batch_sizes": [2], "engines": 1,
+              "environment": {"tensorflow": "2.3.1+nv20.12", "tensorrt": "7.1.3", "cuda": "10.2",
+                              "l4t": "32.4.4", "jetpack": "4.4.1"}}
+    labels = images.labels_for(model, report, "sha256:abc", "base:1", "t")
+    repository, _, digest = DIGEST.partition("@")
+    resolved = ResolvedImage(ref=repository + ":3", repository=repository, digest=digest, labels=labels,
+                             architecture="arm64", health_test=(), env={})
+    device = FleetDevice(name="tx2-01", host="tcp://10.0.0.7:2375", device="jetson-tx2")
+    fleet = FleetManifest(file=tmp_path / "fleet.yaml", name="warehouse", image=resolved.ref, devices=(device,))
+    svc = yaml.safe_load(compose.render(_Rollout(fleet, resolved, None).spec(device, 8601)))["services"]["model"]
+    assert svc["mem_limit"] == (4 << 30) + MEMORY_RESERVE_BYTES
