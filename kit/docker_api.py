@@ -53,6 +53,7 @@ class EngineInfo:
     memory_bytes: int
     cpus: int
     labels: dict = field(default_factory=dict)  # the engine's own labels (dockerd --label k=v)
+    live_restore: bool | None = None  # containers survive a dockerd restart; None: engine did not say
 
     @property
     def has_nvidia(self) -> bool:
@@ -185,6 +186,15 @@ def translate_errors(doing: str, host: str):
 _errors = translate_errors  # short internal name
 
 
+def _engine_labels(items) -> dict:
+    """`docker info` Labels ("key=value" strings) as a dict."""
+    out = {}
+    for item in items or ():
+        key, _, value = str(item).partition("=")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def _split_ref(ref: str) -> tuple[str, str | None]:
     """"reg:5000/a/b:tag" -> ("reg:5000/a/b", "tag"); digests and bare names keep tag None."""
     if "@" in ref:
@@ -294,7 +304,8 @@ class Engine:
             default_runtime=info.get("DefaultRuntime", ""),
             memory_bytes=int(info.get("MemTotal") or 0),
             cpus=int(info.get("NCPU") or 0),
-            labels=dict(str(item).partition("=")[::2] for item in (info.get("Labels") or ())),
+            labels=_engine_labels(info.get("Labels")),
+            live_restore=None if info.get("LiveRestoreEnabled") is None else bool(info["LiveRestoreEnabled"]),
         )
 
     # -- images ---------------------------------------------------------------

@@ -141,15 +141,11 @@ class ResolvedImage:
 def distribution_digest(engine, ref: str) -> str:
     """The registry's manifest digest for `ref`, asked through the engine (which
     holds the registry's TLS/insecure settings; credentials from the docker config)."""
-    from kit.docker_api import _errors
-
     repository, _, _ = split_ref(ref)
     try:
-        with _errors(f"asking the registry for {ref}", engine.host):
-            data = engine.api.inspect_distribution(ref)
+        digest = engine.distribution_digest(ref)
     except DockerError as e:
         raise _registry_error(e, repository, f"resolving {ref}") from e
-    digest = ((data or {}).get("Descriptor") or {}).get("digest", "")
     if not DIGEST_RE.match(digest):
         raise DockerError(f"the registry gave no digest for {ref}")
     return digest
@@ -157,12 +153,9 @@ def distribution_digest(engine, ref: str) -> str:
 
 def image_config(engine, ref: str) -> dict:
     """The image's config section (Env, Labels, Healthcheck) and architecture."""
-    from kit.docker_api import _errors
-
-    with _errors(f"inspecting image {ref}", engine.host):
-        d = engine.api.inspect_image(ref)
-    cfg = dict(d.get("Config") or {})
-    cfg["Architecture"] = d.get("Architecture", "")
+    info = engine.image_inspect(ref)
+    cfg = dict(info.config)
+    cfg["Architecture"] = info.architecture
     return cfg
 
 

@@ -54,26 +54,11 @@ class DeviceFacts:
         }
 
 
-def engine_extras(engine) -> tuple[dict, bool | None]:
-    """The engine's own labels (`docker info` Labels: "key=value" strings) and
-    whether live-restore is on (neither is in docker_api's EngineInfo)."""
-    from kit.docker_api import _errors
-
-    with _errors("info", engine.host):
-        info = engine.api.info()
-    out = {}
-    for item in info.get("Labels") or []:
-        key, _, value = str(item).partition("=")
-        out[key.strip()] = value.strip()
-    live = info.get("LiveRestoreEnabled")
-    return out, (bool(live) if live is not None else None)
-
-
 def read_facts(engine, device: FleetDevice, probe_image: str | None = None) -> DeviceFacts:
     """Facts of a connected device. probe_image: an image present on the device
     used to read /etc/nv_tegra_release when no engine label states the L4T."""
     info = engine.info()
-    labels, live_restore = engine_extras(engine)
+    labels = info.labels
     l4t, detail = None, ""
     if labels.get(L4T_LABEL):
         l4t, detail = labels[L4T_LABEL], f"engine label {L4T_LABEL}"
@@ -85,7 +70,7 @@ def read_facts(engine, device: FleetDevice, probe_image: str | None = None) -> D
         name=device.name, host=device.host, reachable=True, architecture=info.architecture,
         docker_version=info.server_version, runtimes=tuple(info.runtimes), l4t=l4t, l4t_detail=detail,
         tensorrt=labels.get(TENSORRT_LABEL) or None, memory_bytes=info.memory_bytes,
-        live_restore=live_restore, labels=tuple(sorted(labels.items())),
+        live_restore=info.live_restore, labels=tuple(sorted(labels.items())),
     )
 
 

@@ -40,7 +40,7 @@ from kit.fleet import compose
 from kit.fleet import state as st
 from kit.fleet.facts import DeviceFacts, connected, read_facts, unreachable
 from kit.fleet.gate import Decision, Fingerprint, check
-from kit.fleet.status import Deployment, container_detail, deployment
+from kit.fleet.status import Deployment, deployment
 from kit.manifest import FleetDevice, FleetManifest
 
 # progress(device, phase, message): called from worker threads, one call per step.
@@ -284,7 +284,7 @@ class _Rollout:
         return None
 
     def _describe_running(self, engine, plan: DevicePlan, dep: Deployment) -> str:
-        d = container_detail(engine, dep.container)
+        d = engine.container_inspect(dep.container)
         cfg, host_cfg = d.get("Config") or {}, d.get("HostConfig") or {}
         env = dict(item.partition("=")[::2] for item in cfg.get("Env") or [])
         port = int(env.get("KIT_PORT") or plan.port)

@@ -37,13 +37,6 @@ class Deployment:
         return self.status == "running" and self.health in ("healthy", None)
 
 
-def container_detail(engine, container: str) -> dict:
-    from kit.docker_api import _errors
-
-    with _errors(f"inspecting container {container}", engine.host):
-        return engine.api.inspect_container(container)
-
-
 def deployment(engine, fleet: str, with_labels: bool = False) -> Deployment:
     """The fleet's model container on this engine, or an empty Deployment."""
     found = engine.containers(labels={"com.docker.compose.project": compose.project_name(fleet),
@@ -53,7 +46,7 @@ def deployment(engine, fleet: str, with_labels: bool = False) -> Deployment:
     # One replica; if compose left an old one next to a new one, prefer the running one.
     found.sort(key=lambda c: c.status != "running")
     c = found[0]
-    d = container_detail(engine, c.id)
+    d = engine.container_inspect(c.id)
     state = d.get("State") or {}
     labels = None
     if with_labels:

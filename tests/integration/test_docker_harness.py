@@ -88,6 +88,13 @@ def test_engine_info_describes_this_engine(engine):
     assert "runc" in info.runtimes
     assert info.has_nvidia == ("nvidia" in info.runtimes)
     assert info.cpus >= 1 and info.memory_bytes > 0
+    # Labels and live-restore, as the docker CLI reads them from the same engine.
+    import subprocess
+
+    cli_view = json.loads(subprocess.run(["docker", "info", "--format", "{{json .}}"], capture_output=True,
+                                         text=True, check=True).stdout)
+    assert info.live_restore is bool(cli_view["LiveRestoreEnabled"])
+    assert info.labels == dict(item.split("=", 1) for item in cli_view.get("Labels") or ())
 
 
 def test_build_streams_log_and_records_labels_and_layers(engine, debian_base, app_image):
