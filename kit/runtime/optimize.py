@@ -197,7 +197,7 @@ class Optimizer(object):
             self.report["timings"][name] = round(time.time() - start, 3)
 
     def run(self):
-        s, r = self.spec, self.report
+        s = self.spec
         removed = clean_stale(s.output_dir)
         if removed:
             say("removed stale temp dirs from killed runs: %s" % ", ".join(removed))
