@@ -76,7 +76,7 @@ def free_port():
 
 
 class ServerProcess(object):
-    """`python -m kit.runtime.serve` in the background, ready when started."""
+    """`python -m kit.runtime.serving.main` in the background, ready when started."""
 
     def __init__(self, model_dir, batch_sizes, max_batch_delay="2ms", max_queue=64, env=None, name="m"):
         self.port = free_port()
@@ -84,7 +84,7 @@ class ServerProcess(object):
         self.log = tempfile.NamedTemporaryFile(prefix="kit-bench-serve-", suffix=".log", delete=False)
         full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
         full_env.update(env or {})
-        cmd = [sys.executable, "-m", "kit.runtime.serve", "--model-dir", str(model_dir), "--model-name", name,
+        cmd = [sys.executable, "-m", "kit.runtime.serving.main", "--model-dir", str(model_dir), "--model-name", name,
                "--host", "127.0.0.1", "--port", str(self.port), "--batch-sizes", batch_sizes,
                "--max-batch-delay", max_batch_delay, "--max-queue", str(max_queue), "--max-body", "512MiB"]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/microbatching.py [--clients 16] [--seconds 2] [--rounds 3] [--models digits,mobilenet]
 
-The server (`python -m kit.runtime.serve`, batch sizes 1,2,4,8,16) gets
+The server (`python -m kit.runtime.serving.main`, batch sizes 1,2,4,8,16) gets
 batch-1 KServe v2 binary requests over keep-alive connections (a minimal
 raw-socket HTTP client: the clients share the server's two cores here, while
 in a deployment they run elsewhere):
@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _models import REPO, RawClient, ServerProcess, export_mobilenet_v2  # noqa: E402
 
-from kit.runtime.protocol import v2_binary_request  # noqa: E402
+from kit.runtime.serving.protocol import v2_binary_request  # noqa: E402
 
 BATCH_SIZES = "1,2,4,8,16"
 

@@ -5,7 +5,7 @@
 Model: MobileNetV2 at 224x224 with random weights (keras.applications,
 weights=None: nothing is downloaded; checked). The same SavedModel is timed
 (1) in this process, calling its serving signature on a numpy batch and
-reading the output back, and (2) through `python -m kit.runtime.serve` on
+reading the output back, and (2) through `python -m kit.runtime.serving.main` on
 127.0.0.1, with keep-alive clients posting the same batch as
   - KServe v2 binary tensors (binary input, binary output), and
   - TF Serving JSON (row format, values with 3 decimals, as an image client sends).
@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _models import ServerProcess, export_mean_model, export_mobilenet_v2, post  # noqa: E402
 
-from kit.runtime.protocol import v2_binary_request, v2_decode_response  # noqa: E402
+from kit.runtime.serving.protocol import v2_binary_request, v2_decode_response  # noqa: E402
 
 
 def process_cpu_seconds(pid):

@@ -48,7 +48,7 @@ WORKDIR /tmp
 # TF import, no curl in the image). Long start period: loading TF and
 # deserializing engines takes minutes on a Nano.
 HEALTHCHECK --interval=5s --timeout=10s --start-period=300s --retries=3 \
-  CMD ["python3", "-m", "kit.runtime.healthcheck"]
-CMD ["python3", "-m", "kit.runtime.serve"]
+  CMD ["python3", "-m", "kit.runtime.serving.healthcheck"]
+CMD ["python3", "-m", "kit.runtime.serving.main"]
 
 COPY --chown=10001:44 model/ /opt/kit/model/

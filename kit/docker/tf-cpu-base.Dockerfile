@@ -2,7 +2,7 @@
 # venv at /opt/kit/venv holding TensorFlow from wheels that `pip download`
 # fetched on the host. No network is needed during the build (--no-index).
 #
-# Build context (assembled by kit/base.py, never the repo root):
+# Build context (assembled by kit/build/base.py, never the repo root):
 #   wheels/*.whl   tensorflow-cpu==${TENSORFLOW}, numpy and every dependency
 #
 # Two stages so the wheels never become a layer of the final image: the first
@@ -12,7 +12,7 @@ ARG DEBIAN_BASE=kit/debian-python:bookworm
 FROM ${DEBIAN_BASE} AS install
 ARG TENSORFLOW
 # Lets kit find and remove this stage's untagged image after the build.
-LABEL kit.build-stage="tf-cpu-base-install-${TENSORFLOW}"
+LABEL kit.build.pipeline-stage="tf-cpu-base-install-${TENSORFLOW}"
 COPY wheels/ /tmp/wheels/
 RUN test -n "${TENSORFLOW}" \
  && python3 -m venv /opt/kit/venv \

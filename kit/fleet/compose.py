@@ -25,7 +25,7 @@ HEALTH_INTERVAL = "5s"
 HEALTH_TIMEOUT = "10s"
 HEALTH_RETRIES = 3
 # The image's own probe when it has none (every kit runtime image has one).
-DEFAULT_HEALTH_TEST = ["CMD", "python3", "-m", "kit.runtime.serve", "--probe"]
+DEFAULT_HEALTH_TEST = ["CMD", "python3", "-m", "kit.runtime.serving.main", "--probe"]
 COMPOSE_TIMEOUT = 600  # seconds for one compose call (pulls happen before, via the API)
 
 

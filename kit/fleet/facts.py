@@ -17,7 +17,7 @@ import contextlib
 from dataclasses import dataclass
 
 from kit.errors import DockerError
-from kit.manifest import FleetDevice
+from kit.manifest.load import FleetDevice
 
 L4T_LABEL = "kit.l4t"
 TENSORRT_LABEL = "kit.tensorrt"
@@ -77,7 +77,7 @@ def read_facts(engine, device: FleetDevice, probe_image: str | None = None) -> D
 def read_release_in_container(engine, image: str | None) -> tuple[str | None, str]:
     """Read the device's /etc/nv_tegra_release with a throwaway container."""
     from kit.docker_api import Mount
-    from kit.preflight import parse_nv_tegra_release
+    from kit.build.preflight import parse_nv_tegra_release
 
     if not image:
         return None, (f"no image on the device to read {NV_TEGRA_RELEASE} with; "

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kit.manifest import FleetDevice
+from kit.manifest.load import FleetDevice
 from kit.profiles import PROFILES, STACKS
 from kit.units import parse_size
 

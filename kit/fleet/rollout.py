@@ -41,7 +41,7 @@ from kit.fleet import state as st
 from kit.fleet.facts import DeviceFacts, connected, read_facts, unreachable
 from kit.fleet.gate import Decision, Fingerprint, check
 from kit.fleet.status import Deployment, deployment
-from kit.manifest import FleetDevice, FleetManifest
+from kit.manifest.load import FleetDevice, FleetManifest
 
 # progress(device, phase, message): called from worker threads, one call per step.
 Progress = Callable[[str, str, str], None]
@@ -445,8 +445,8 @@ def plan_waves(items: list, canary: int, width: int) -> list[list]:
 
 def rollout(fleet_path: str | Path, image: str | None = None, dry_run: bool = False,
             progress: Progress | None = None) -> RolloutResult:
-    from kit.manifest import load_fleet
-    from kit.registry import resolve
+    from kit.manifest.load import load_fleet
+    from kit.fleet.registry import resolve
 
     fleet = load_fleet(Path(fleet_path))
     ref = image or fleet.image

@@ -114,7 +114,7 @@ def device_status(device, fleet: str, record=None) -> DeviceStatus:
 
 
 def fleet_status(fleet_path: str | Path) -> FleetStatus:
-    from kit.manifest import load_fleet
+    from kit.manifest.load import load_fleet
 
     fleet = load_fleet(Path(fleet_path))
     record = load_record(fleet_dir(fleet.file, fleet.name) / "rollout.json")

@@ -31,7 +31,7 @@ output_dir and the report says `"optimization": "native"` and why
 allow_native_fallback a TensorRT attempt that fails the gate is also
 replaced by the native model (the attempt is kept in the report).
 
-Exit codes (the contract with the host, kit/optimizer.py):
+Exit codes (the contract with the host, kit/build/optimizer.py):
 
   0    the output is published: TensorRT engines proven, or native as
        requested/allowed (report "optimization" says which)

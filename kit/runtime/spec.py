@@ -1,6 +1,6 @@
 """The optimize spec: the JSON document the host writes and the runtime reads.
 
-The host (kit/optimizer.py `write_spec`) turns a validated manifest into this
+The host (kit/build/optimizer.py `write_spec`) turns a validated manifest into this
 spec with the paths as the runtime will see them (container paths when the
 optimizer runs in the builder image). Everything the runtime needs is in it;
 the runtime never reads the manifest.

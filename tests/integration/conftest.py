@@ -53,7 +53,7 @@ def engine():
 @pytest.fixture(scope="session")
 def debian_base(engine: Engine) -> str:
     """kit/debian-python:bookworm (debootstrap on first use: about a minute, needs root)."""
-    from kit.base import ensure_debian_base
+    from kit.build.base import ensure_debian_base
 
     return ensure_debian_base(engine, progress=_progress)
 
@@ -61,7 +61,7 @@ def debian_base(engine: Engine) -> str:
 @pytest.fixture(scope="session")
 def tf_base(engine: Engine) -> str:
     """kit/tf-cpu-base:tf2.17.1 (first use: wheels download + build, a few minutes)."""
-    from kit.base import ensure_tf_base
+    from kit.build.base import ensure_tf_base
 
     return ensure_tf_base(engine, progress=_progress)
 

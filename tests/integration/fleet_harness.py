@@ -488,7 +488,7 @@ def build_fixture_image(engine, ref: str, version: str = "1", mode: str = "healt
     (last) is `model_bytes` of data derived from `version`, so two versions share
     every layer but the last (a model-only update)."""
     if base is None:
-        from kit.base import ensure_debian_base
+        from kit.build.base import ensure_debian_base
 
         base = ensure_debian_base(engine)
     ctx = Path(tempfile.mkdtemp(prefix="kit-fixture-"))

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from kit.build import build
+from kit.build.pipeline import build
 from kit.cli import main
 from test_build import trained_example, write_manifest  # the example copy kit build's own tests use
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kit import images
+from kit.build import images
 
 pytestmark = pytest.mark.docker
 
@@ -133,8 +133,8 @@ def test_full_build_tags_and_labels(built, engine, example):
     assert not any(":kit-tmp-" in t for t in info.tags)
     # The runtime config: numeric user, the server's probe, serve settings from the manifest.
     assert info.config["User"] == "10001:44"
-    assert info.config["Healthcheck"]["Test"] == ["CMD", "python3", "-m", "kit.runtime.healthcheck"]
-    assert info.config["Cmd"] == ["python3", "-m", "kit.runtime.serve"]
+    assert info.config["Healthcheck"]["Test"] == ["CMD", "python3", "-m", "kit.runtime.serving.healthcheck"]
+    assert info.config["Cmd"] == ["python3", "-m", "kit.runtime.serving.main"]
     assert "8501/tcp" in info.config["ExposedPorts"]
     env = info.env
     assert env["KIT_MODEL_NAME"] == "digits" and env["KIT_BATCH_SIZES"] == "1,8"

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from kit import cli
+from kit.cli import application as cli
 from kit.docker_api import Mount, compose_command, connect
 from kit.errors import EXIT_DOCKER, DockerError
 
@@ -324,7 +324,7 @@ def test_kit_base_rejects_a_malformed_version(capsys):
 
 
 def test_leftover_temporary_tags_are_cleared_before_a_build(engine, debian_base, tmp_path, monkeypatch):
-    from kit.base import tf_base
+    from kit.build.base import tf_base
     from kit.errors import KitError
 
     # A killed run leaves its temporary tag behind; the next build (under the lock) removes it.

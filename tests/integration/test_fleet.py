@@ -30,7 +30,7 @@ from kit.errors import DockerError  # noqa: E402
 from kit.fleet import state as st  # noqa: E402
 from kit.fleet.rollout import rollout  # noqa: E402
 from kit.fleet.status import deployment, fleet_status  # noqa: E402
-from kit.registry import push  # noqa: E402
+from kit.fleet.registry import push  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -1,6 +1,6 @@
 """The model server as a real process, with real TensorFlow and real models.
 
-Every server here is `python -m kit.runtime.serve` on a free 127.0.0.1 port,
+Every server here is `python -m kit.runtime.serving.main` on a free 127.0.0.1 port,
 spoken to with plain http.client the way TF Serving and KServe clients do.
 Models: the bundled digits CNN (trained fresh for the session), TensorFlow
 Serving's own half_plus_two (TF1-era signatures), and, as the stand-in for
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit.runtime.protocol import v2_binary_request, v2_decode_response
+from kit.runtime.serving.protocol import v2_binary_request, v2_decode_response
 
 REPO = Path(__file__).resolve().parents[2]
 HALF_PLUS_TWO = Path(os.environ.get("KIT_SHARED", REPO.parent / "shared")) / "testdata/tf-serving-half-plus-two/00000123"
@@ -46,7 +46,7 @@ def free_port():
 
 
 class Server(object):
-    """A running `python -m kit.runtime.serve` with its log in a temp file."""
+    """A running `python -m kit.runtime.serving.main` with its log in a temp file."""
 
     def __init__(self, model_dir, name, batch_sizes="1,4,8", env=None, args=()):
         self.port = free_port()
@@ -54,7 +54,7 @@ class Server(object):
         self.log = tempfile.NamedTemporaryFile(prefix="kit-serve-", suffix=".log", delete=False)
         full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="1", PYTHONPATH=str(REPO))
         full_env.update(env or {})
-        cmd = [sys.executable, "-m", "kit.runtime.serve", "--model-dir", str(model_dir), "--model-name", name,
+        cmd = [sys.executable, "-m", "kit.runtime.serving.main", "--model-dir", str(model_dir), "--model-name", name,
                "--host", "127.0.0.1", "--port", str(self.port), "--batch-sizes", batch_sizes] + list(args)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO))
 
@@ -653,14 +653,14 @@ def test_engine_builds_and_fallbacks_are_counted_from_stderr(trt_log_model):
 
 
 def test_health_probe(digits):
-    probe = [sys.executable, "-m", "kit.runtime.serve", "--probe", "--port", str(digits.port)]
+    probe = [sys.executable, "-m", "kit.runtime.serving.main", "--probe", "--port", str(digits.port)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     assert subprocess.run(probe, env=env, capture_output=True).returncode == 0
     env["KIT_PORT"] = str(digits.port)
-    assert subprocess.run([sys.executable, "-m", "kit.runtime.healthcheck"], env=env,
+    assert subprocess.run([sys.executable, "-m", "kit.runtime.serving.healthcheck"], env=env,
                           capture_output=True).returncode == 0
     env["KIT_PORT"] = str(free_port())  # nothing listens there
-    closed = subprocess.run([sys.executable, "-m", "kit.runtime.healthcheck"], env=env, capture_output=True)
+    closed = subprocess.run([sys.executable, "-m", "kit.runtime.serving.healthcheck"], env=env, capture_output=True)
     assert closed.returncode == 1 and b"not ready" in closed.stderr
 
 
@@ -682,8 +682,8 @@ def digits_manifest(digits_dir, tmp_path_factory):
 
 
 def test_runtime_args_come_from_the_manifest(digits_manifest, digits_dir):
-    from kit.manifest import load_model
-    from kit.serving import runtime_args
+    from kit.manifest.load import load_model
+    from kit.serve.local import runtime_args
 
     args = runtime_args(load_model(digits_manifest), port=9123)
     pairs = dict(zip(args[::2], args[1::2]))

@@ -1,4 +1,4 @@
-"""The micro-batcher without HTTP or TF (kit/runtime/batching.py).
+"""The micro-batcher without HTTP or TF (kit/runtime/serving/batching.py).
 
 The "model" is a numpy function whose every output row depends only on its
 own input row, like a real inference model, so padding and splitting must
@@ -13,7 +13,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from kit.runtime.batching import BatchPlan, MicroBatcher, QueueFull, Stopped, pad_rows
+from kit.runtime.serving.batching import BatchPlan, MicroBatcher, QueueFull, Stopped, pad_rows
 
 
 class RowModel(object):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kit import build
+from kit.build import pipeline as build
 from kit.errors import OptimizeError
-from kit.manifest import ImageSpec, ModelManifest, ModelSource, Optimize, Serve, Target
+from kit.manifest.load import ImageSpec, ModelManifest, ModelSource, Optimize, Serve, Target
 from kit.runtime import report as report_mod
 from kit.runtime import trtlog
 

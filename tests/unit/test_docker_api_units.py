@@ -1,4 +1,4 @@
-"""The parts of kit.docker_api and kit.base that need no engine: reference
+"""The parts of kit.docker_api and kit.build.base that need no engine: reference
 parsing, line splitting of streamed logs, error translation, naming."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import docker.errors
 import pytest
 import requests
 
-from kit import base
+from kit.build import base
 from kit.docker_api import _failed_from, _LineSplitter, _split_ref, _translate
 from kit.errors import DockerError
 from kit.profiles import CPU_STACK

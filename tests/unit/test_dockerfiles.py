@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kit import images
+from kit.build import images
 
 ROOT = Path(__file__).resolve().parents[2]
 HADOLINT = Path(sys.executable).parent / "hadolint"
@@ -81,8 +81,8 @@ def test_runtime_user_health_and_env():
     words = dict(ins)  # last wins; each is single here except ENV/ARG
     assert words["USER"] == images.RUNTIME_USER == "10001:44"
     assert "--start-period=" in words["HEALTHCHECK"]
-    assert words["HEALTHCHECK"].endswith('CMD ["python3", "-m", "kit.runtime.healthcheck"]')
-    assert words["CMD"] == '["python3", "-m", "kit.runtime.serve"]'
+    assert words["HEALTHCHECK"].endswith('CMD ["python3", "-m", "kit.runtime.serving.healthcheck"]')
+    assert words["CMD"] == '["python3", "-m", "kit.runtime.serving.main"]'
     env = " ".join(a for w, a in ins if w == "ENV")
     for var in ("TF_GPU_ALLOCATOR=cuda_malloc", "KIT_MODEL_DIR=/opt/kit/model", "KIT_PORT=${KIT_PORT}",
                 "KIT_BATCH_SIZES=${KIT_BATCH_SIZES}", "PYTHONPATH=/opt/kit/lib"):

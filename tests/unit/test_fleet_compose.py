@@ -28,7 +28,7 @@ def test_jetson_service_has_everything_the_contract_asks_for():
     assert svc["network_mode"] == "host"
     assert svc["restart"] == "unless-stopped"
     assert svc["environment"] == {"KIT_PORT": "8601"}
-    assert svc["healthcheck"]["test"] == ["CMD", "python3", "-m", "kit.runtime.serve", "--probe"]
+    assert svc["healthcheck"]["test"] == ["CMD", "python3", "-m", "kit.runtime.serving.main", "--probe"]
     assert svc["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
     assert svc["mem_limit"] == 3 << 30
     assert svc["labels"] == {"kit.fleet": "warehouse", "kit.fleet.device": "nano-01"}
@@ -79,14 +79,14 @@ def test_run_compose_failure_carries_composes_message(tmp_path):
 
 
 def test_mem_limit_comes_from_the_kit_memory_limit_label_of_the_built_image(tmp_path):
-    # The label as kit/images.py writes it, read back by the rollout into the compose file.
+    # The label as kit/build/images.py writes it, read back by the rollout into the compose file.
     from pathlib import Path
 
-    from kit import images
+    from kit.build import images
     from kit.fleet.rollout import _Rollout
-    from kit.manifest import FleetDevice, FleetManifest, load_model
+    from kit.manifest.load import FleetDevice, FleetManifest, load_model
     from kit.profiles import MEMORY_RESERVE_BYTES
-    from kit.registry import ResolvedImage
+    from kit.fleet.registry import ResolvedImage
 
     fixture = Path(__file__).resolve().parents[1] / "fixtures" / "manifests" / "valid" / "model.json"
     model = load_model(fixture, check_files=False)  # optimize.memory_limit: 4GiB

@@ -7,7 +7,7 @@ import pytest
 
 from kit.fleet.facts import DeviceFacts
 from kit.fleet.gate import Fingerprint, check, tensorrt_for_l4t
-from kit.manifest import FleetDevice
+from kit.manifest.load import FleetDevice
 
 NANO_LABELS = {
     "kit.device": "jetson-nano", "kit.l4t": "32.4.4", "kit.jetpack": "4.4.1", "kit.tensorrt": "7.1.3",

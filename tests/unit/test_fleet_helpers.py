@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kit.fleet.rollout import _example, device_address, plan_waves
-from kit.registry import registry_of, split_ref
+from kit.fleet.registry import registry_of, split_ref
 
 D = "sha256:" + "f" * 64
 
@@ -55,7 +55,7 @@ def test_smoke_example_shapes_from_tf_serving_metadata():
 
 
 def test_short_digest_keeps_name_and_12_hex():
-    from kit.fleet.render import short_digest
+    from kit.cli.views.fleet import short_digest
 
     assert short_digest(f"127.0.0.1:5000/vision/r@{D}") == "r@sha256:ffffffffffff"
     assert short_digest(None) == "-" and short_digest("r:1") == "r:1"

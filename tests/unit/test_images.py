@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from kit import images, smoke
+from kit.build import images
+from kit.build import smoke
 from kit.errors import KitError
-from kit.manifest import ImageSpec, ModelManifest, ModelSource, Optimize, Serve, Target
+from kit.manifest.load import ImageSpec, ModelManifest, ModelSource, Optimize, Serve, Target
 
 
 def manifest(tmp_path: Path, device="cpu") -> ModelManifest:

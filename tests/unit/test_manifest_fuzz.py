@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from kit.errors import ManifestError
-from kit.manifest import FleetManifest, ModelManifest, load_any
-from kit.validate import validate_file
-from kit.validate_render import render_results
+from kit.manifest.load import FleetManifest, ModelManifest, load_any
+from kit.manifest.validate import validate_file
+from kit.cli.views.manifest import render_results
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))

@@ -13,7 +13,7 @@ import pytest
 
 from kit.cli import main
 from kit.errors import ManifestError
-from kit.manifest import collect_problems, load_any
+from kit.manifest.load import collect_problems, load_any
 
 INVALID = Path(__file__).resolve().parents[1] / "fixtures" / "manifests" / "invalid"
 TOP = "(top level)"

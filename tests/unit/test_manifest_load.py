@@ -12,7 +12,7 @@ import pytest
 
 from _digits import trained_digits_example
 from kit.errors import EXIT_INVALID, ManifestError
-from kit.manifest import (FleetManifest, ModelManifest, Optimize, Parity, Rollout, Serve, TensorSpec, collect_problems,
+from kit.manifest.load import (FleetManifest, ModelManifest, Optimize, Parity, Rollout, Serve, TensorSpec, collect_problems,
                           inspect, load_any, load_fleet, load_model)
 from kit.profiles import CPU_STACK, JETPACK_441
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from kit import manifest as km
+from kit.manifest import load as km
 from kit.profiles import PROFILES, STACKS
-from kit.schema_validation import SCHEMA_DIR, load_schema
-from kit.semantics import schema_default
+from kit.manifest.schema import SCHEMA_DIR, load_schema
+from kit.manifest.semantics import schema_default
 from kit.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,7 +160,7 @@ def test_packaged_schemas_are_the_manifests_schemas():
         (shipped / f.name).read_bytes() == f.read_bytes() for f in SCHEMA_DIR.glob("*.json"))
     for name in ("model.schema.json", "fleet.schema.json"):
         assert json.loads((shipped / name).read_text()) == json.loads((SCHEMA_DIR / name).read_text())
-    assert SCHEMA_DIR == Path(km.__file__).parent / "schema"
+    assert SCHEMA_DIR == Path(km.__file__).parent.parent / "schema"
 
 
 def test_examples_of_the_schema_are_valid_values():

@@ -7,10 +7,10 @@ import pytest
 from rich.console import Console
 
 from _digits import trained_digits_example
-from kit import optimizer
+from kit.build import optimizer
 from kit.cli import main
 from kit.errors import KitError, ManifestError, OptimizeError, PreflightError
-from kit.manifest import load_model
+from kit.manifest.load import load_model
 from kit.runtime import spec as runtime_spec
 
 

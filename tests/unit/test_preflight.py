@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from kit import preflight
+from kit.build import preflight
 from kit.errors import PreflightError
-from kit.manifest import ImageSpec, ModelManifest, ModelSource, Optimize, Serve, Target
-from kit.preflight import HostFacts
+from kit.manifest.load import ImageSpec, ModelManifest, ModelSource, Optimize, Serve, Target
+from kit.build.preflight import HostFacts
 
 GiB = 1 << 30
 NANO_4_4 = "# R32 (release), REVISION: 4.4, GCID: 23942405, BOARD: t210ref, EABI: aarch64, DATE: Fri Oct 16 19:44:43 UTC 2020\n"

@@ -1,4 +1,4 @@
-"""Request parsing, validation and response shaping (kit/runtime/protocol.py), no HTTP, no TF.
+"""Request parsing, validation and response shaping (kit/runtime/serving/protocol.py), no HTTP, no TF.
 
 Signatures are described with the same TensorInfo/Signature objects the
 server builds from a SavedModel's SignatureDefs; they never run here.
@@ -12,9 +12,9 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from kit.runtime import protocol
+from kit.runtime.serving import protocol
 from kit.runtime.model import Signature, TensorInfo
-from kit.runtime.protocol import RequestError
+from kit.runtime.serving.protocol import RequestError
 
 
 def _sig(key, inputs, outputs):

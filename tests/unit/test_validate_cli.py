@@ -12,7 +12,7 @@ import pytest
 
 from _digits import trained_digits_example
 from kit.cli import main
-from kit.validate import validate_files
+from kit.manifest.validate import validate_files
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "manifests" / "examples"

@@ -65,7 +65,7 @@ def base(
     json_out: bool = typer.Option(False, "--json", help="Machine output (progress goes to stderr)."),
 ):
     """Assemble the offline CPU bases: Debian (debootstrap) and TensorFlow (wheels from PyPI). Reused when present."""
-    from kit.base import build_bases
+    from kit.build.base import build_bases
 
     console = err if json_out else out
 
@@ -90,7 +90,7 @@ def build_command(
     json_out: bool = typer.Option(False, "--json", help="Print the build record (or the plan) as JSON; progress goes to stderr."),
 ):
     """Build the image: preflight, builder, optimize on this host, gate, bake, smoke test, record."""
-    from kit import build as kb
+    from kit.build import pipeline as kb
 
     if dry_run:
         plan = kb.plan(kb.load(manifest, base_image))
@@ -114,13 +114,13 @@ def validate_command(
     json_out: bool = typer.Option(False, "--json", help="Print [{file, kind, valid, problems}] as JSON."),
 ):
     """Check manifests against the schema and the device profiles; list every problem with its fix."""
-    from kit.validate import validate_files
+    from kit.manifest.validate import validate_files
 
     results = validate_files(files, check_files=not no_file_checks)
     if json_out:
         print_json([r.to_dict() for r in results])
     else:
-        from kit.validate_render import render_results
+        from kit.cli.views.manifest import render_results
 
         render_results(results, out)
     if not all(r.valid for r in results):
@@ -136,7 +136,7 @@ def profiles_command(json_out: bool = typer.Option(False, "--json", help="Print 
     if json_out:
         print_json(rows)
     else:
-        from kit.validate_render import render_profiles
+        from kit.cli.views.manifest import render_profiles
 
         render_profiles(rows, out)
 
@@ -147,8 +147,8 @@ def push_command(
     json_out: bool = typer.Option(False, "--json", help="Print the push record as JSON."),
 ):
     """Push the image to its registry; print and record its digest (.kit/<name>/push.json)."""
-    from kit.fleet.render import render_push
-    from kit.registry import push
+    from kit.cli.views.fleet import render_push
+    from kit.fleet.registry import push
 
     console = err if json_out else out
     result = push(target, on_line=lambda line: console.print(f"  {line}", style="dim", markup=False, highlight=False))
@@ -167,7 +167,7 @@ def rollout_command(
 ):
     """Roll an image out to a fleet by digest: gate, canary, waves, health + smoke, rollback on failure."""
     from kit.errors import RolloutError
-    from kit.fleet import render
+    from kit.cli.views import fleet as render
     from kit.fleet.rollout import rollout
 
     progress = render.RolloutProgress(err if json_out else out)
@@ -189,7 +189,7 @@ def fleet_status_command(
     json_out: bool = typer.Option(False, "--json", help="Print the status as JSON."),
 ):
     """What each device runs: reachable, running digest, healthy, model version, last rollout."""
-    from kit.fleet.render import render_status
+    from kit.cli.views.fleet import render_status
     from kit.fleet.status import fleet_status
 
     status = fleet_status(fleet)
@@ -212,8 +212,8 @@ def serve_command(
     if not local:
         raise UsageError("kit serve runs the model server on this host: add --local",
                          hint="on devices the runtime image serves the model (kit build, kit rollout)")
-    from kit.manifest import load_model
-    from kit.serving import serve_local
+    from kit.manifest.load import load_model
+    from kit.serve.local import serve_local
 
     code = serve_local(load_model(manifest), port=port, host=host,
                        announce=lambda line: err.print(line, highlight=False, markup=False))
@@ -242,9 +242,9 @@ def bench_command(
 ):
     """The benchmark protocol in the runtime image (or --local): warm-up, timed runs, images/s, latency
     percentiles, peak memory."""
-    from kit.manifest import load_model
-    from kit.serving import bench, check_plot_support, plot_latencies
-    from kit.serving_render import render_bench
+    from kit.manifest.load import load_model
+    from kit.serve.local import bench, check_plot_support, plot_latencies
+    from kit.cli.views.serve import render_bench
 
     if plot is not None:
         check_plot_support()
@@ -281,8 +281,8 @@ def optimize_command(
     if not local:
         raise UsageError("kit optimize runs the optimizer on this machine: add --local",
                          hint="on a Jetson, `kit build MANIFEST` runs it in the builder container on the device")
-    from kit.manifest import load_model
-    from kit.optimizer import optimize_local, render_summary
+    from kit.manifest.load import load_model
+    from kit.build.optimizer import optimize_local, render_summary
 
     result = optimize_local(load_model(manifest), output, allow_version_mismatch=allow_version_mismatch)
     if json_out:
@@ -299,7 +299,7 @@ def audit_command(
     json_out: bool = typer.Option(False, "--json", help="Print the audit as JSON."),
 ):
     """Count TensorRT engines, engines built per input shape, and the ops left to native TensorFlow."""
-    from kit.optimizer import audit_dir, render_audit
+    from kit.build.optimizer import audit_dir, render_audit
 
     result = audit_dir(model_dir, signature)
     if json_out:

@@ -30,7 +30,7 @@ builder image on the device, or here with --local). This module:
   it: `optimized.report.json`, `optimized.log`, `optimized.spec.json`.
 
 - `gate_problems(report, manifest)` / `gate_hint(...)`: the host re-checks a
-  report before baking it into an image (kit/build.py uses them).
+  report before baking it into an image (kit/build/pipeline.py uses them).
 
 - `audit_dir(path)`: kit.runtime.audit on a SavedModel directory (`kit audit`).
 """
@@ -110,7 +110,7 @@ def write_spec(manifest, model_dir, output_dir, *, report_path=None, log_path=No
 
 def spec_for(manifest, *, model_dir, output_dir, report_path=None, log_path=None,
              calibration_samples=_FROM_MANIFEST, parity_samples=_FROM_MANIFEST, **kw) -> dict:
-    """Keyword-only alias of write_spec (kit/build.py's name for it)."""
+    """Keyword-only alias of write_spec (kit/build/pipeline.py's name for it)."""
     return write_spec(manifest, model_dir, output_dir, report_path=report_path, log_path=log_path,
                       calibration_samples=calibration_samples, parity_samples=parity_samples, **kw)
 
@@ -286,7 +286,7 @@ def optimize_local(manifest, output_dir=None, *, allow_version_mismatch: bool = 
     report_path.unlink(missing_ok=True)
     run_env = dict(os.environ if env is None else env)
     # The runtime is Python 3.6-compatible code inside this package: make sure the child finds it.
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])
     run_env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, run_env.get("PYTHONPATH")) if p)
     argv = [python or sys.executable, "-m", "kit.runtime.optimize", "--spec", str(spec_path)]
     sink = _fd_target(stderr if stderr is not None else sys.stderr)

@@ -86,7 +86,7 @@ def cache_dir() -> Path:
 
 def dockerfile_path(name: str) -> Path:
     """kit ships its Dockerfiles as package data in kit/docker/."""
-    path = Path(__file__).resolve().parent / "docker" / name
+    path = Path(__file__).resolve().parents[1] / "docker" / name
     if not path.is_file():
         raise KitError(f"kit's {name} is missing from {path.parent}", hint="reinstall kit (pip install -e .)")
     return path
@@ -361,7 +361,7 @@ def _build_tf(engine: Engine, image: str, tensorflow: str, debian: BaseImage, pr
         engine.remove_image(temp_tag)
         # The install stage is an untagged image holding the wheels: not needed once built.
         try:
-            engine.prune_images({"kit.build-stage": f"tf-cpu-base-install-{tensorflow}"})
+            engine.prune_images({"kit.build.pipeline-stage": f"tf-cpu-base-install-{tensorflow}"})
         except DockerError:
             pass
         shutil.rmtree(context, ignore_errors=True)

@@ -1,5 +1,5 @@
 """How `kit validate` and `kit profiles` look on a terminal (rich). Data comes
-from kit.validate and kit.profiles; nothing here decides anything."""
+from kit.manifest.validate and kit.profiles; nothing here decides anything."""
 
 from __future__ import annotations
 

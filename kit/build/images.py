@@ -26,7 +26,7 @@ from kit.errors import KitError
 
 LineCallback = Callable[[str], None]
 
-DOCKER_DIR = Path(__file__).resolve().parent / "docker"
+DOCKER_DIR = Path(kit.__file__).resolve().parent / "docker"
 KIT_PACKAGE = Path(kit.__file__).resolve().parent
 
 # Where things live inside both images (the Dockerfiles say the same).

@@ -53,7 +53,7 @@ def model_version(manifest) -> str:
 
 def runtime_args(manifest, model_dir: Path | None = None, port: int | None = None,
                  host: str = "127.0.0.1") -> list[str]:
-    """`python -m kit.runtime.serve` arguments for a manifest (defaults: its model and serve section)."""
+    """`python -m kit.runtime.serving.main` arguments for a manifest (defaults: its model and serve section)."""
     args = [
         "--model-dir", str(model_dir or manifest.model.path),
         "--model-name", manifest.name,
@@ -84,7 +84,7 @@ def _check_port_free(host: str, port: int) -> None:
 def _runtime_env() -> dict:
     env = dict(os.environ)
     # The server imports kit.runtime from this checkout/installation, whatever the cwd.
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     return env
@@ -103,7 +103,7 @@ def serve_local(manifest, port: int | None = None, host: str = "127.0.0.1", anno
         announce(f"  KServe v2        POST {base}/v2/models/{manifest.name}/infer")
         announce(f"  health           GET  {base}/v2/health/ready    metrics GET {base}/metrics")
         announce("Ctrl-C stops it (requests in flight finish first)")
-    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.serve"] + args, env=_runtime_env())
+    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.serving.main"] + args, env=_runtime_env())
 
     def forward(signum, _frame):
         # SIGTERM/SIGINT to kit reach the server, which drains and exits 0 (a terminal's
@@ -168,7 +168,7 @@ class BenchReport:
 
 def optimized_model_dir(manifest) -> Path | None:
     """The optimizer's output for this manifest (.kit/<name>/optimize/model), when it exists."""
-    from kit.build import Paths, optimized_model
+    from kit.build.pipeline import Paths, optimized_model
 
     path = optimized_model(Paths.for_manifest(manifest).optimize)
     return path if (path / "saved_model.pb").is_file() else None
@@ -284,7 +284,7 @@ def bench_image(manifest, image: str | None = None, batch_sizes=None, runs: int 
 def _run_in_image(engine, ref: str, run: BenchRun, manifest, runs: int, warmup: int, progress) -> None:
     import uuid
 
-    from kit.build import _runtime
+    from kit.build.pipeline import _runtime
 
     if progress:
         progress(f"{run.label} model in {ref}, batch size {run.batch_size}: {warmup} warm-up + {runs} timed runs")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from kit.problems import Problem, show
+from kit.manifest.problems import Problem, show
 
 MAX_BYTES = 1 << 20  # a manifest is a page of YAML; anything bigger is a mistake
 MAX_NODES = 20_000  # values in the document with aliases expanded (stops anchor bombs)

@@ -1,7 +1,7 @@
 """Docker HEALTHCHECK probe for the model server (stdlib only, no numpy, no TF).
 
-    python3 -m kit.runtime.healthcheck [--port N] [--host H] [--timeout S]
-    python3 -m kit.runtime.serve --probe      (the same probe)
+    python3 -m kit.runtime.serving.healthcheck [--port N] [--host H] [--timeout S]
+    python3 -m kit.runtime.serving.main --probe      (the same probe)
 
 Exits 0 when GET /v2/health/ready answers 200 (model loaded and warmed up
 at every built batch size), 1 otherwise. Port and host default to KIT_PORT
@@ -34,7 +34,7 @@ def probe(host, port, timeout=3.0, path="/v2/health/ready"):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python3 -m kit.runtime.healthcheck", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python3 -m kit.runtime.serving.healthcheck", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("KIT_PORT") or DEFAULT_PORT))
     parser.add_argument("--host", default=os.environ.get("KIT_HOST") or "127.0.0.1")
     parser.add_argument("--timeout", type=float, default=3.0)

@@ -1,7 +1,7 @@
 """The kit model server: TensorFlow Serving's REST API and KServe v2 for one SavedModel.
 
-    python3 -m kit.runtime.serve --model-dir /model [options]   # serve (foreground)
-    python3 -m kit.runtime.serve --probe                       # health probe for HEALTHCHECK
+    python3 -m kit.runtime.serving.main --model-dir /model [options]   # serve (foreground)
+    python3 -m kit.runtime.serving.main --probe                       # health probe for HEALTHCHECK
 
 Runs inside the runtime images (Python 3.6, TensorFlow >= 2.3, numpy,
 stdlib) and on a development host (`kit serve MANIFEST --local`).
@@ -121,7 +121,7 @@ def default_version(model_dir):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python3 -m kit.runtime.serve",
+    p = argparse.ArgumentParser(prog="python3 -m kit.runtime.serving.main",
                                 description="Serve one SavedModel over TF Serving REST and KServe v2.")
     p.add_argument("--model-dir", default=_env("KIT_MODEL_DIR"))
     p.add_argument("--model-name", default=_env("KIT_MODEL_NAME", "model"))
@@ -197,7 +197,7 @@ class Config(object):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--probe" in argv:
-        from kit.runtime.healthcheck import main as probe_main
+        from kit.runtime.serving.healthcheck import main as probe_main
 
         return probe_main([a for a in argv if a != "--probe"])
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -208,7 +208,7 @@ def main(argv=None):
     except ConfigError as e:
         sys.stderr.write("kit-serve: configuration error: %s\n" % e)
         return 2
-    from kit.runtime.server import run
+    from kit.runtime.serving.transport import run
 
     return run(config)
 

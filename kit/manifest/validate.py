@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kit.manifest import FleetManifest, ModelManifest, inspect
-from kit.manifest_reader import display_path
-from kit.problems import printable
+from kit.manifest.load import FleetManifest, ModelManifest, inspect
+from kit.manifest.reader import display_path
+from kit.manifest.problems import printable
 from kit.units import format_size
 
 
@@ -15,7 +15,7 @@ class ValidationResult:
     file: str  # as the user gave it
     kind: str | None
     name: str | None
-    problems: list = field(default_factory=list)  # of kit.problems.Problem
+    problems: list = field(default_factory=list)  # of kit.manifest.problems.Problem
     manifest: ModelManifest | FleetManifest | None = None
 
     @property

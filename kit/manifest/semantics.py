@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kit.problems import Problem, show, where
+from kit.manifest.problems import Problem, show, where
 from kit.profiles import MEMORY_RESERVE_BYTES, PROFILES
-from kit.schema_validation import load_schema
+from kit.manifest.schema import load_schema
 from kit.units import format_size, parse_size
 
 DEFAULT_PORT = 8501

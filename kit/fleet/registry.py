@@ -77,7 +77,7 @@ def push(target: str, state_root: Path | None = None, on_line=None, engine=None)
 
     path = Path(target)
     if path.is_file() or target.endswith((".yaml", ".yml", ".json")):
-        from kit.manifest import load_model
+        from kit.manifest.load import load_model
 
         manifest = load_model(path, check_files=False)
         source = ref = manifest.image_ref

@@ -16,11 +16,11 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from kit import __version__
-from kit.runtime import protocol
-from kit.runtime.batching import BatchPlan, MicroBatcher, QueueFull, Stopped
+from kit.runtime.serving import protocol
+from kit.runtime.serving.batching import BatchPlan, MicroBatcher, QueueFull, Stopped
 from kit.runtime.logtap import ENGINE_BUILD, NATIVE_FALLBACK, StderrTap, line_classifier
-from kit.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from kit.runtime.metrics import ServerMetrics
+from kit.runtime.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from kit.runtime.serving.metrics import ServerMetrics
 
 log = logging.getLogger("kit.serve")
 

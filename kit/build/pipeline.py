@@ -2,7 +2,7 @@
 
 Steps (each reused when its inputs did not change, and said so):
 
-  preflight  the host can do it (kit/preflight.py)
+  preflight  the host can do it (kit/build/preflight.py)
   base       the base image is present; its id keys everything below
   builder    base + kit/runtime                     key: base id + kit code + Dockerfile
   optimize   optimizer in the builder container     key: model digest + spec + builder id
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import kit
-from kit import images
+from kit.build import images
 from kit.atomic import write_json_atomic
 from kit.errors import DockerError, KitError, OptimizeError, PreflightError
 
@@ -197,8 +197,8 @@ def with_base_image(manifest, base_image: str | None):
 
 
 def spec_document(manifest) -> dict:
-    """The optimizer's spec for this manifest, with container paths (kit/optimizer.py)."""
-    from kit import optimizer
+    """The optimizer's spec for this manifest, with container paths (kit/build/optimizer.py)."""
+    from kit.build import optimizer
 
     calib, parity = _samples(manifest)
     return optimizer.spec_for(
@@ -227,7 +227,7 @@ def optimize_command() -> list[str]:
 def reference_command(manifest) -> list[str]:
     _, parity = _samples(manifest)
     sample = _container_sample(parity, IN_PARITY) or "-"
-    from kit.smoke import REFERENCE_SCRIPT
+    from kit.build.smoke import REFERENCE_SCRIPT
 
     return ["python3", "-c", REFERENCE_SCRIPT, IN_MODEL, manifest.model.signature, sample, f"{OUT_DIR}/reference.json"]
 
@@ -247,10 +247,10 @@ def _runtime(manifest) -> str | None:
 def gate_problems(report: dict, manifest) -> list[str]:
     """Why this report does not prove a shippable result (empty: it does).
 
-    kit/optimizer.py re-checks the report's own gate, engines and batch sizes;
+    kit/build/optimizer.py re-checks the report's own gate, engines and batch sizes;
     on top, any fallback in the log refuses a TensorRT result, whatever the
     report's gate says."""
-    from kit import optimizer
+    from kit.build import optimizer
 
     problems = list(optimizer.gate_problems(report, manifest))
     fallbacks = ((report or {}).get("findings") or {}).get("native_fallbacks") or []
@@ -260,7 +260,7 @@ def gate_problems(report: dict, manifest) -> list[str]:
 
 
 def gate_hint(report: dict, manifest) -> str:
-    from kit import optimizer
+    from kit.build import optimizer
 
     return optimizer.gate_hint(report, manifest) or (
         "read the report's findings and the log: keep max_workspace_size < memory_limit < free memory, "
@@ -324,7 +324,7 @@ class _Pipeline:
     # -- steps --
 
     def preflight(self):
-        from kit import preflight
+        from kit.build import preflight
         from kit.docker_api import connect
 
         error = None
@@ -408,7 +408,7 @@ class _Pipeline:
             (partial / "container.log").write_text(result.logs)
             report = read_json(report_path(partial))
             if result.exit_code != 0 or report is None or not optimized_model(partial).is_dir():
-                from kit import optimizer
+                from kit.build import optimizer
 
                 _replace_dir(partial, self.paths.optimize_failed)
                 failed = self.paths.optimize_failed
@@ -501,7 +501,7 @@ class _Pipeline:
         if prev and prev.get("passed") and prev.get("image_id") == self.image_id:
             self.record["smoke"] = prev
             return "skipped", "this image passed before"
-        from kit.smoke import free_port, predict_and_compare
+        from kit.build.smoke import free_port, predict_and_compare
 
         ref = self.temp_ref or self.final_ref
         port = free_port()
@@ -509,7 +509,7 @@ class _Pipeline:
         cid = None
         try:
             cid = self.engine.run(ref, name=name, env={"KIT_PORT": str(port), "KIT_HOST": "127.0.0.1"},
-                                  runtime=_runtime(self.m), labels={"kit.smoke": self.m.name})
+                                  runtime=_runtime(self.m), labels={"kit.build.smoke": self.m.name})
             self.r.line(f"started {name} on 127.0.0.1:{port}; waiting for healthy")
             start = time.monotonic()
             self.engine.wait_healthy(cid, timeout=_health_timeout(self.m), interval=1.0)
@@ -557,7 +557,7 @@ class _Pipeline:
     def write_record(self, started: float) -> dict:
         info = self.engine.image_inspect(self.final_ref)
         model_dir = optimized_model(self.paths.optimize)
-        from kit.preflight import tree_size
+        from kit.build.preflight import tree_size
 
         self.record.update({
             "record_version": RECORD_VERSION,
@@ -649,7 +649,7 @@ def plan(manifest) -> BuildPlan:
          "requires": "an engine for every batch size, no fallback, parity within bounds (or native as asked)"},
     ]
     p.steps.append({"step": "reference", "image": "<builder>",
-                    "command": ["python3", "-c", "<kit.smoke.REFERENCE_SCRIPT>"] + reference_command(manifest)[3:],
+                    "command": ["python3", "-c", "<kit.build.smoke.REFERENCE_SCRIPT>"] + reference_command(manifest)[3:],
                     "output": str(paths.reference)})
     p.steps += [
         {"step": "bake", "image": manifest.image_ref, "temporary_tag": f"{manifest.image.repository}:kit-tmp-<random>",
@@ -670,7 +670,7 @@ def plan(manifest) -> BuildPlan:
 
 
 def load(manifest_path: str | Path, base_image: str | None = None):
-    from kit.manifest import load_model
+    from kit.manifest.load import load_model
 
     return with_base_image(load_model(Path(manifest_path)), base_image)
 

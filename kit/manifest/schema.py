@@ -15,9 +15,9 @@ from pathlib import Path
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match, relevance
 
-from kit.problems import Problem, show
+from kit.manifest.problems import Problem, show
 
-SCHEMA_DIR = Path(__file__).parent / "schema"
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"  # kit/schema (package data)
 KINDS = ("Model", "Fleet")
 
 

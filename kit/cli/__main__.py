@@ -1,0 +1,5 @@
+import sys
+
+from kit.cli.application import main
+
+sys.exit(main())

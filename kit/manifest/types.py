@@ -1,0 +1,126 @@
+"""The validated manifests as frozen dataclasses: what core code sees
+(never raw dicts). Built by kit.manifest.load; field names follow the schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kit.profiles import PROFILES, DeviceProfile, Stack, stack_for
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple  # per-example shape, no batch dimension; None for an unknown dim
+    dtype: str  # numpy dtype name: float32, uint8, int32, ...
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    path: Path  # absolute path of the SavedModel directory
+    signature: str = "serving_default"
+    inputs: dict = field(default_factory=dict)  # name -> TensorSpec; empty: read from the signature
+
+
+@dataclass(frozen=True)
+class Target:
+    device: str
+    jetpack: str | None = None
+    base_image: str | None = None
+
+
+@dataclass(frozen=True)
+class Parity:
+    samples: Path | None = None  # .npy (single input) or .npz (name -> array)
+    max_abs_error: float = 0.05
+    min_top1_agreement: float = 0.99
+
+
+@dataclass(frozen=True)
+class Optimize:
+    precision: str  # fp32 | fp16 | int8 | native
+    batch_sizes: tuple  # of int, sorted ascending, unique
+    max_workspace_size: int = 1 << 30  # bytes
+    memory_limit: int = 2 << 30  # bytes
+    minimum_segment_size: int = 3
+    maximum_cached_engines: int = 0  # resolved: len(batch_sizes) when absent
+    allow_native_fallback: bool = False
+    calibration_samples: Path | None = None
+    parity: Parity = field(default_factory=Parity)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    repository: str
+    tag: str | None = None  # resolved default: {version}-r{l4t}-{precision} ("cpu" for l4t on cpu)
+
+
+@dataclass(frozen=True)
+class Serve:
+    port: int = 8501
+    max_batch_delay: float = 0.002  # seconds
+    max_queue: int = 64
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    file: Path  # the manifest file (absolute)
+    name: str
+    version: str
+    model: ModelSource
+    target: Target
+    optimize: Optimize
+    image: ImageSpec
+    serve: Serve
+
+    @property
+    def profile(self) -> DeviceProfile:
+        return PROFILES[self.target.device]
+
+    @property
+    def stack(self) -> Stack:
+        return stack_for(self.profile, self.target.jetpack)
+
+    @property
+    def base_image(self) -> str:
+        return self.target.base_image or self.stack.base_image
+
+    @property
+    def tag(self) -> str:
+        if self.image.tag:
+            return self.image.tag
+        platform = "r" + self.stack.l4t if self.stack.l4t else "cpu"
+        return f"{self.version}-{platform}-{self.optimize.precision}"
+
+    @property
+    def image_ref(self) -> str:
+        return f"{self.image.repository}:{self.tag}"
+
+
+@dataclass(frozen=True)
+class FleetDevice:
+    name: str
+    host: str  # docker endpoint: ssh://, tcp://, unix://
+    device: str  # profile name
+    port: int | None = None  # None: the model's serve.port
+    labels: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    canary: int = 1
+    max_parallel: int = 4
+    health_timeout: float = 120.0  # seconds
+    on_failure: str = "rollback"  # rollback | halt
+
+
+@dataclass(frozen=True)
+class FleetManifest:
+    file: Path
+    name: str
+    image: str  # repository:tag or repository@sha256:...
+    devices: tuple  # of FleetDevice
+    rollout: Rollout = field(default_factory=Rollout)
+
+
+# ---- loading --------------------------------------------------------------------
