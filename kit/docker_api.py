@@ -54,6 +54,8 @@ class EngineInfo:
     cpus: int
     labels: dict = field(default_factory=dict)  # the engine's own labels (dockerd --label k=v)
     live_restore: bool | None = None  # containers survive a dockerd restart; None: engine did not say
+    swarm_node_id: str = ""  # docker info's Swarm.NodeID ("" when not in a swarm)
+    swarm_state: str = ""  # Swarm.LocalNodeState: inactive | pending | active | error | locked
 
     @property
     def has_nvidia(self) -> bool:
@@ -306,6 +308,8 @@ class Engine:
             cpus=int(info.get("NCPU") or 0),
             labels=_engine_labels(info.get("Labels")),
             live_restore=None if info.get("LiveRestoreEnabled") is None else bool(info["LiveRestoreEnabled"]),
+            swarm_node_id=(info.get("Swarm") or {}).get("NodeID") or "",
+            swarm_state=(info.get("Swarm") or {}).get("LocalNodeState") or "",
         )
 
     # -- images ---------------------------------------------------------------
@@ -630,6 +634,52 @@ class Engine:
             found = self.api.containers(all=all, filters=filters)
         return [self.container_state(c["Id"]) for c in found]
 
+    # -- swarm (on a manager) ----------------------------------------------------
+
+    def nodes(self) -> list[dict]:
+        """The swarm's nodes, raw (ID, Spec.Labels, Status.State, Description...)."""
+        with _errors("listing swarm nodes", self.host):
+            return self.api.nodes()
+
+    def set_node_labels(self, node_id: str, labels: Mapping[str, str]) -> None:
+        """Set these labels on a node, keeping its others (one spec update)."""
+        with _errors(f"labelling swarm node {node_id}", self.host):
+            node = self.api.inspect_node(node_id)
+            spec = dict(node.get("Spec") or {})
+            current = dict(spec.get("Labels") or {})
+            if all(current.get(k) == v for k, v in labels.items()):
+                return
+            current.update(labels)
+            spec["Labels"] = current
+            self.api.update_node(node_id, node["Version"]["Index"], spec)
+
+    def service_inspect(self, name: str) -> dict | None:
+        """A service's raw inspect document, None when there is no such service."""
+        import docker.errors as de
+
+        try:
+            with _errors(f"inspecting service {name}", self.host):
+                return self.api.inspect_service(name)
+        except DockerError as e:
+            if isinstance(e.__cause__, de.NotFound):
+                return None
+            raise
+
+    def tasks(self, service: str) -> list[dict]:
+        """Every task of a service (all desired states), raw."""
+        with _errors(f"listing tasks of {service}", self.host):
+            return self.api.tasks(filters={"service": service})
+
+    def remove_service(self, name: str) -> None:
+        import docker.errors as de
+
+        try:
+            with _errors(f"removing service {name}", self.host):
+                self.api.remove_service(name)
+        except DockerError as e:
+            if not isinstance(e.__cause__, de.NotFound):
+                raise
+
     def run_to_completion(
         self,
         image: str,
@@ -717,22 +767,31 @@ def _registry_hint(error: str) -> str | None:
 _compose_cache: list[list[str]] = []
 
 
+COMPOSE_FLAVOURS = {"v2": ["docker", "compose"], "v1": ["docker-compose"]}
+
+
 def compose_command() -> list[str]:
-    """`["docker", "compose"]` when that plugin works, else `["docker-compose"]`."""
+    """`["docker", "compose"]` when that plugin works, else `["docker-compose"]`.
+    KIT_COMPOSE=v1|v2 picks one (and fails if it does not work)."""
+    wanted = os.environ.get("KIT_COMPOSE", "").strip().lower()
+    if wanted:
+        if wanted not in COMPOSE_FLAVOURS:
+            raise DockerError(f"KIT_COMPOSE={wanted!r} is not one of v1, v2")
+        argv = COMPOSE_FLAVOURS[wanted]
+        if _compose_works(argv):
+            return list(argv)
+        raise DockerError(f"KIT_COMPOSE={wanted}: `{' '.join(argv)} version` does not work",
+                          hint="v2: the docker CLI plugin (scripts/setup-host installs Debian trixie's); "
+                          "v1: apt-get install docker-compose")
     if _compose_cache:
         return list(_compose_cache[0])
     candidates = []
     if shutil.which("docker"):
-        candidates.append(["docker", "compose"])
+        candidates.append(COMPOSE_FLAVOURS["v2"])
     if shutil.which("docker-compose"):
-        candidates.append(["docker-compose"])
+        candidates.append(COMPOSE_FLAVOURS["v1"])
     for argv in candidates:
-        try:
-            probe = subprocess.run(argv + ["version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   stdin=subprocess.DEVNULL, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if probe.returncode == 0:
+        if _compose_works(argv):
             _compose_cache.append(argv)
             return list(argv)
     raise DockerError(
@@ -740,3 +799,18 @@ def compose_command() -> list[str]:
         hint="install the compose plugin (apt-get install docker-compose-plugin) or Debian's "
         "docker-compose (apt-get install docker-compose)",
     )
+
+
+_works_cache: dict[tuple, bool] = {}
+
+
+def _compose_works(argv: list[str]) -> bool:
+    key = tuple(argv)
+    if key not in _works_cache:
+        try:
+            probe = subprocess.run(argv + ["version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL, timeout=30)
+            _works_cache[key] = probe.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    return _works_cache[key]

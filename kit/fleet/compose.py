@@ -47,6 +47,20 @@ class ServiceSpec:
     mem_limit: int | None = None  # bytes
 
 
+def healthcheck(spec: ServiceSpec) -> dict:
+    return {
+        "test": list(spec.health_test),
+        "interval": HEALTH_INTERVAL,
+        "timeout": HEALTH_TIMEOUT,
+        "retries": HEALTH_RETRIES,
+        "start_period": f"{int(spec.start_period)}s",
+    }
+
+
+def logging_options() -> dict:
+    return {"driver": "json-file", "options": {"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILE}}
+
+
 def render(spec: ServiceSpec) -> str:
     service: dict = {
         "image": spec.image,
@@ -56,14 +70,8 @@ def render(spec: ServiceSpec) -> str:
     if spec.nvidia:
         service["runtime"] = "nvidia"
     service["environment"] = {"KIT_PORT": str(spec.port)}
-    service["healthcheck"] = {
-        "test": list(spec.health_test),
-        "interval": HEALTH_INTERVAL,
-        "timeout": HEALTH_TIMEOUT,
-        "retries": HEALTH_RETRIES,
-        "start_period": f"{int(spec.start_period)}s",
-    }
-    service["logging"] = {"driver": "json-file", "options": {"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILE}}
+    service["healthcheck"] = healthcheck(spec)
+    service["logging"] = logging_options()
     if spec.mem_limit:
         service["mem_limit"] = int(spec.mem_limit)
     service["labels"] = {"kit.fleet": spec.fleet, "kit.fleet.device": spec.device}

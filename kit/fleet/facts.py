@@ -39,6 +39,9 @@ class DeviceFacts:
     memory_bytes: int = 0
     live_restore: bool | None = None  # containers survive a dockerd restart (recommended on devices)
     labels: tuple = ()  # engine labels as (key, value) pairs
+    default_runtime: str = ""  # the engine's default runtime (swarm services cannot pick one)
+    swarm_node_id: str = ""  # docker info's Swarm.NodeID ("" when not in a swarm)
+    swarm_state: str = ""  # Swarm.LocalNodeState (active when in a swarm)
 
     @property
     def nvidia(self) -> bool:
@@ -51,6 +54,8 @@ class DeviceFacts:
             "runtimes": list(self.runtimes), "nvidia": self.nvidia, "l4t": self.l4t,
             "l4t_detail": self.l4t_detail, "tensorrt": self.tensorrt, "memory_bytes": self.memory_bytes,
             "live_restore": self.live_restore, "labels": dict(self.labels),
+            "default_runtime": self.default_runtime, "swarm_node_id": self.swarm_node_id,
+            "swarm_state": self.swarm_state,
         }
 
 
@@ -71,6 +76,7 @@ def read_facts(engine, device: FleetDevice, probe_image: str | None = None) -> D
         docker_version=info.server_version, runtimes=tuple(info.runtimes), l4t=l4t, l4t_detail=detail,
         tensorrt=labels.get(TENSORRT_LABEL) or None, memory_bytes=info.memory_bytes,
         live_restore=info.live_restore, labels=tuple(sorted(labels.items())),
+        default_runtime=info.default_runtime, swarm_node_id=info.swarm_node_id, swarm_state=info.swarm_state,
     )
 
 

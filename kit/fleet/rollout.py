@@ -23,6 +23,7 @@ every step, so a rollout killed at any point says where it stopped."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import threading
@@ -49,7 +50,8 @@ Progress = Callable[[str, str, str], None]
 DEFAULT_PORT = 8501
 DEFAULT_START_PERIOD = 300.0  # seconds: a Nano loading TF and engines is slow
 SMOKE_TIMEOUT = 60.0
-POLL = 0.5  # seconds between container state reads while waiting for health
+POLL = 0.25  # seconds between container state reads while waiting for health
+READY_TIMEOUT = 2.0  # seconds for one readiness probe from the control host
 
 UPDATE, UNCHANGED, REFUSED, UNREACHABLE = "update", "unchanged", "refused", "unreachable"
 
@@ -142,6 +144,15 @@ def _http_json(url: str, payload: dict | None = None, timeout: float = SMOKE_TIM
         raise RolloutError(f"{url}: {e}") from e
 
 
+def ready(address: str, port: int, timeout: float = READY_TIMEOUT) -> bool:
+    """GET /v2/health/ready answers 200: what the image's own health probe checks."""
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}/v2/health/ready", timeout=timeout) as r:
+            return r.status == 200
+    except (OSError, ValueError):
+        return False
+
+
 def smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT) -> dict:
     """One real prediction: zeros shaped like the default signature's inputs
     (from the server's TF Serving metadata), batch of one."""
@@ -157,6 +168,21 @@ def smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT) -
     if "error" in body or not outputs:
         raise RolloutError(f"smoke prediction on {base} gave no outputs: {str(body)[:200]}")
     return body
+
+
+def service_spec(fleet: FleetManifest, resolved, fp: Fingerprint | None, device: str, port: int, image: str,
+                 health=None, nvidia: bool = False) -> compose.ServiceSpec:
+    """What runs on a device (compose) or on every node (swarm), from the resolved image."""
+    mem = None
+    if fp is not None and fp.memory_limit:
+        from kit.profiles import MEMORY_RESERVE_BYTES
+
+        # TF's GPU memory limit plus room for the Python process around it
+        mem = fp.memory_limit + MEMORY_RESERVE_BYTES
+    return compose.ServiceSpec(
+        fleet=fleet.name, device=device, image=image, port=port, nvidia=nvidia,
+        health_test=tuple(health or resolved.health_test or compose.DEFAULT_HEALTH_TEST),
+        start_period=resolved.health_start_period or DEFAULT_START_PERIOD, mem_limit=mem)
 
 
 # ---- the rollout -----------------------------------------------------------------------
@@ -192,19 +218,8 @@ class _Rollout:
     # -- plan (read-only) --
 
     def spec(self, device: FleetDevice, port: int, image: str | None = None, health=None, nvidia=None):
-        profile_jetson = device.device != "cpu"
-        start = self.resolved.health_start_period or DEFAULT_START_PERIOD
-        mem = None
-        if self.fp is not None and self.fp.memory_limit:
-            from kit.profiles import MEMORY_RESERVE_BYTES
-
-            # TF's GPU memory limit plus room for the Python process around it
-            mem = self.fp.memory_limit + MEMORY_RESERVE_BYTES
-        return compose.ServiceSpec(
-            fleet=self.fleet.name, device=device.name, image=image or self.digest_ref, port=port,
-            nvidia=profile_jetson if nvidia is None else nvidia,
-            health_test=tuple(health or self.resolved.health_test or compose.DEFAULT_HEALTH_TEST),
-            start_period=start, mem_limit=mem)
+        return service_spec(self.fleet, self.resolved, self.fp, device.name, port, image=image or self.digest_ref,
+                            health=health, nvidia=device.device != "cpu" if nvidia is None else nvidia)
 
     def plan_device(self, device: FleetDevice, dry_run: bool) -> DevicePlan:
         self.progress(device.name, "facts", f"connecting to {device.host}")
@@ -231,6 +246,10 @@ class _Rollout:
         if facts.live_restore is False:
             self.progress(device.name, "facts", "live-restore is off: a dockerd restart would stop the model "
                           "(set \"live-restore\": true in /etc/docker/daemon.json)")
+        if dep.exists and not dep.healthy and dep.status == "running" and dep.health == "starting" \
+                and dep.restart_count == 0 and ready(device_address(device.host), port):
+            # ready, Docker's first probe still to come (see wait_healthy): as healthy
+            dep = dataclasses.replace(dep, health="healthy")
         plan = DevicePlan(device, UPDATE, port=port, facts=facts, running=dep.image, healthy=dep.healthy
                           if dep.exists else None, compose_text=text, command=argv)
         decision: Decision = check(self.fp, device, facts)
@@ -292,15 +311,24 @@ class _Rollout:
         return compose.render(self.spec(plan.device, port, image=dep.image, health=health,
                                         nvidia=host_cfg.get("Runtime") == "nvidia"))
 
-    def wait_healthy(self, engine, image: str) -> Deployment:
+    def wait_healthy(self, engine, image: str, address: str | None = None, port: int | None = None) -> Deployment:
         """Until the fleet's container on this engine runs `image` and is healthy.
-        Fails early when it turns unhealthy, exits or restarts."""
+        Fails early when it turns unhealthy, exits or restarts.
+
+        Docker runs a container's first health probe only one interval (5 s)
+        after start. With `address`/`port`, kit asks the same question the
+        image's probe asks (GET /v2/health/ready) itself while Docker still
+        says `starting`, so a server that is ready in 1 s is not waited on for
+        5 s; the smoke prediction that follows is the proof either way."""
         deadline = time.monotonic() + self.timeout
         dep = Deployment()
         while True:
             dep = deployment(engine, self.fleet.name)
             if dep.exists and dep.image == image:
                 if dep.status == "running" and dep.health == "healthy":
+                    return dep
+                if (address and port and dep.status == "running" and dep.health == "starting"
+                        and dep.restart_count == 0 and ready(address, port)):
                     return dep
                 if dep.health == "unhealthy" or dep.restart_count > 0 or dep.status in ("exited", "dead"):
                     tail = engine.logs(dep.container, tail=10).splitlines()
@@ -336,9 +364,9 @@ class _Rollout:
                 compose.run_compose(compose.up_argv(self.fleet.name, files.current, plan.force_recreate), host)
                 phase = "health"
                 self._step(name, phase, f"waiting up to {self.timeout:g}s for healthy")
-                self.wait_healthy(engine, self.digest_ref)
-                phase = "smoke"
                 address = device_address(host)
+                self.wait_healthy(engine, self.digest_ref, address, plan.port)
+                phase = "smoke"
                 self._step(name, phase, f"one prediction on http://{address}:{plan.port}")
                 smoke(address, plan.port, self.model)
                 files.write_last_good(plan.compose_text)
@@ -368,7 +396,7 @@ class _Rollout:
                     files.write_current(text)
                     after = compose.image_of(text)
                     compose.run_compose(compose.up_argv(self.fleet.name, files.current), host)
-                    self.wait_healthy(engine, after)
+                    self.wait_healthy(engine, after, device_address(host), plan.port)
         except KitError as e:
             self.store.device(name, result=st.FAILED, reason=f"{reason}; rollback failed: {e.message}",
                               finished_at=st.now())
@@ -452,6 +480,10 @@ def rollout(fleet_path: str | Path, image: str | None = None, dry_run: bool = Fa
     ref = image or fleet.image
     if not ref:
         raise UsageError("no image to roll out", hint="set `image:` in the fleet manifest or pass --image")
+    if fleet.swarm is not None:
+        from kit.fleet.swarm_rollout import rollout_swarm
+
+        return rollout_swarm(fleet, ref, dry_run, progress)
     # Resolve ONCE, before any device: a registry that is down stops everything here.
     (progress or _quiet)("*", "resolve", f"resolving {ref} to a digest")
     resolved = resolve(ref)

@@ -63,6 +63,7 @@ class RolloutRecord:
     image: str  # as asked for (tag or digest)
     digest_ref: str  # repository@sha256:... every device runs
     on_failure: str
+    orchestrator: str = "compose"  # compose (kit on each device) | swarm (the swarm's rolling update)
     status: str = RUNNING  # running | done | partial | rolled-back | halted | failed
     reason: str = ""
     started_at: str = field(default_factory=now)

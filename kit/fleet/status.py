@@ -118,8 +118,60 @@ def fleet_status(fleet_path: str | Path) -> FleetStatus:
 
     fleet = load_fleet(Path(fleet_path))
     record = load_record(fleet_dir(fleet.file, fleet.name) / "rollout.json")
+    if fleet.swarm is not None:
+        return swarm_status(fleet, record)
     workers = max(1, min(8, len(fleet.devices)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         rows = list(pool.map(lambda d: device_status(d, fleet.name, record), fleet.devices))
     return FleetStatus(fleet=fleet.name, image=fleet.image, last_rollout_status=record.status if record else None,
                        devices=tuple(rows))
+
+
+def swarm_status(fleet, record) -> FleetStatus:
+    """A swarm fleet's status from the manager: nodes (kit's device labels) and the service's tasks."""
+    from kit.docker_api import connect
+    from kit.fleet import swarm
+
+    def last(name):
+        rec = record.devices.get(name) if record else None
+        return dict(last_result=rec.result if rec else None,
+                    last_rollout=(record.finished_at or record.started_at) if rec else None)
+
+    try:
+        engine = connect(fleet.swarm.manager, timeout=20)
+    except DockerError as e:
+        rows = [DeviceStatus(d.name, d.host, False, error=f"swarm manager: {e.message}", **last(d.name))
+                for d in fleet.devices]
+        return FleetStatus(fleet.name, fleet.image, record.status if record else None, tuple(rows))
+    try:
+        nodes = engine.nodes()
+        service = engine.service_inspect(swarm.service_name(fleet.name))
+        tasks = swarm.tasks_by_node(engine.tasks(swarm.service_name(fleet.name))) if service else {}
+        by_device = {((n.get("Spec") or {}).get("Labels") or {}).get(swarm.device_label(fleet.name)): n
+                     for n in nodes}
+        versions: dict = {}
+        rows = []
+        for d in fleet.devices:
+            node = by_device.get(d.name)
+            if node is None:
+                rows.append(DeviceStatus(d.name, d.host, False, error="no swarm node carries this device's label "
+                                         "(not rolled out to yet, or not in the swarm)", **last(d.name)))
+                continue
+            state = (node.get("Status") or {}).get("State")
+            task = tasks.get(node["ID"])
+            version = None
+            if task and task.image:
+                if task.image not in versions:
+                    try:
+                        versions[task.image] = engine.image_inspect(task.image).labels.get(
+                            "org.opencontainers.image.version")
+                    except DockerError:
+                        versions[task.image] = None
+                version = versions[task.image]
+            rows.append(DeviceStatus(d.name, d.host, state == "ready",
+                                     error="" if state == "ready" else f"swarm node {state}",
+                                     digest=task.image if task else None, state=task.state if task else None,
+                                     healthy=task.running if task else None, version=version, **last(d.name)))
+    finally:
+        engine.close()
+    return FleetStatus(fleet.name, fleet.image, record.status if record else None, tuple(rows))

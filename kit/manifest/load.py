@@ -13,7 +13,7 @@ from kit.manifest.problems import Problem, show
 from kit.manifest.schema import KINDS, schema_check
 from kit.manifest.semantics import Context, semantic_problems
 from kit.units import parse_duration
-from kit.manifest.types import (FleetDevice, FleetManifest, ImageSpec, ModelManifest, ModelSource, Optimize, Parity,
+from kit.manifest.types import (FleetDevice, Swarm, FleetManifest, ImageSpec, ModelManifest, ModelSource, Optimize, Parity,
                                  Rollout, Serve, Target, TensorSpec)
 
 __all__ = [
@@ -197,4 +197,5 @@ def _build_fleet(file: Path, ctx: Context) -> FleetManifest:
         rollout=Rollout(canary=int(g(("rollout", "canary"))), max_parallel=int(g(("rollout", "max_parallel"))),
                         health_timeout=parse_duration(g(("rollout", "health_timeout"))),
                         on_failure=g(("rollout", "on_failure"))),
+        swarm=Swarm(manager=g(("swarm", "manager"))) if g(("swarm",)) else None,
     )

@@ -332,6 +332,21 @@ def _one_port_per_host(ctx: Context):
             taken[key] = i
 
 
+@_check("Fleet", DEVICES, ("swarm",))
+def _one_port_on_a_swarm(ctx: Context):
+    """A swarm runs one service spec on every node: one KIT_PORT for all."""
+    if not ctx.get(("swarm",)):
+        return
+    devices = ctx.get(DEVICES)
+    ports = [d.get("port", DEFAULT_PORT) for d in devices]
+    for i, port in enumerate(ports):
+        if port != ports[0]:
+            yield Problem(("devices", i, "port"), f"on a swarm every device serves on the same port (one service "
+                          f"spec for all nodes): '{devices[0]['name']}' has {ports[0]}, '{devices[i]['name']}' "
+                          f"has {port}", show(port), f"use `port: {ports[0]}` on every device (or none)")
+            return
+
+
 @_check("Fleet", DEVICES, CANARY)
 def _canary_fits(ctx: Context):
     canary, n = ctx.get(CANARY), len(ctx.get(DEVICES))

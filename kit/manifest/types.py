@@ -115,12 +115,18 @@ class Rollout:
 
 
 @dataclass(frozen=True)
+class Swarm:
+    manager: str  # docker endpoint of a swarm manager
+
+
+@dataclass(frozen=True)
 class FleetManifest:
     file: Path
     name: str
     image: str  # repository:tag or repository@sha256:...
     devices: tuple  # of FleetDevice
     rollout: Rollout = field(default_factory=Rollout)
+    swarm: Swarm | None = None  # roll out through Docker Swarm mode
 
 
 # ---- loading --------------------------------------------------------------------

@@ -21,7 +21,7 @@ cannot exist here is faked in one visible place: an engine label
 The fixture image (build_fixture_image) is a throwaway stand-in for the
 runtime image, for rollout mechanics: a stdlib HTTP server with kit's
 fingerprint labels, a HEALTHCHECK, /v2/health/ready and a TF-Serving-shaped
-:predict (y = x/2 + 2), whose health (FIXTURE_MODE=healthy|never-healthy)
+:predict (y = x/2 + 2), whose health (FIXTURE_MODE=healthy|never-healthy|crash)
 is baked into the image's env and whose port comes from KIT_PORT."""
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ HOST = os.environ.get("KIT_HOST", "0.0.0.0")
 NAME = os.environ.get("KIT_MODEL_NAME", "fixture")
 VERSION = os.environ.get("FIXTURE_VERSION", "1")
 HEALTHY = os.environ.get("FIXTURE_MODE", "healthy") == "healthy"
+if os.environ.get("FIXTURE_MODE") == "crash" and "--probe" not in sys.argv:
+    sys.exit(3)  # a broken image that dies at start
 
 if "--probe" in sys.argv:
     try:
@@ -178,14 +180,15 @@ def _unmount_under(root: Path) -> None:
 class Registry:
     """Debian's docker-registry (distribution 2.x) serving a temp dir on 127.0.0.1."""
 
-    def __init__(self, port: int = REGISTRY_PORT):
+    def __init__(self, port: int = REGISTRY_PORT, host: str = "127.0.0.1"):
         self.port = port
+        self.host = host  # the address it listens on (a bridge's, for the swarm harness)
         self.proc: subprocess.Popen | None = None
         self.dir: Path | None = None
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -317,6 +320,10 @@ class Device:
     def pidfile(self) -> Path:
         return self.root / "d.pid"
 
+    def wrap(self, argv: list[str]) -> list[str]:
+        """How the device's daemons are started (the swarm harness enters a netns)."""
+        return argv
+
     def argv(self) -> list[str]:
         argv = ["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false", "--live-restore",
                 "--containerd", str(self.containerd_sock),
@@ -337,7 +344,7 @@ class Device:
             'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
             f'[grpc]\n  address = "{self.containerd_sock}"\n')
         log = open(self.root / "containerd.log", "ab")
-        self.containerd = subprocess.Popen(["containerd", "--config", str(config), "--log-level", "warn"],
+        self.containerd = subprocess.Popen(self.wrap(["containerd", "--config", str(config), "--log-level", "warn"]),
                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            start_new_session=True)
         log.close()
@@ -349,7 +356,7 @@ class Device:
         assert len(str(self.sock)) < 100, self.sock
         self._start_containerd()
         log = open(self.root / "dockerd.log", "ab")
-        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.wrap(self.argv()), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         log.close()
         _wait(self.answers, 60, f"dockerd for {self.name}", interval=0.2)

@@ -42,8 +42,29 @@ FAKE_L4T = {"kit.l4t": "32.4.4"}  # dev-3 states an L4T release (the one faked f
 def fleet(engine):
     if not (shutil.which("dockerd") and shutil.which("docker-registry") and shutil.which("docker-compose")):
         pytest.fail("the fleet tests need dockerd, docker-registry and docker-compose installed", pytrace=False)
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        pytest.fail("the fleet tests need Compose v2 as a docker CLI plugin (scripts/setup-host installs it)",
+                    pytrace=False)
     with fh.Fleet(3, engine_labels={"dev-3": FAKE_L4T}) as f:
         yield f
+
+
+@pytest.fixture(params=["v1", "v2"])
+def compose_flavour(request, monkeypatch):
+    """Run the test with docker-compose 1.29 (v1) and with Compose v2 (the CLI plugin)."""
+    monkeypatch.setenv("KIT_COMPOSE", request.param)
+    return request.param
+
+
+def compose_major(fleet, name="lab") -> dict:
+    """device -> the major version of the compose that created its model container."""
+    out = {}
+    for d in fleet.devices:
+        with d.client() as eng:
+            dep = deployment(eng, name)
+            out[d.name] = eng.container_inspect(dep.container)["Config"]["Labels"].get(
+                "com.docker.compose.version", "?").split(".")[0] if dep.exists else None
+    return out
 
 
 class Images:
@@ -137,7 +158,16 @@ def test_push_to_a_registry_that_is_down_names_its_address(engine, fleet, images
 # ---- rollout ------------------------------------------------------------------------------
 
 
-def test_rollout_to_three_devices_then_status_shows_the_digest(fleet, images, tmp_path, capsys):
+def remove_fleet_containers(fleet, name="lab") -> None:
+    """Every device back to running nothing of the fleet (so a rollout starts from scratch)."""
+    for d in fleet.devices:
+        with d.client() as eng:
+            for c in eng.containers(labels={"com.docker.compose.project": f"kit-{name}"}):
+                eng.remove_container(c.id, force=True)
+
+
+def test_rollout_to_three_devices_then_status_shows_the_digest(compose_flavour, fleet, images, tmp_path, capsys):
+    remove_fleet_containers(fleet)
     path = fleet_file(fleet, tmp_path, images.refs["v1"])
     code = main(["rollout", str(path), "--json"])
     captured = capsys.readouterr()
@@ -156,6 +186,7 @@ def test_rollout_to_three_devices_then_status_shows_the_digest(fleet, images, tm
         svc = yaml.safe_load(text)["services"]["model"]
         assert svc["image"] == images.digest["v1"] and svc["environment"]["KIT_PORT"] == str(d.port)
     assert snapshot(fleet)["dev-2"][2] == images.digest["v1"]
+    assert set(compose_major(fleet).values()) == {{"v1": "1", "v2": "2"}[compose_flavour]}
 
     code = main(["fleet", "status", str(path), "--json"])
     status = json.loads(capsys.readouterr().out)
@@ -177,7 +208,7 @@ def test_rerun_of_a_finished_rollout_changes_nothing(fleet, images, tmp_path):
                      for d in fleet.devices}
 
 
-def test_model_update_then_dry_run_plans_without_touching(fleet, images, tmp_path, capsys):
+def test_model_update_then_dry_run_plans_without_touching(compose_flavour, fleet, images, tmp_path, capsys):
     ensure(fleet, tmp_path, images, "v1")
     before = snapshot(fleet)
     record_before = (tmp_path / ".kit/fleet/lab/rollout.json").read_text()
@@ -193,13 +224,14 @@ def test_model_update_then_dry_run_plans_without_touching(fleet, images, tmp_pat
     result = rollout(path, image=images.refs["v2"])
     assert result.status == "done"
     assert serving_versions(fleet) == {"dev-1": "2", "dev-2": "2", "dev-3": "2"}
+    assert set(compose_major(fleet).values()) == {{"v1": "1", "v2": "2"}[compose_flavour]}
     recs = result.record.devices
     assert all(r.before == images.digest["v1"] and r.after == images.digest["v2"] for r in recs.values())
     last_good = (tmp_path / ".kit/fleet/lab/dev-1/last-good.yml").read_text()
     assert images.digest["v2"] in last_good
 
 
-def test_broken_image_canary_fails_is_rolled_back_others_never_touched(fleet, images, tmp_path, capsys):
+def test_broken_image_canary_fails_is_rolled_back_others_never_touched(compose_flavour, fleet, images, tmp_path, capsys):
     ensure(fleet, tmp_path, images, "v1")
     before = snapshot(fleet)
     path = fleet_file(fleet, tmp_path, images.refs["broken"], health_timeout="12s")
@@ -223,7 +255,7 @@ def test_broken_image_canary_fails_is_rolled_back_others_never_touched(fleet, im
     assert images.digest["v1"] in compose_now
 
 
-def test_daemon_killed_mid_rollout_stops_and_rolls_back(fleet, images, tmp_path):
+def test_daemon_killed_mid_rollout_stops_and_rolls_back(compose_flavour, fleet, images, tmp_path):
     ensure(fleet, tmp_path, images, "v1")
     victim = fleet.device("dev-2")
 
