@@ -308,6 +308,10 @@ def audit_command(
         out.print(render_audit(result), highlight=False, markup=False, soft_wrap=True)
 
 
+# Commands that live in their own modules (one per family) register on `app` when imported.
+from kit.cli import doctor as _doctor  # noqa: E402,F401
+
+
 def render_error(e: KitError) -> None:
     err.print(f"[bold red]{e.title}:[/] {e.message}", highlight=False, markup=True, soft_wrap=True)
     for line in e.details:
