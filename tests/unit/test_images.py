@@ -218,6 +218,7 @@ def test_reference_script_runs_on_python_36(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.tf
 @pytest.mark.slow
 def test_reference_script_on_a_real_model(tmp_path):
     """The script itself, with this host's TensorFlow, on a SavedModel made here:

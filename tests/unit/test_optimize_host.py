@@ -16,6 +16,8 @@ from kit.errors import KitError, ManifestError, OptimizeError, PreflightError
 from kit.manifest.load import load_model
 from kit.runtime import spec as runtime_spec
 
+pytestmark = pytest.mark.tf  # needs TensorFlow (deselected on the Python 3.8 host run)
+
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
