@@ -508,7 +508,9 @@ class _Pipeline:
         name = f"kit-smoke-{self.m.name}-{uuid.uuid4().hex[:6]}"
         cid = None
         try:
-            cid = self.engine.run(ref, name=name, env={"KIT_PORT": str(port), "KIT_HOST": "127.0.0.1"},
+            # Host networking: both ports are picked free here, never the image's defaults.
+            cid = self.engine.run(ref, name=name, env={"KIT_PORT": str(port), "KIT_GRPC_PORT": str(free_port()),
+                                                       "KIT_HOST": "127.0.0.1"},
                                   runtime=_runtime(self.m), labels={"kit.build.smoke": self.m.name})
             self.r.line(f"started {name} on 127.0.0.1:{port}; waiting for healthy")
             start = time.monotonic()
@@ -658,7 +660,7 @@ def plan(manifest) -> BuildPlan:
          "labels": "kit.* and org.opencontainers.image.* from the optimizer's report",
          "reuse_key": "optimized model digest + base id + kit code + labels + serve settings"},
         {"step": "smoke", "image": "<temporary tag>", "network": "host", "runtime": runtime or "runc",
-         "env": {"KIT_PORT": "<free port>", "KIT_HOST": "127.0.0.1"},
+         "env": {"KIT_PORT": "<free port>", "KIT_GRPC_PORT": "<free port>", "KIT_HOST": "127.0.0.1"},
          "request": f"POST /v1/models/{manifest.name}:predict (first parity sample, or zeros)",
          "health_timeout_seconds": _health_timeout(manifest)},
         {"step": "record", "path": str(paths.record)},
