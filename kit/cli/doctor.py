@@ -7,10 +7,9 @@ from typing import Optional
 
 import typer
 
-from kit.cli.application import app, out, print_json
+from kit.cli.output import out, print_json
 
 
-@app.command("doctor")
 def doctor_command(
     manifest: Optional[Path] = typer.Argument(None, help="A model manifest: also check memory and disk against its "
                                               "optimize.memory_limit and its base image."),
