@@ -171,7 +171,7 @@ def smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT) -
 
 
 def service_spec(fleet: FleetManifest, resolved, fp: Fingerprint | None, device: str, port: int, image: str,
-                 health=None, nvidia: bool = False) -> compose.ServiceSpec:
+                 health=None, nvidia: bool = False, grpc_port: int | None = None) -> compose.ServiceSpec:
     """What runs on a device (compose) or on every node (swarm), from the resolved image."""
     mem = None
     if fp is not None and fp.memory_limit:
@@ -182,7 +182,34 @@ def service_spec(fleet: FleetManifest, resolved, fp: Fingerprint | None, device:
     return compose.ServiceSpec(
         fleet=fleet.name, device=device, image=image, port=port, nvidia=nvidia,
         health_test=tuple(health or resolved.health_test or compose.DEFAULT_HEALTH_TEST),
-        start_period=resolved.health_start_period or DEFAULT_START_PERIOD, mem_limit=mem)
+        start_period=resolved.health_start_period or DEFAULT_START_PERIOD, mem_limit=mem,
+        grpc_port=grpc_port)
+
+
+def grpc_smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT) -> None:
+    """The gRPC side answers: KServe v2 ServerReady and ModelReady are true."""
+    try:
+        import grpc
+    except ImportError as e:
+        raise RolloutError("the image serves gRPC but grpcio is not installed here", hint="pip install grpcio") from e
+    from kit.runtime.serving.grpc_messages import messages
+
+    m = messages()
+    target = f"{address}:{port}"
+    with grpc.insecure_channel(target) as channel:
+        def call(method, request, response):
+            rpc = channel.unary_unary(f"/inference.GRPCInferenceService/{method}",
+                                      request_serializer=m["inference." + request].SerializeToString,
+                                      response_deserializer=m["inference." + response].FromString)
+            return rpc(m["inference." + request](**({"name": model} if method == "ModelReady" else {})),
+                       timeout=timeout)
+        try:
+            ready = call("ServerReady", "ServerReadyRequest", "ServerReadyResponse").ready
+            model_ready = call("ModelReady", "ModelReadyRequest", "ModelReadyResponse").ready
+        except grpc.RpcError as e:
+            raise RolloutError(f"gRPC on {target}: {e.code().name}: {e.details()}") from e
+    if not (ready and model_ready):
+        raise RolloutError(f"gRPC on {target} says not ready (server {ready}, model {model_ready})")
 
 
 # ---- the rollout -----------------------------------------------------------------------
@@ -211,6 +238,8 @@ class _Rollout:
         self.root = st.fleet_dir(fleet.file, fleet.name)
         self.timeout = float(fleet.rollout.health_timeout)
         self.model = resolved.env.get("KIT_MODEL_NAME") or "model"
+        grpc_port = resolved.env.get("KIT_GRPC_PORT")
+        self.grpc_port = int(grpc_port) if grpc_port and grpc_port.isdigit() else None
         self.store: st.RecordStore | None = None
         self.rollback_to: dict[str, str | None] = {}  # touched device -> compose text to restore (None: down)
         self._lock = threading.Lock()
@@ -219,7 +248,8 @@ class _Rollout:
 
     def spec(self, device: FleetDevice, port: int, image: str | None = None, health=None, nvidia=None):
         return service_spec(self.fleet, self.resolved, self.fp, device.name, port, image=image or self.digest_ref,
-                            health=health, nvidia=device.device != "cpu" if nvidia is None else nvidia)
+                            health=health, nvidia=device.device != "cpu" if nvidia is None else nvidia,
+                            grpc_port=self.grpc_port)
 
     def plan_device(self, device: FleetDevice, dry_run: bool) -> DevicePlan:
         self.progress(device.name, "facts", f"connecting to {device.host}")
@@ -369,6 +399,9 @@ class _Rollout:
                 phase = "smoke"
                 self._step(name, phase, f"one prediction on http://{address}:{plan.port}")
                 smoke(address, plan.port, self.model)
+                if self.grpc_port:
+                    self._step(name, phase, f"gRPC readiness on {address}:{self.grpc_port}")
+                    grpc_smoke(address, self.grpc_port, self.model)
                 files.write_last_good(plan.compose_text)
         except KitError as e:
             touched = name in self.rollback_to

@@ -59,6 +59,8 @@ class SwarmRollout:
         self.manager = fleet.swarm.manager
         self.timeout = float(fleet.rollout.health_timeout)
         self.model = resolved.env.get("KIT_MODEL_NAME") or "model"
+        grpc_port = resolved.env.get("KIT_GRPC_PORT")
+        self.grpc_port = int(grpc_port) if grpc_port and grpc_port.isdigit() else None
         first = fleet.devices[0]
         self.port = int(first.port or resolved.env.get("KIT_PORT") or DEFAULT_PORT)
         self.policy = swarm.UpdatePolicy(parallelism=max(1, int(fleet.rollout.max_parallel)),
@@ -73,7 +75,7 @@ class SwarmRollout:
         from kit.fleet.rollout import service_spec
 
         spec = service_spec(self.fleet, self.resolved, self.fp, "*", self.port, image=image or self.digest_ref,
-                            nvidia=False)
+                            nvidia=False, grpc_port=self.grpc_port)
         return swarm.render(spec, self.policy, swarm.constraints(self.fleet.name, self.fp))
 
     def plan_device(self, device: FleetDevice, nodes: dict, running: dict):
@@ -254,7 +256,7 @@ class SwarmRollout:
         self.store.record.reason = reason
 
     def _smoke(self, plan) -> None:
-        from kit.fleet.rollout import device_address, smoke
+        from kit.fleet.rollout import device_address, grpc_smoke, smoke
 
         name = plan.device.name
         address = device_address(plan.device.host)
@@ -262,6 +264,8 @@ class SwarmRollout:
         self.progress(name, "smoke", f"one prediction on http://{address}:{self.port}")
         try:
             smoke(address, self.port, self.model)
+            if self.grpc_port:
+                grpc_smoke(address, self.grpc_port, self.model)
         except KitError as e:
             self.store.device(name, result=st.FAILED, reason=f"smoke: {e.message}", finished_at=st.now())
             self.progress(name, "failed", f"smoke: {e.message}")
