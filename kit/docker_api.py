@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from kit.errors import DockerError
+from kit.imageref import split_ref
 
 LineCallback = Callable[[str], None]
 
@@ -195,14 +196,11 @@ def _engine_labels(items) -> dict:
     return out
 
 
-def _split_ref(ref: str) -> tuple[str, str | None]:
-    """"reg:5000/a/b:tag" -> ("reg:5000/a/b", "tag"); digests and bare names keep tag None."""
-    if "@" in ref:
-        return ref, None
-    repo, sep, tag = ref.rpartition(":")
-    if sep and "/" not in tag:
-        return repo, tag
-    return ref, None
+def repository_and_tag(ref: str) -> tuple[str, str | None]:
+    """(repository, tag) as the engine API's push, pull, tag and import take them:
+    a digest reference stays whole (tag None), like a bare name."""
+    repository, tag, digest = split_ref(ref)
+    return (ref, None) if digest else (repository, tag)
 
 
 class _LineSplitter:
@@ -283,10 +281,6 @@ class Engine:
     def ping(self) -> None:
         with _errors("ping", self.host):
             self.api.ping()
-
-    def version(self) -> dict:
-        with _errors("version", self.host):
-            return self.api.version()
 
     def info(self) -> EngineInfo:
         with _errors("info", self.host):
@@ -410,7 +404,7 @@ class Engine:
     def import_tarball(self, data: Iterable[bytes] | str, ref: str, changes: Sequence[str] | None = None) -> str:
         """`docker import`: a rootfs tarball (a path, or an iterator of byte
         chunks streamed without buffering) becomes image `ref`; returns its id."""
-        repo, tag = _split_ref(ref)
+        repo, tag = repository_and_tag(ref)
         doing = f"importing {ref}"
         with _errors(doing, self.host):
             if isinstance(data, (str, os.PathLike)):
@@ -433,7 +427,7 @@ class Engine:
         return image_id or self.image_inspect(ref).id
 
     def tag(self, ref: str, new_ref: str) -> None:
-        repo, tag = _split_ref(new_ref)
+        repo, tag = repository_and_tag(new_ref)
         with _errors(f"tagging {ref} as {new_ref}", self.host):
             if not self.api.tag(ref, repo, tag or "latest", force=True):
                 raise DockerError(f"tagging {ref} as {new_ref} failed")
@@ -455,7 +449,7 @@ class Engine:
     def push(self, ref: str, on_line: LineCallback | None = None) -> str:
         """Push `ref`; returns the registry digest ("sha256:..."). Credentials
         come from the docker config file; they are never printed."""
-        repo, tag = _split_ref(ref)
+        repo, tag = repository_and_tag(ref)
         doing = f"pushing {ref}"
         digest = None
         with _errors(doing, self.host):
@@ -477,7 +471,7 @@ class Engine:
         return digest
 
     def pull(self, ref: str, on_line: LineCallback | None = None) -> ImageInfo:
-        repo, tag = _split_ref(ref)
+        repo, tag = repository_and_tag(ref)
         doing = f"pulling {ref}"
         with _errors(doing, self.host):
             for msg in self.api.pull(repo, tag=tag, stream=True, decode=True):
@@ -601,10 +595,6 @@ class Engine:
         """The raw inspect document, for details ContainerState does not carry."""
         with _errors(f"inspecting container {container}", self.host):
             return self.api.inspect_container(container)
-
-    def health(self, container: str) -> str | None:
-        """starting | healthy | unhealthy, or None when the image has no HEALTHCHECK."""
-        return self.container_state(container).health
 
     def wait_healthy(self, container: str, timeout: float, interval: float = 0.5) -> ContainerState:
         """Poll until healthy; DockerError if it turns unhealthy, exits, or times out."""

@@ -36,9 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import kit
+from kit import labels as lb
 from kit.build import images
 from kit.atomic import write_json_atomic
 from kit.errors import DockerError, KitError, OptimizeError, PreflightError
+from kit.units import utc_timestamp
 
 RECORD_VERSION = 1
 
@@ -166,10 +168,6 @@ def _replace_dir(src: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(src, dest)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _samples(manifest) -> tuple[Path | None, Path | None]:
@@ -367,12 +365,12 @@ class _Pipeline:
         tag = images.builder_tag(self.m.stack.name, key)
         self.code_hash = code
         status = "reused"
-        if self.engine.image_exists(tag) and self.engine.image_inspect(tag).labels.get(images.LABEL_BUILDER_KEY) == key:
+        if self.engine.image_exists(tag) and self.engine.image_inspect(tag).labels.get(lb.BUILDER_KEY) == key:
             image_id = self.engine.image_inspect(tag).id
         else:
             with tempfile.TemporaryDirectory(prefix="kit-builder-") as ctx:
                 images.assemble_context(Path(ctx), "builder",
-                                        labels={images.LABEL_BUILDER_KEY: key, "kit.version": kit.__version__},
+                                        labels={lb.BUILDER_KEY: key, lb.KIT_VERSION: kit.__version__},
                                         kit_snapshot=self.kit_snapshot)
                 image_id = images.build_image(self.engine, Path(ctx), tag, {"BASE_IMAGE": self.m.base_image},
                                               on_line=self.r.line)
@@ -472,7 +470,7 @@ class _Pipeline:
         return "ran", str(self.paths.reference)
 
     def bake(self):
-        created = self.report.get("finished_at") or _now()
+        created = self.report.get("finished_at") or utc_timestamp()
         labels = images.labels_for(self.m, self.report, self.model_digest, self.m.base_image, created)
         args = images.serve_build_args(self.m)
         args["BASE_IMAGE"] = self.m.base_image
@@ -501,7 +499,8 @@ class _Pipeline:
         if prev and prev.get("passed") and prev.get("image_id") == self.image_id:
             self.record["smoke"] = prev
             return "skipped", "this image passed before"
-        from kit.build.smoke import free_port, predict_and_compare
+        from kit.build.smoke import predict_and_compare
+        from kit.net import free_port
 
         ref = self.temp_ref or self.final_ref
         port = free_port()
@@ -509,7 +508,7 @@ class _Pipeline:
         cid = None
         try:
             cid = self.engine.run(ref, name=name, env={"KIT_PORT": str(port), "KIT_HOST": "127.0.0.1"},
-                                  runtime=_runtime(self.m), labels={"kit.build.smoke": self.m.name})
+                                  runtime=_runtime(self.m), labels={lb.SMOKE_CONTAINER: self.m.name})
             self.r.line(f"started {name} on 127.0.0.1:{port}; waiting for healthy")
             start = time.monotonic()
             self.engine.wait_healthy(cid, timeout=_health_timeout(self.m), interval=1.0)
@@ -572,9 +571,9 @@ class _Pipeline:
             "layers": list(info.layers),
             "model_layer": {"digest": info.layers[-1] if info.layers else None, "size": tree_size(model_dir)},
             "labels": self.labels,
-            "optimization": self.labels.get("kit.optimization"),
-            "engines": self.labels.get("kit.engines"),
-            "built": _now(),
+            "optimization": self.labels.get(lb.OPTIMIZATION),
+            "engines": self.labels.get(lb.ENGINES),
+            "built": utc_timestamp(),
             "total_seconds": round(time.monotonic() - started, 3),
         })
         self.record["steps"] = [s.as_dict() for s in self.steps]

@@ -33,13 +33,6 @@ def _validator(kind: str) -> Draft202012Validator:
     return Draft202012Validator(load_schema(kind))
 
 
-def schema_problems(data, kind: str, position=None) -> list[Problem]:
-    """Every schema problem of a document, most useful first (file order).
-
-    position(path) -> (line, column) places each problem in the file."""
-    return schema_check(data, kind, position)[0]
-
-
 def schema_check(data, kind: str, position=None) -> tuple[list[Problem], list[tuple]]:
     """(problems to show, every path the schema rejected). A missing field whose
     misspelling is already reported is not shown twice, but its path still counts

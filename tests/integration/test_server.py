@@ -31,18 +31,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kit.net import free_port
 from kit.runtime.serving.protocol import v2_binary_request, v2_decode_response
 
 REPO = Path(__file__).resolve().parents[2]
 HALF_PLUS_TWO = Path(os.environ.get("KIT_SHARED", REPO.parent / "shared")) / "testdata/tf-serving-half-plus-two/00000123"
 if not HALF_PLUS_TWO.is_dir():
     HALF_PLUS_TWO = Path("/work/shared/testdata/tf-serving-half-plus-two/00000123")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server(object):
