@@ -35,7 +35,7 @@ RUNTIME_USER = "10001:44"  # 44: the video group (GPU device nodes on a Jetson)
 VIDEO_GID = 44
 
 # The build args runtime.Dockerfile declares for the serve settings.
-SERVE_BUILD_ARGS = ("KIT_MODEL_NAME", "KIT_MODEL_VERSION", "KIT_SIGNATURE", "KIT_PORT", "KIT_BATCH_SIZES",
+SERVE_BUILD_ARGS = ("KIT_MODEL_NAME", "KIT_MODEL_VERSION", "KIT_SIGNATURE", "KIT_PORT", "KIT_GRPC_PORT", "KIT_BATCH_SIZES",
                     "KIT_MAX_BATCH_DELAY", "KIT_MAX_QUEUE")
 
 # 1980-01-01: a fixed mtime for every file put in a build context.
@@ -214,6 +214,7 @@ def serve_build_args(manifest) -> dict[str, str]:
         "KIT_MODEL_VERSION": _model_version(manifest.version),
         "KIT_SIGNATURE": manifest.model.signature,
         "KIT_PORT": str(manifest.serve.port),
+        "KIT_GRPC_PORT": str(manifest.serve.grpc_port),
         "KIT_BATCH_SIZES": ",".join(str(b) for b in manifest.optimize.batch_sizes),
         "KIT_MAX_BATCH_DELAY": _seconds(manifest.serve.max_batch_delay),
         "KIT_MAX_QUEUE": str(manifest.serve.max_queue),
@@ -231,14 +232,14 @@ def _model_version(version: str) -> str:
     return str(int(version)) if str(version).isdigit() else "1"
 
 
-def labels_for(manifest, report: dict, model_digest: str, base_ref: str, created: str) -> dict[str, str]:
-    """The image's fingerprint labels (keys: kit.labels), from what the optimizer's report says was built.
+def labels_for(manifest, report, model_digest: str, base_ref: str, created: str) -> dict[str, str]:
+    """The image's fingerprint labels (keys: kit.labels), from what the optimizer's report (an
+    OptimizeReport) says was built.
 
     created: when the optimized model was made (the report's time), so the
     same optimize output always gives the same labels and the same image."""
-    env = report.get("environment") or {}
-    engines = report.get("engines")
-    optimization = report.get("optimization") or "native"
+    env = report.environment
+    optimization = report.optimization or "native"
     return {
         lb.OCI_TITLE: manifest.name,
         lb.OCI_VERSION: manifest.version,
@@ -252,18 +253,18 @@ def labels_for(manifest, report: dict, model_digest: str, base_ref: str, created
         lb.STACK: manifest.stack.name,
         lb.DEVICE: manifest.profile.name,
         # Versions as seen inside the builder container by the optimizer.
-        lb.L4T: lb.text(env.get("l4t")),
-        lb.JETPACK: lb.text(env.get("jetpack")),
-        lb.TENSORRT: lb.text(env.get("tensorrt")),
-        lb.CUDA: lb.text(env.get("cuda")),
-        lb.TENSORFLOW: lb.text(env.get("tensorflow")),
+        lb.L4T: lb.text(env.l4t),
+        lb.JETPACK: lb.text(env.jetpack),
+        lb.TENSORRT: lb.text(env.tensorrt),
+        lb.CUDA: lb.text(env.cuda),
+        lb.TENSORFLOW: lb.text(env.tensorflow),
         lb.GPU_ARCH: lb.text(manifest.profile.gpu_arch),
-        lb.PRECISION: lb.text(report.get("precision") or manifest.optimize.precision),
-        lb.BATCH_SIZES: lb.text(report.get("batch_sizes") or list(manifest.optimize.batch_sizes)),
+        lb.PRECISION: lb.text(report.precision or manifest.optimize.precision),
+        lb.BATCH_SIZES: lb.text(report.batch_sizes or list(manifest.optimize.batch_sizes)),
         lb.MEMORY_LIMIT: str(manifest.optimize.memory_limit),
         lb.MODEL_DIGEST: model_digest,
         lb.OPTIMIZATION: lb.text(optimization),
-        lb.ENGINES: lb.text(engines if engines is not None else 0),
+        lb.ENGINES: lb.text(report.engines if report.engines is not None else 0),
     }
 
 
