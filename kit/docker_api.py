@@ -258,8 +258,8 @@ def connect(host: str | None = None, timeout: int = DEFAULT_TIMEOUT) -> "Engine"
     return engine
 
 
-class Engine:
-    """A connected Docker engine. Methods return plain results or raise DockerError."""
+class _Connection:
+    """The connection to one engine and what the engine says about itself."""
 
     def __init__(self, client, host: str):
         self.client = client
@@ -302,7 +302,10 @@ class Engine:
             live_restore=None if info.get("LiveRestoreEnabled") is None else bool(info["LiveRestoreEnabled"]),
         )
 
-    # -- images ---------------------------------------------------------------
+
+class _Images(_Connection):
+    """Images: inspect, build, import, tag, push, pull, remove."""
+
 
     def image_exists(self, ref: str) -> bool:
         import docker.errors as de
@@ -481,7 +484,10 @@ class Engine:
                     on_line(f"{msg['id']}: {msg['status']}" if msg.get("id") else msg["status"])
         return self.image_inspect(ref)
 
-    # -- containers -----------------------------------------------------------
+
+class _Containers(_Connection):
+    """Containers: run, wait, logs, health, inspect, remove."""
+
 
     def run(
         self,
@@ -665,6 +671,11 @@ class Engine:
         finally:
             if not keep:
                 self.remove_container(cid, force=True)
+
+
+class Engine(_Images, _Containers):
+    """A connected Docker engine (from `connect`): the one entry to Docker for the rest of kit.
+    Methods return plain results or raise DockerError."""
 
 
 def _failed_from(lines: Sequence[str], buildargs: Mapping[str, str]) -> str | None:
