@@ -41,6 +41,7 @@ from kit.build import images, steps
 from kit.build.progress import Reporter, StepResult
 from kit.build.state import BuildState
 from kit.errors import DockerError
+from kit.units import utc_timestamp
 
 RECORD_VERSION = 1
 
@@ -93,7 +94,7 @@ def _record(state: BuildState, started: float) -> dict:
         "labels": baked.labels,
         "optimization": baked.labels.get(lb.OPTIMIZATION),
         "engines": baked.labels.get(lb.ENGINES),
-        "built": steps.now(),
+        "built": utc_timestamp(),
         "total_seconds": round(time.monotonic() - started, 3),
         "steps": [s.as_dict() for s in state.steps],
     })
