@@ -308,6 +308,10 @@ def audit_command(
         out.print(render_audit(result), highlight=False, markup=False, soft_wrap=True)
 
 
+from kit.cli.scan_log import scan_log_command  # noqa: E402  (one module per command family)
+app.command("scan-log")(scan_log_command)
+
+
 def render_error(e: KitError) -> None:
     err.print(f"[bold red]{e.title}:[/] {e.message}", highlight=False, markup=True, soft_wrap=True)
     for line in e.details:
