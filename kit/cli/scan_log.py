@@ -4,13 +4,11 @@ the server use."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from kit.cli.output import emit
 from kit.errors import EXIT_GATE, UsageError
 
 
@@ -37,9 +35,6 @@ def scan_log_command(
     except (IOError, OSError) as e:
         raise UsageError(f"cannot read {log_file}: {e.strerror or e}",
                          hint="give the path of a log file (e.g. TensorFlow's stderr: python3 app.py 2> trt.log)")
-    if json_out:
-        sys.stdout.write(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
-    else:
-        render_scan(result, Console())
+    emit(result, json_out, render_scan)
     if result["diagnosis"]["failed"]:
         raise typer.Exit(code=EXIT_GATE)

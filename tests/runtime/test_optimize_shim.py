@@ -105,6 +105,7 @@ def _tf_release():
     return tuple(int(p) for p in tf.__version__.split(".")[:2])
 
 
+@pytest.mark.tf
 def test_real_converter_takes_the_arguments_of_this_tensorflow():
     """TF 2.3.1 (the twin, tests/runtime/requirements-twin.txt): the namedtuple; TF >= 2.8: keyword arguments."""
     trt = trt_shim.import_trt()
@@ -124,6 +125,7 @@ def test_real_converter_takes_the_arguments_of_this_tensorflow():
             PARAMS["precision_mode"], PARAMS["max_workspace_size_bytes"], True)
 
 
+@pytest.mark.tf
 def test_tensorrt_absent_converter_on_tf23_converts_nothing_silently(saved_models, tmp_path):
     """tensorflow-cpu 2.3.1 has no TensorRT, yet its converter constructs, converts and saves without a word:
     the silent failure kit's TensorRT probe (preflight) and the engines check of the gate exist for.
@@ -198,6 +200,7 @@ def test_memory_limit_uses_the_tf23_names_in_mib():
     assert trt_shim.list_gpus(FakeTf(cfg)) == ["GPU:0"]
 
 
+@pytest.mark.tf
 def test_list_gpus_on_real_tensorflow_here_is_empty():
     import tensorflow as tf
 

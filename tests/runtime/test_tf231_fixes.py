@@ -22,6 +22,7 @@ from kit.runtime import gate, logtap, preflight, trtlog
 from kit.runtime import signature as sig
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trt"
+pytestmark = pytest.mark.tf  # needs TensorFlow (deselected on the Python 3.8 host run)
 TF_RELEASE = tuple(int(p) for p in tf.__version__.split(".")[:2])
 GOOD_PARITY = {"passed": True, "max_abs_error": 0.0, "max_abs_error_limit": 0.05, "top1_agreement": None,
                "min_top1_agreement_limit": 0.99, "reasons": []}

@@ -8,6 +8,8 @@ import pytest
 import trt_fixtures
 from kit.cli import main
 
+pytestmark = pytest.mark.tf  # TF-TRT-shaped SavedModels need TensorFlow
+
 
 @pytest.fixture(scope="module")
 def trt_models(saved_models, tmp_path_factory):

@@ -102,6 +102,7 @@ def test_manifests_are_frozen():
     assert isinstance(m.optimize, Optimize)
 
 
+@pytest.mark.tf
 def test_file_checks_pass_on_a_real_saved_model(tmp_path_factory):
     example = trained_digits_example(tmp_path_factory)
     m = load_model(example / "digits.yaml")  # check_files=True
@@ -111,6 +112,7 @@ def test_file_checks_pass_on_a_real_saved_model(tmp_path_factory):
     assert m.model.inputs == {"pixels": TensorSpec((8, 8, 1), "float32")}
 
 
+@pytest.mark.tf
 def test_tf_serving_layout_suggests_the_version_directory(tmp_path_factory, tmp_path):
     example = trained_digits_example(tmp_path_factory)
     shutil.copytree(example / "digits" / "saved_model", tmp_path / "digits" / "7")
