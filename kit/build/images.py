@@ -36,7 +36,7 @@ RUNTIME_USER = "10001:44"  # 44: the video group (GPU device nodes on a Jetson)
 VIDEO_GID = 44
 
 # The build args runtime.Dockerfile declares for the serve settings.
-SERVE_BUILD_ARGS = ("KIT_MODEL_NAME", "KIT_MODEL_VERSION", "KIT_SIGNATURE", "KIT_PORT", "KIT_BATCH_SIZES",
+SERVE_BUILD_ARGS = ("KIT_MODEL_NAME", "KIT_MODEL_VERSION", "KIT_SIGNATURE", "KIT_PORT", "KIT_GRPC_PORT", "KIT_BATCH_SIZES",
                     "KIT_MAX_BATCH_DELAY", "KIT_MAX_QUEUE")
 
 # 1980-01-01: a fixed mtime for every file put in a build context.
@@ -216,6 +216,7 @@ def serve_build_args(manifest) -> dict[str, str]:
         "KIT_MODEL_VERSION": _model_version(manifest.version),
         "KIT_SIGNATURE": manifest.model.signature,
         "KIT_PORT": str(manifest.serve.port),
+        "KIT_GRPC_PORT": str(manifest.serve.grpc_port),
         "KIT_BATCH_SIZES": ",".join(str(b) for b in manifest.optimize.batch_sizes),
         "KIT_MAX_BATCH_DELAY": _seconds(manifest.serve.max_batch_delay),
         "KIT_MAX_QUEUE": str(manifest.serve.max_queue),

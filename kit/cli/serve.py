@@ -15,9 +15,12 @@ def serve_command(
     manifest: Path = typer.Argument(..., help="The model manifest (kind: Model)."),
     local: bool = typer.Option(False, "--local", help="Run the model server on this host (development)."),
     port: Optional[int] = typer.Option(None, "--port", help="Port to listen on (default: the manifest's serve.port)."),
+    grpc_port: Optional[int] = typer.Option(None, "--grpc-port", help="gRPC port (default: the manifest's "
+                                            "serve.grpc_port, 8500); 0 turns gRPC off."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
 ):
-    """Serve a model on this host: TF Serving REST and KServe v2, as the runtime image does (foreground)."""
+    """Serve a model on this host: TF Serving REST and gRPC, KServe v2 REST and gRPC, as the runtime image does
+    (foreground)."""
     from kit.errors import UsageError
 
     if not local:
@@ -26,7 +29,7 @@ def serve_command(
     from kit.manifest.load import load_model
     from kit.serve.local import serve_local
 
-    code = serve_local(load_model(manifest), port=port, host=host,
+    code = serve_local(load_model(manifest), port=port, host=host, grpc_port=grpc_port,
                        announce=lambda line: err.print(line, highlight=False, markup=False))
     if code != 0:
         raise KitError(f"the model server exited with code {code}", hint="its log above says why")

@@ -46,7 +46,7 @@ def model_version(manifest) -> str:
 
 
 def runtime_args(manifest, model_dir: Path | None = None, port: int | None = None,
-                 host: str = "127.0.0.1") -> list[str]:
+                 host: str = "127.0.0.1", grpc_port: int | None = None) -> list[str]:
     """`python -m kit.runtime.serving.main` arguments for a manifest (defaults: its model and serve section)."""
     args = [
         "--model-dir", str(model_dir or manifest.model.path),
@@ -55,6 +55,7 @@ def runtime_args(manifest, model_dir: Path | None = None, port: int | None = Non
         "--signature", manifest.model.signature,
         "--host", host,
         "--port", str(manifest.serve.port if port is None else port),
+        "--grpc-port", str(manifest.serve.grpc_port if grpc_port is None else grpc_port),
         "--batch-sizes", ",".join(str(b) for b in manifest.optimize.batch_sizes),
         "--max-batch-delay", _duration_arg(manifest.serve.max_batch_delay),
         "--max-queue", str(manifest.serve.max_queue),
@@ -85,18 +86,27 @@ def runtime_env() -> dict:
     return env
 
 
-def serve_local(manifest, port: int | None = None, host: str = "127.0.0.1", announce=None) -> int:
+def serve_local(manifest, port: int | None = None, host: str = "127.0.0.1", announce=None,
+                grpc_port: int | None = None) -> int:
     """Run the model server on this host in the foreground; returns its exit code."""
     require_tensorflow()
     port = manifest.serve.port if port is None else port
+    grpc_port = manifest.serve.grpc_port if grpc_port is None else grpc_port
+    if grpc_port and grpc_port == port:
+        raise UsageError(f"the HTTP and gRPC ports are both {port}", hint="pick another --grpc-port, or 0 for no gRPC")
     _check_port_free(host, port)
-    args = runtime_args(manifest, port=port, host=host)
+    if grpc_port:
+        _check_port_free(host, grpc_port)
+    args = runtime_args(manifest, port=port, host=host, grpc_port=grpc_port)
     if announce:
         base = f"http://{host}:{port}"
         announce(f"serving {manifest.name} from {manifest.model.path}")
         announce(f"  TF Serving REST  POST {base}/v1/models/{manifest.name}:predict")
         announce(f"  KServe v2        POST {base}/v2/models/{manifest.name}/infer")
         announce(f"  health           GET  {base}/v2/health/ready    metrics GET {base}/metrics")
+        if grpc_port:
+            announce(f"  gRPC             {host}:{grpc_port}  (tensorflow.serving.PredictionService, "
+                     "ModelService; inference.GRPCInferenceService)")
         announce("Ctrl-C stops it (requests in flight finish first)")
     proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.serving.main"] + args, env=runtime_env())
 

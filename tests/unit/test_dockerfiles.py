@@ -86,9 +86,10 @@ def test_runtime_user_health_and_env():
     env = " ".join(a for w, a in ins if w == "ENV")
     assert "TF_GPU_ALLOCATOR" not in env  # the BFC allocator, which memory_limit sizes, stays in charge
     for var in ("TF_CPP_VMODULE=trt_engine_op=1", "KIT_MODEL_DIR=/opt/kit/model", "KIT_PORT=${KIT_PORT}",
+                "KIT_GRPC_PORT=${KIT_GRPC_PORT}",
                 "KIT_BATCH_SIZES=${KIT_BATCH_SIZES}", "PYTHONPATH=/opt/kit/lib"):
         assert var in env
-    assert ("EXPOSE", "${KIT_PORT}") in ins
+    assert ("EXPOSE", "${KIT_PORT} ${KIT_GRPC_PORT}") in ins
     # The build args kit passes are exactly the ones the Dockerfile declares.
     declared = {a.split("=")[0] for w, a in ins if w == "ARG"} - {"BASE_IMAGE"}
     assert declared == set(images.SERVE_BUILD_ARGS)

@@ -90,7 +90,7 @@ def test_runtime_context_needs_the_model(tmp_path):
 def test_serve_build_args(tmp_path):
     args = images.serve_build_args(manifest(tmp_path))
     assert args == {"KIT_MODEL_NAME": "digits", "KIT_MODEL_VERSION": "1", "KIT_SIGNATURE": "serving_default",
-                    "KIT_PORT": "9000", "KIT_BATCH_SIZES": "1,8", "KIT_MAX_BATCH_DELAY": "2ms",
+                    "KIT_PORT": "9000", "KIT_GRPC_PORT": "8500", "KIT_BATCH_SIZES": "1,8", "KIT_MAX_BATCH_DELAY": "2ms",
                     "KIT_MAX_QUEUE": "32"}
 
 

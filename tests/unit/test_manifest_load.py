@@ -39,7 +39,7 @@ def test_minimal_model_resolves_every_default():
     assert o.allow_native_fallback is False
     assert o.calibration_samples is None
     assert o.parity == Parity(samples=None, max_abs_error=0.05, min_top1_agreement=0.99)
-    assert m.serve == Serve(port=8501, max_batch_delay=0.002, max_queue=64)
+    assert m.serve == Serve(port=8501, grpc_port=8500, max_batch_delay=0.002, max_queue=64)
     assert m.image.repository == "kit/minimal" and m.image.tag is None
     assert m.stack == CPU_STACK and m.base_image == CPU_STACK.base_image
     assert m.tag == "0.1.0-cpu-native" and m.image_ref == "kit/minimal:0.1.0-cpu-native"

@@ -560,6 +560,19 @@ def run(config):
             tap.stop()
         return 1
     log.info("listening on %s:%d (model '%s' loading)", config.host, server.server_address[1], config.model_name)
+    grpc_server = None
+    if config.grpc_port:
+        from kit.runtime.serving import grpc_server as grpc_front
+
+        try:
+            grpc_server, bound = grpc_front.start(state, config.host, config.grpc_port)
+        except OSError as e:
+            log.error("%s", e)
+            server.server_close()
+            if tap:
+                tap.stop()
+            return 1
+        log.info("gRPC listening on %s:%d", config.host, bound)
 
     def begin_shutdown(*_):
         if not state.draining:
@@ -575,6 +588,9 @@ def run(config):
     finally:
         server.server_close()
     log.info("shutting down: finishing requests in flight")
+    if grpc_server is not None:
+        # New RPCs are refused at once; those in flight get up to the drain timeout.
+        grpc_server.stop(config.drain_timeout).wait(config.drain_timeout + 1)
     drained = state.wait_idle(config.drain_timeout)
     if state.batcher is not None:
         drained = state.batcher.stop(timeout=max(1.0, config.drain_timeout)) and drained
