@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kit.net import free_port
 from kit.runtime.serving.protocol import v2_binary_request, v2_decode_response
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,12 +43,6 @@ if not HALF_PLUS_TWO.is_dir():
 # The interpreter the server process runs on: this one, or the twin's (scripts/test sets it to
 # .venv-twin/bin/python: Python 3.6 + TF 2.3.1, the Jetson's Python side).
 SERVER_PYTHON = os.environ.get("KIT_SERVER_PYTHON") or sys.executable
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server(object):
