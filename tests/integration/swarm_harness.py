@@ -41,6 +41,7 @@ from pathlib import Path
 import yaml
 
 import fleet_harness as fh
+from kit.net import free_port
 
 SUBNET_PREFIX = "10.214"  # issue 14; a /24 of it per harness
 NAME_PREFIX = "kit-test-swarm"
@@ -105,7 +106,7 @@ class Swarm:
         self.bridge = f"ktsw{self.t}br"
         self.gateway = f"{SUBNET_PREFIX}.{self.t}.1"
         self.root = Path(f"/tmp/{NAME_PREFIX}-{self.tag}")
-        self.registry = fh.Registry(fh._free_port(), host=self.gateway)
+        self.registry = fh.Registry(free_port(), host=self.gateway)
         self.model_port = 8501  # the same on every node: each has its own network
         self.nodes = [
             Node(name=f"dev-{i + 1}", root=self.root / f"n{i + 1}", port=self.model_port,
