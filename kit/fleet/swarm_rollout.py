@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from kit.errors import DockerError, KitError, RolloutError
 from kit.fleet import swarm
+from kit.units import utc_timestamp
 from kit.fleet import state as st
 from kit.fleet.facts import connected, read_facts, unreachable
 from kit.fleet.gate import Fingerprint, check
@@ -170,14 +171,14 @@ class SwarmRollout:
             st_write(self.last_good, current)  # what ran, converged: the file to go back to
         st_write(self.stack_file, text)
         for p in todo:
-            self.store.device(p.device.name, result=st.RUNNING, phase="deploy", started_at=st.now(), wave=0)
+            self.store.device(p.device.name, result=st.RUNNING, phase="deploy", started_at=utc_timestamp(), wave=0)
         self.progress("*", "deploy", " ".join(swarm.deploy_argv(self.fleet.name, self.stack_file)))
         try:
             swarm.deploy(self.fleet.name, self.stack_file, self.manager)
         except KitError as e:
             for p in todo:
                 self.store.device(p.device.name, result=st.FAILED, reason=f"deploy: {e.message}; not touched",
-                                  after=p.running, finished_at=st.now())
+                                  after=p.running, finished_at=utc_timestamp())
             self.store.finish("failed", f"docker stack deploy failed: {e.message}")
             return record
         for p in todo:
@@ -211,7 +212,7 @@ class SwarmRollout:
                     reason = f"update paused by the swarm (on_failure halt): {message}"
                     after = task.image if task else None
                     self.store.device(p.device.name, result=st.FAILED, reason=reason, after=after,
-                                      finished_at=st.now())
+                                      finished_at=utc_timestamp())
                     self.progress(p.device.name, "failed", reason)
                 self.store.record.reason = message
                 return
@@ -223,7 +224,7 @@ class SwarmRollout:
                               if task is None or task.image != self.digest_ref or not task.running
                               else "the node went down after its task started")
                     self.store.device(p.device.name, result=st.FAILED, phase="update", reason=reason, after=after,
-                                      finished_at=st.now())
+                                      finished_at=utc_timestamp())
                     self.progress(p.device.name, "failed", reason)
                     del pending[node]
                 elif task is not None and task.image == self.digest_ref and task.running:
@@ -236,7 +237,7 @@ class SwarmRollout:
                     task = tasks.get(node)
                     state = f"task {task.state}: {task.message}" if task else "no task on its node"
                     self.store.device(p.device.name, result=st.FAILED, reason=f"not converged in time ({state})",
-                                      finished_at=st.now())
+                                      finished_at=utc_timestamp())
                 return
             time.sleep(POLL)
 
@@ -251,7 +252,7 @@ class SwarmRollout:
             if rec.result in (st.RUNNING, st.DONE):
                 self.store.device(rec.name, result=st.ROLLED_BACK if completed else st.FAILED,
                                   reason=reason if completed else f"{reason} (rollback paused)",
-                                  after=rec.before, finished_at=st.now())
+                                  after=rec.before, finished_at=utc_timestamp())
                 self.progress(rec.name, "rolled-back", reason)
         self.store.record.reason = reason
 
@@ -267,10 +268,10 @@ class SwarmRollout:
             if self.grpc_port:
                 grpc_smoke(address, self.grpc_port, self.model)
         except KitError as e:
-            self.store.device(name, result=st.FAILED, reason=f"smoke: {e.message}", finished_at=st.now())
+            self.store.device(name, result=st.FAILED, reason=f"smoke: {e.message}", finished_at=utc_timestamp())
             self.progress(name, "failed", f"smoke: {e.message}")
             return
-        self.store.device(name, result=st.DONE, reason="", phase="done", finished_at=st.now())
+        self.store.device(name, result=st.DONE, reason="", phase="done", finished_at=utc_timestamp())
         self.progress(name, "done", f"runs {self.digest_ref}, healthy, smoke prediction answered")
 
     def _finish(self, record: st.RolloutRecord) -> st.RolloutRecord:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from kit.fleet import state as st  # noqa: E402
 from kit.fleet import swarm  # noqa: E402
 from kit.fleet.registry import push  # noqa: E402
 from kit.fleet.rollout import rollout  # noqa: E402
-from kit.fleet.status import fleet_status  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
