@@ -5,6 +5,9 @@ TF Serving's own half_plus_two (TF1 signatures: predict, classify, regress) and
 the bundled digits CNN; every RPC and every error class a client can meet.
 """
 
+import json
+import time
+
 import numpy as np
 import pytest
 
@@ -238,5 +241,121 @@ def test_grpc_port_zero_turns_grpc_off(digits_dir):  # noqa: F811
             grpc.channel_ready_future(channel).result(timeout=2)
         channel.close()
         assert "gRPC listening" not in server.logs()
+    finally:
+        assert server.stop() == 0
+
+
+# ---- REST additions: classify / regress, status while warming, the model's whole error --------------
+
+
+def test_rest_classify_and_regress(hp2):
+    status, _, body = hp2.request("POST", "/v1/models/half_plus_two:regress",
+                                  {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}, {"x": 6.0}]})
+    assert status == 200, body
+    assert json.loads(body) == {"results": [3.0, 5.0]}
+    status, _, body = hp2.request("POST", "/v1/models/half_plus_two:classify",
+                                  {"signature_name": "classify_x_to_y", "context": {"x": 10.0},
+                                   "examples": [{"x": 4.0}, {}]})
+    assert status == 200, body
+    assert json.loads(body) == {"results": [[["", 4.0]], [["", 7.0]]]}
+    status, _, body = hp2.request("POST", "/v1/models/half_plus_two:classify", {"examples": [{"x": 1.0}]})
+    assert status == 400 and b"tensorflow/serving/classify" in body
+    status, _, body = hp2.request("POST", "/v1/models/half_plus_two:regress",
+                                  {"signature_name": "regress_x_to_y", "examples": [{"x": "text"}]})
+    assert status == 400 and b"the model rejected the input" in body
+
+
+# ---- a JPEG model (tf.string decoded in the graph) and TF Serving's warm-up file -----------------
+
+
+def _jpeg_model(path):
+    class Jpeg(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        def serve(self, image_bytes):
+            images = tf.map_fn(lambda b: tf.cast(tf.io.decode_jpeg(b, channels=3), tf.float32), image_bytes,
+                               fn_output_signature=tf.TensorSpec([4, 4, 3], tf.float32))
+            return {"mean": tf.reduce_mean(images, axis=[1, 2, 3])}
+
+    module = Jpeg()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def _jpeg(value):
+    return tf.io.encode_jpeg(tf.constant(np.full((4, 4, 3), value, np.uint8))).numpy()
+
+
+def test_jpeg_model_starts_and_serves(tmp_path):
+    model = _jpeg_model(tmp_path / "jpeg" / "1")
+    server = Server(model, "jpeg", "1,4").wait_ready()
+    try:
+        assert "warm-up skipped" in server.logs() and "image_bytes" in server.logs()
+        import base64
+
+        status, _, body = server.predict({"instances": [{"b64": base64.b64encode(_jpeg(100)).decode()}]})
+        assert status == 200, body
+        assert abs(json.loads(body)["predictions"][0] - 100) < 3
+        # Bad bytes: 400 with TensorFlow's whole message, not its first line
+        status, _, body = server.predict({"instances": [{"b64": base64.b64encode(b"not a jpeg").decode()}]})
+        assert status == 400
+        error = json.loads(body)["error"]
+        assert error.startswith("the model rejected the input") and len(error.splitlines()) > 1
+    finally:
+        assert server.stop() == 0
+
+
+def test_tf_serving_warmup_file_is_replayed(tmp_path):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    model = _jpeg_model(tmp_path / "jpeg" / "1")
+    (model / "assets.extra").mkdir()
+    with tf.io.TFRecordWriter(str(model / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+        for n in (1, 4):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "jpeg"
+            request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([_jpeg(50)] * n))
+            writer.write(prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
+    server = Server(model, "jpeg", "1,4").wait_ready()
+    try:
+        logs = server.logs()
+        assert "warm-up: 2 requests from assets.extra/tf_serving_warmup_requests" in logs
+        assert "warm-up: batch size 4" in logs
+    finally:
+        assert server.stop() == 0
+
+
+def test_broken_warmup_file_fails_the_start(tmp_path):
+    model = _jpeg_model(tmp_path / "jpeg" / "1")
+    (model / "assets.extra").mkdir()
+    (model / "assets.extra" / "tf_serving_warmup_requests").write_bytes(b"\x50" + b"\0" * 20)
+    server = Server(model, "jpeg", "1")
+    try:
+        assert server.proc.wait(120) == 1
+        assert "past the end of the file" in server.logs()
+    finally:
+        server.stop()
+
+
+def test_status_is_loading_until_warm(tmp_path):
+    server = Server(HALF_PLUS_TWO, "half_plus_two", "1,4", env={"KIT_TEST_WARMUP_DELAY": "3"})
+    try:
+        server.wait_live()
+        seen = set()
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            _, _, body = server.get("/v1/models/half_plus_two")
+            state = json.loads(body)["model_version_status"][0]["state"]
+            seen.add(state)
+            if state == "AVAILABLE":
+                # the moment it says AVAILABLE, a prediction answers
+                assert server.predict({"instances": [[1.0]]})[0] == 200
+                break
+            if server.predict({"instances": [[1.0]]})[0] != 503:
+                # it turned ready between the two calls: then the status says so too
+                assert json.loads(server.get("/v1/models/half_plus_two")[2])["model_version_status"][0][
+                    "state"] == "AVAILABLE"
+            time.sleep(0.2)
+        assert seen >= {"LOADING", "AVAILABLE"}
     finally:
         assert server.stop() == 0

@@ -286,7 +286,7 @@ MALFORMED = [
     ("unknown version", "POST", "/v1/models/digits/versions/7:predict", GOOD, {}, 404, "Servable not found"),
     ("unknown signature", "POST", "/v1/models/digits:predict", dict(GOOD, signature_name="nope"), {}, 400,
      "\"nope\" not found"),
-    ("classify api", "POST", "/v1/models/digits:classify", GOOD, {}, 501, "not implemented"),
+    ("classify, not an examples body", "POST", "/v1/models/digits:classify", GOOD, {}, 400, "unknown field 'instances'"),
     ("unknown endpoint", "GET", "/v1/nothing", None, {}, 404, "no such endpoint"),
     ("wrong method", "GET", "/v2/models/digits/infer", None, {}, 405, "use POST"),
     ("bad binary header", "POST", "/v2/models/digits/infer", BINARY_GOOD,

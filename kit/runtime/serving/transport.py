@@ -16,7 +16,7 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from kit import __version__
-from kit.runtime.serving import protocol
+from kit.runtime.serving import inference, protocol
 from kit.runtime.serving.batching import BatchPlan, MicroBatcher, QueueFull, Stopped
 from kit.runtime.logtap import ENGINE_BUILD, NATIVE_FALLBACK, StderrTap, line_classifier
 from kit.runtime.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -385,7 +385,9 @@ class Handler(BaseHTTPRequestHandler):
             if rest != ":predict":
                 verb = rest[1:] if rest.startswith(":") else rest
                 if rest in (":classify", ":regress"):
-                    return self._error(501, "the %s API is not implemented: use :predict" % verb, endpoint)
+                    if not self._check_model(name, version, endpoint):
+                        return
+                    return self._infer(body, "v1", lambda: self._parse_examples(body, verb))
                 return self._error(404, "no such endpoint: POST %s" % self.path, endpoint)
             if not self._check_model(name, version, endpoint):
                 return
@@ -396,14 +398,25 @@ class Handler(BaseHTTPRequestHandler):
         if not self._check_model(name, version, endpoint):
             return
         if rest == "":
-            if state.model is None:
-                status = {"model_version_status": [{"version": state.config.model_version, "state": "LOADING",
-                                                    "status": {"error_code": "OK", "error_message": ""}}]}
-                return self._send_json(200, status, endpoint)
-            return self._send_json(200, state.model.tfserving_status(), endpoint)
+            # AVAILABLE only once warm: a client polling for it can predict right away.
+            status = {"model_version_status": [{"version": state.config.model_version,
+                                                "state": inference.model_state(state),
+                                                "status": {"error_code": "OK", "error_message": ""}}]}
+            return self._send_json(200, status, endpoint)
         if state.model is None:
             return self._unavailable("model '%s' is loading" % name, endpoint, "not_ready")
         return self._send_json(200, state.model.tfserving_metadata(), endpoint)
+
+    def _parse_examples(self, body, method):
+        from kit.runtime.serving import examples
+        from kit.runtime.serving.grpc_messages import messages
+
+        state = self.state
+        data = protocol.load_json(body)
+        parsed = examples.parse_json(data, lambda name: protocol.pick_signature(state.model, name), method,
+                                     messages()["tensorflow.Example"], state.config.max_instances)
+        parsed.method = method
+        return parsed
 
     # ---- KServe v2 ------------------------------------------------------------
 
@@ -453,7 +466,7 @@ class Handler(BaseHTTPRequestHandler):
         except protocol.RequestError as e:
             return self._error(e.status, e.message, endpoint, e.headers)
         try:
-            pending = batcher.submit(parsed.signature.key, parsed.inputs, parsed.rows, parsed.signature.batchable)
+            pending = batcher.submit(parsed.signature.key, parsed.inputs, parsed.rows, parsed.batchable)
         except QueueFull:
             return self._unavailable("overloaded: the request queue is full (%d items); retry later"
                                      % batcher.max_queue, endpoint, "queue_full")
@@ -465,22 +478,23 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as e:
             # TensorFlow's InvalidArgumentError means the input was wrong (e.g. a bad tf.Example).
             if type(e).__name__ == "InvalidArgumentError":
-                return self._error(400, "the model rejected the input: %s" % _first_line(e), endpoint)
+                return self._error(400, "the model rejected the input: %s" % inference.model_error_text(e), endpoint)
             log.error("inference failed: %s: %s", type(e).__name__, e)
-            return self._error(500, "inference failed: %s: %s" % (type(e).__name__, _first_line(e)), endpoint)
+            return self._error(500, "inference failed: %s: %s" % (type(e).__name__, inference.model_error_text(e)),
+                               endpoint)
         if parsed.fmt == "v2":
             parts, headers = protocol.v2_response(parsed, outputs, state.model)
+        elif parsed.fmt == "examples":
+            from kit.runtime.serving import examples
+
+            result = (examples.classify_json(examples.classifications(outputs, parsed.rows))
+                      if parsed.method == "classify" else examples.regress_json(examples.regressions(outputs,
+                                                                                                   parsed.rows)))
+            parts, headers = [_json(result)], {"Content-Type": "application/json"}
         else:
             parts, headers = [protocol.tfserving_response(parsed, outputs)], {"Content-Type": "application/json"}
         self._send(200, parts, headers, endpoint)
         state.metrics.request_latency.observe(time.monotonic() - start)
-
-
-def _first_line(error):
-    """The useful line of an error: TF puts the op's message in the last paragraph, after a call stack."""
-    text = str(getattr(error, "message", None) or error).strip()
-    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
-    return paragraphs[-1].splitlines()[0].strip() if paragraphs else type(error).__name__
 
 
 # ---- lifecycle ---------------------------------------------------------------------
@@ -490,7 +504,7 @@ def _load_and_warm(state, on_failure):
     """Load the model, warm it up at every built batch size, start the worker, turn ready."""
     config = state.config
     try:
-        from kit.runtime.model import Model, example_inputs
+        from kit.runtime.model import Model
 
         started = time.monotonic()
         model = Model.load(config.model_dir, config.model_name, config.model_version, config.signature)
@@ -506,18 +520,21 @@ def _load_and_warm(state, on_failure):
         batcher = MicroBatcher(run, state.plan, config.max_batch_delay, config.max_queue,
                                on_batch=state.metrics.record_batch, arriving=lambda: state.arriving)
         signature = model.signature(config.signature)
-        if config.warmup:
-            started = time.monotonic()
-            sizes = config.batch_sizes if signature.batchable else [1]
-            for size in sizes:
-                t0 = time.monotonic()
-                model.run(signature.key, example_inputs(signature, size, config.input_shapes))
-                log.info("warm-up: batch size %d ran in %.3f s", size, time.monotonic() - t0)
-                if config.test_warmup_delay:
-                    time.sleep(config.test_warmup_delay)  # test-only hook, see serve.py
+        from kit.runtime.serving import warmup
+
+        runs, how = warmup.plan(state, signature)
+        log.info("%s", how)
+        started = time.monotonic()
+        for key, inputs in runs:
+            t0 = time.monotonic()
+            model.run(key, inputs)
+            first = next(iter(inputs.values()))
+            log.info("warm-up: batch size %d (signature %s) ran in %.3f s", first.shape[0] if first.ndim else 1,
+                     key, time.monotonic() - t0)
+            if config.test_warmup_delay:
+                time.sleep(config.test_warmup_delay)  # test-only hook, see serve.py
+        if runs:
             state.metrics.warmup_seconds.set(round(time.monotonic() - started, 3))
-        else:
-            log.warning("warm-up disabled: the first requests may be slow (TF-TRT could build engines)")
         if not signature.batchable:
             log.warning("signature %s has no free batch dimension: requests run one at a time, unpadded",
                         signature.key)
