@@ -24,8 +24,8 @@ def test_init_output_validates_and_builds(engine, tf_base, tmp_path):
     record = record_of(kit("build", manifest, "--json"))
     try:
         assert record["image"] == f"registry.example.com/{name}:0.1.0-cpu-native"
-        assert set(statuses(record).values()) <= {"done", "reused"}, statuses(record)
-        assert statuses(record)["smoke"] == "done"
+        assert set(statuses(record).values()) <= {"ran", "reused"}, statuses(record)
+        assert statuses(record)["smoke"] == "ran"
         assert engine.image_inspect(record["image"]).labels["kit.device"] == "cpu"
     finally:
         engine.remove_image(record["image"], force=True)
