@@ -114,7 +114,7 @@ def write_spec(manifest, model_dir, output_dir, *, report_path=None, log_path=No
 
 def spec_for(manifest, *, model_dir, output_dir, report_path=None, log_path=None,
              calibration_samples=_FROM_MANIFEST, parity_samples=_FROM_MANIFEST, **kw) -> dict:
-    """Keyword-only alias of write_spec (kit/build/pipeline.py's name for it)."""
+    """Keyword-only alias of write_spec (kit/build/containers.py uses it)."""
     return write_spec(manifest, model_dir, output_dir, report_path=report_path, log_path=log_path,
                       calibration_samples=calibration_samples, parity_samples=parity_samples, **kw)
 

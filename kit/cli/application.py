@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 
 from kit import __version__
-from kit.cli import build, fleet, manifest, serve
+from kit.cli import build, doctor, fleet, init, manifest, scan_log, serve
 from kit.cli.output import err, out
 from kit.errors import EXIT_INTERRUPTED, EXIT_INVALID, KitError
 
@@ -48,6 +48,7 @@ def _root(
 
 app.command("base")(build.base_command)
 app.command("build")(build.build_command)
+app.command("init")(init.init_command)
 app.command("validate")(manifest.validate_command)
 app.command("profiles")(manifest.profiles_command)
 app.command("push")(fleet.push_command)
@@ -57,6 +58,8 @@ app.command("serve")(serve.serve_command)
 app.command("bench")(serve.bench_command)
 app.command("optimize")(build.optimize_command)
 app.command("audit")(build.audit_command)
+app.command("scan-log")(scan_log.scan_log_command)
+app.command("doctor")(doctor.doctor_command)
 
 
 def render_error(e: KitError) -> None:

@@ -54,6 +54,9 @@ def model_state(state):
 def model_error_text(error):
     """TensorFlow's message without the Python call stack it sometimes carries; never cut short."""
     text = str(getattr(error, "message", None) or error).strip()
+    # TF 2.3 appends a "Function call stack:" paragraph (Python frames, not the model's message).
+    paragraphs = [p for p in text.split("\n\n") if not p.strip().startswith("Function call stack:")]
+    text = "\n\n".join(paragraphs).strip()
     return text or type(error).__name__
 
 
