@@ -360,10 +360,18 @@ class _Pipeline:
         self.record["base"] = {"image": ref, "id": info.id, "size": info.size}
         return "reused", f"{ref} {info.id[7:19]}"
 
+    def _server_wheels(self):
+        """tornado for the image's Python and architecture (cached on the host)."""
+        from kit.build.base import cache_dir
+        from kit.build.wheels import server_wheels
+
+        return server_wheels(self.m.stack.python, self.m.profile.architecture, cache_dir())
+
     def builder(self):
         self.kit_snapshot = images.snapshot_kit_code(Path(tempfile.mkdtemp(prefix=".kit-code-", dir=self.paths.work)))
         code = images.runtime_code_hash(self.kit_snapshot)
-        key = images.combine("builder", self.base_id, code, images.file_digest(images.dockerfile("builder")))
+        key = images.combine("builder", self.base_id, code, images.file_digest(images.dockerfile("builder")),
+                             [w.name for w in self._server_wheels()])
         tag = images.builder_tag(self.m.stack.name, key)
         self.code_hash = code
         status = "reused"
@@ -373,7 +381,7 @@ class _Pipeline:
             with tempfile.TemporaryDirectory(prefix="kit-builder-") as ctx:
                 images.assemble_context(Path(ctx), "builder",
                                         labels={images.LABEL_BUILDER_KEY: key, "kit.version": kit.__version__},
-                                        kit_snapshot=self.kit_snapshot)
+                                        kit_snapshot=self.kit_snapshot, wheels=self._server_wheels())
                 image_id = images.build_image(self.engine, Path(ctx), tag, {"BASE_IMAGE": self.m.base_image},
                                               on_line=self.r.line)
             status = "ran"
@@ -477,7 +485,8 @@ class _Pipeline:
         args = images.serve_build_args(self.m)
         args["BASE_IMAGE"] = self.m.base_image
         key = images.combine("bake", self.model_digest, self.base_id, self.code_hash,
-                             images.file_digest(images.dockerfile("runtime")), labels, args)
+                             images.file_digest(images.dockerfile("runtime")), labels, args,
+                             [w.name for w in self._server_wheels()])
         self.labels, self.final_ref = labels, self.m.image_ref
         prev = self._prev("bake")
         if prev and prev.get("key") == key and self.engine.image_exists(self.final_ref) \
@@ -488,7 +497,7 @@ class _Pipeline:
         self.temp_ref = f"{self.m.image.repository}:kit-tmp-{uuid.uuid4().hex[:10]}"
         with tempfile.TemporaryDirectory(prefix="kit-bake-", dir=self.paths.work) as ctx:
             images.assemble_context(Path(ctx), "runtime", optimized_model(self.paths.optimize), labels,
-                                    kit_snapshot=self.kit_snapshot)
+                                    kit_snapshot=self.kit_snapshot, wheels=self._server_wheels())
             self.image_id = images.build_image(self.engine, Path(ctx), self.temp_ref, args, on_line=self.r.line)
         self.record["bake"] = {"key": key, "image_id": self.image_id}
         return "ran", f"{self.temp_ref} {self.image_id[7:19]}"
