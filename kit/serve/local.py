@@ -103,7 +103,9 @@ def serve_local(manifest, port: int | None = None, host: str = "127.0.0.1", anno
         announce(f"  KServe v2        POST {base}/v2/models/{manifest.name}/infer")
         announce(f"  health           GET  {base}/v2/health/ready    metrics GET {base}/metrics")
         announce("Ctrl-C stops it (requests in flight finish first)")
-    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.serving.main"] + args, env=_runtime_env())
+    # The server stops when kit dies, even by SIGKILL (it watches KIT_PARENT_PID, see main.py).
+    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.serving.main"] + args,
+                            env=dict(_runtime_env(), KIT_PARENT_PID=str(os.getpid())))
 
     def forward(signum, _frame):
         # SIGTERM/SIGINT to kit reach the server, which drains and exits 0 (a terminal's

@@ -44,7 +44,8 @@ wins over the variable, the variable over the default.
   --no-warmup          KIT_WARMUP=0                     ready at once (no warm-up; not for TF-TRT)
   --drain-timeout      KIT_DRAIN_TIMEOUT     30s        how long SIGTERM waits for requests in flight
   --no-log-scan        KIT_LOG_SCAN=0                   do not tee stderr to count TF-TRT events
-  --access-log         KIT_ACCESS_LOG=1                 log every request to stderr
+  --access-log         KIT_ACCESS_LOG=1                 log every request to stderr (escaped)
+                       KIT_PARENT_PID                   stop (SIGTERM) when this parent process dies
   --probe                                               GET /v2/health/ready on KIT_HOST:KIT_PORT;
                                                         exit 0 on 200, else 1 (HEALTHCHECK)
 
@@ -230,6 +231,25 @@ class Config(object):
         self.test_infer_delay = parse_duration(_env("KIT_TEST_INFER_DELAY", "0"), "KIT_TEST_INFER_DELAY")
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent():
+    """When KIT_PARENT_PID is set (kit serve --local sets it), get SIGTERM as soon as that parent dies,
+    even by SIGKILL, so no orphaned server keeps holding the port (Linux prctl PR_SET_PDEATHSIG)."""
+    expected = _env("KIT_PARENT_PID")
+    if not expected or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        log.warning("cannot ask to be stopped with the parent: errno %d", ctypes.get_errno())
+    if str(os.getppid()) != expected.strip():
+        os.kill(os.getpid(), signal.SIGTERM)  # the parent died before prctl took effect
+
+
 def _positive_int(text, what):
     try:
         value = int(str(text).strip())
@@ -256,6 +276,7 @@ def main(argv=None):
         return 2
     from kit.runtime.serving.transport import run
 
+    die_with_parent()
     return run(config)
 
 
