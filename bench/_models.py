@@ -80,13 +80,14 @@ class ServerProcess(object):
 
     def __init__(self, model_dir, batch_sizes, max_batch_delay="2ms", max_queue=64, env=None, name="m"):
         self.port = free_port()
+        self.grpc_port = free_port()
         self.name = name
         self.log = tempfile.NamedTemporaryFile(prefix="kit-bench-serve-", suffix=".log", delete=False)
         full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
         full_env.update(env or {})
         cmd = [sys.executable, "-m", "kit.runtime.serving.main", "--model-dir", str(model_dir), "--model-name", name,
-               "--host", "127.0.0.1", "--port", str(self.port), "--batch-sizes", batch_sizes,
-               "--max-batch-delay", max_batch_delay, "--max-queue", str(max_queue), "--max-body", "512MiB"]
+               "--host", "127.0.0.1", "--port", str(self.port), "--grpc-port", str(self.grpc_port),
+               "--batch-sizes", batch_sizes, "--max-batch-delay", max_batch_delay, "--max-queue", str(max_queue), "--max-body", "512MiB"]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
         deadline = time.time() + 180
         while time.time() < deadline:

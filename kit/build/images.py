@@ -37,7 +37,7 @@ RUNTIME_USER = "10001:44"  # 44: the video group (GPU device nodes on a Jetson)
 VIDEO_GID = 44
 
 # The build args runtime.Dockerfile declares for the serve settings.
-SERVE_BUILD_ARGS = ("KIT_MODEL_NAME", "KIT_MODEL_VERSION", "KIT_SIGNATURE", "KIT_PORT", "KIT_BATCH_SIZES",
+SERVE_BUILD_ARGS = ("KIT_MODEL_NAME", "KIT_MODEL_VERSION", "KIT_SIGNATURE", "KIT_PORT", "KIT_GRPC_PORT", "KIT_BATCH_SIZES",
                     "KIT_MAX_BATCH_DELAY", "KIT_MAX_QUEUE")
 
 # 1980-01-01: a fixed mtime for every file put in a build context.
@@ -219,6 +219,7 @@ def serve_build_args(manifest) -> dict[str, str]:
         "KIT_MODEL_VERSION": _model_version(manifest.version),
         "KIT_SIGNATURE": manifest.model.signature,
         "KIT_PORT": str(manifest.serve.port),
+        "KIT_GRPC_PORT": str(manifest.serve.grpc_port),
         "KIT_BATCH_SIZES": ",".join(str(b) for b in manifest.optimize.batch_sizes),
         "KIT_MAX_BATCH_DELAY": _seconds(manifest.serve.max_batch_delay),
         "KIT_MAX_QUEUE": str(manifest.serve.max_queue),
@@ -244,15 +245,14 @@ def _text(value) -> str:
     return str(value)
 
 
-def labels_for(manifest, report: dict, model_digest: str, base_ref: str, created: str) -> dict[str, str]:
-    """The image's fingerprint labels, from what the optimizer's report says was built.
+def labels_for(manifest, report, model_digest: str, base_ref: str, created: str) -> dict[str, str]:
+    """The image's fingerprint labels, from what the optimizer's report (an OptimizeReport) says was built.
 
     created: when the optimized model was made (the report's time), so the
     same optimize output always gives the same labels and the same image."""
     stack = manifest.stack
-    env = report.get("environment") or {}
-    engines = report.get("engines")
-    optimization = report.get("optimization") or "native"
+    env = report.environment
+    optimization = report.optimization or "native"
     labels = {
         "org.opencontainers.image.title": manifest.name,
         "org.opencontainers.image.version": manifest.version,
@@ -267,18 +267,18 @@ def labels_for(manifest, report: dict, model_digest: str, base_ref: str, created
         "kit.stack": stack.name,
         "kit.device": manifest.profile.name,
         # Versions as seen inside the builder container by the optimizer.
-        "kit.l4t": _text(env.get("l4t")),
-        "kit.jetpack": _text(env.get("jetpack")),
-        "kit.tensorrt": _text(env.get("tensorrt")),
-        "kit.cuda": _text(env.get("cuda")),
-        "kit.tensorflow": _text(env.get("tensorflow")),
+        "kit.l4t": _text(env.l4t),
+        "kit.jetpack": _text(env.jetpack),
+        "kit.tensorrt": _text(env.tensorrt),
+        "kit.cuda": _text(env.cuda),
+        "kit.tensorflow": _text(env.tensorflow),
         "kit.gpu_arch": _text(manifest.profile.gpu_arch),
-        "kit.precision": _text(report.get("precision") or manifest.optimize.precision),
-        "kit.batch_sizes": _text(report.get("batch_sizes") or list(manifest.optimize.batch_sizes)),
+        "kit.precision": _text(report.precision or manifest.optimize.precision),
+        "kit.batch_sizes": _text(report.batch_sizes or list(manifest.optimize.batch_sizes)),
         "kit.memory_limit": str(manifest.optimize.memory_limit),
         "kit.model_digest": model_digest,
         "kit.optimization": _text(optimization),
-        "kit.engines": _text(engines if engines is not None else 0),
+        "kit.engines": _text(report.engines if report.engines is not None else 0),
     }
     return labels
 

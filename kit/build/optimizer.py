@@ -25,19 +25,20 @@ builder image on the device, or here with --local). This module:
 - `optimize_local(manifest, output_dir=None, ...)`: runs the runtime in a
   fresh subprocess with this interpreter (TensorFlow's log environment and
   the fd-level log capture need a fresh process) and returns an
-  OptimizeResult. Default output: `.kit/<name>/optimized` beside the
-  manifest file; the report, log and spec go beside the output, named after
-  it: `optimized.report.json`, `optimized.log`, `optimized.spec.json`.
-
-- `gate_problems(report, manifest)` / `gate_hint(...)`: the host re-checks a
-  report before baking it into an image (kit/build/pipeline.py uses them).
+  OptimizeResult. Default output: the workspace's, the same layout kit
+  build writes (kit/build/workspace.py): `.kit/<name>/optimize/model`, with
+  `report.json` and `optimize.log` beside the model and the spec at
+  `.kit/<name>/spec.json`. With an explicit output DIR, the report, log and
+  spec go beside it, named after it: `DIR.report.json`, `DIR.log`,
+  `DIR.spec.json`. Either way the output must pass the same gate as kit
+  build's (kit/build/gate.py).
 
 - `audit_dir(path)`: kit.runtime.audit on a SavedModel directory (`kit audit`).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,6 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kit.atomic import write_json_atomic
+from kit.build.gate import gate
+from kit.build.report import OptimizeReport, ReportError
+from kit.build.workspace import OptimizeOutput, Workspace
 from kit.errors import KitError, ManifestError, OptimizeError, PreflightError, UsageError
 
 _FROM_MANIFEST = object()
@@ -110,7 +114,7 @@ def write_spec(manifest, model_dir, output_dir, *, report_path=None, log_path=No
 
 def spec_for(manifest, *, model_dir, output_dir, report_path=None, log_path=None,
              calibration_samples=_FROM_MANIFEST, parity_samples=_FROM_MANIFEST, **kw) -> dict:
-    """Keyword-only alias of write_spec (kit/build/pipeline.py's name for it)."""
+    """Keyword-only alias of write_spec (kit/build/containers.py uses it)."""
     return write_spec(manifest, model_dir, output_dir, report_path=report_path, log_path=log_path,
                       calibration_samples=calibration_samples, parity_samples=parity_samples, **kw)
 
@@ -126,35 +130,33 @@ class OptimizeResult:
     log_path: Path
     spec_path: Path
     exit_code: int
-    report: dict = field(default_factory=dict)
+    report: OptimizeReport = field(default_factory=OptimizeReport)
 
     @property
     def optimization(self) -> str | None:
-        return self.report.get("optimization")
+        return self.report.optimization
 
     @property
     def native_reason(self) -> str | None:
-        return self.report.get("native_reason")
+        return self.report.native_reason
 
     @property
     def engines(self) -> int:
-        return int(self.report.get("engines") or 0)
+        return int(self.report.engines or 0)
 
     def to_dict(self) -> dict:
-        gate = self.report.get("gate") or {}
-        parity = self.report.get("parity") or {}
-        audit = self.report.get("audit") or {}
+        r = self.report
         return {
             "name": self.name,
             "optimization": self.optimization,
             "native_reason": self.native_reason,
             "engines": self.engines,
-            "engine_batch_sizes": {e["name"]: e.get("built_batch_sizes") for e in audit.get("engines", [])},
-            "coverage_percent": audit.get("coverage_percent"),
-            "gate": {"passed": gate.get("passed"), "reasons": gate.get("reasons", [])},
-            "parity": {k: parity.get(k) for k in ("passed", "max_abs_error", "top1_agreement", "source")},
-            "timings": self.report.get("timings", {}),
-            "peak_rss_bytes": (self.report.get("memory") or {}).get("peak_rss_bytes"),
+            "engine_batch_sizes": r.engine_batch_sizes,
+            "coverage_percent": r.coverage_percent,
+            "gate": {"passed": r.gate_passed, "reasons": list(r.gate_reasons)},
+            "parity": r.parity.as_dict(),
+            "timings": r.timings,
+            "peak_rss_bytes": r.peak_rss_bytes,
             "output_dir": str(self.output_dir),
             "report_path": str(self.report_path),
             "log_path": str(self.log_path),
@@ -163,22 +165,14 @@ class OptimizeResult:
         }
 
 
-def read_report(path) -> dict | None:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def raise_for_exit(code: int, report: dict | None, report_path, log_path) -> None:
+def raise_for_exit(code: int, report: OptimizeReport | None, report_path, log_path) -> None:
     """Turn the runtime's exit code into the matching KitError (nothing for 0)."""
     if code == 0:
         return
     where = [f"report: {report_path}", f"log:    {log_path}"]
-    error = (report or {}).get("error") or {}
-    message = error.get("message")
-    details = list(error.get("problems") or []) + where
+    error = (report.error if report is not None else None) or ReportError()
+    message = error.message
+    details = list(error.problems) + where
     if code < 0:
         try:
             sig = signal.Signals(-code).name
@@ -195,79 +189,21 @@ def raise_for_exit(code: int, report: dict | None, report_path, log_path) -> Non
     cls = EXIT_TO_ERROR.get(code, KitError)
     if cls is KitError:
         message = f"the optimizer failed: {message or f'exit code {code}'}"
-    raise cls(message or f"the optimizer exited with code {code}", hint=error.get("hint"), details=details)
-
-
-def gate_problems(report: dict | None, manifest) -> list[str]:
-    """Why a report does not prove a publishable result for this manifest (empty: it does)."""
-    if not report:
-        return ["no report"]
-    problems = []
-    opt = manifest.optimize
-    if report.get("schema_version") != 1:
-        problems.append(f"report schema_version {report.get('schema_version')!r}, expected 1")
-    if report.get("status") != "ok" or report.get("exit_code") != 0:
-        err = (report.get("error") or {}).get("message")
-        problems.append(f"the optimizer failed (exit {report.get('exit_code')}): {err or 'no reason given'}")
-        return problems
-    if not (report.get("output") or {}).get("written"):
-        problems.append("the report says no output was written")
-    gate = report.get("gate") or {}
-    if not gate.get("passed"):
-        problems.extend(gate.get("reasons") or ["the report's gate did not pass"])
-    if list(report.get("batch_sizes") or []) != list(opt.batch_sizes):
-        problems.append(f"the report is for batch sizes {report.get('batch_sizes')}, the manifest asks {list(opt.batch_sizes)}")
-    optimization = report.get("optimization")
-    if optimization == "tensorrt":
-        if opt.precision == "native":
-            problems.append("the manifest asks for precision native but the report says tensorrt")
-        engines = (report.get("audit") or {}).get("engines") or []
-        if not engines:
-            problems.append("the report says tensorrt but its audit lists 0 TensorRT engines")
-        for e in engines:
-            lacking = [b for b in opt.batch_sizes if b not in (e.get("built_batch_sizes") or [])]
-            if lacking:
-                problems.append(f"{e.get('name')} has no built engine for batch size(s) {lacking}")
-    elif optimization == "native":
-        if not report.get("native_reason"):
-            problems.append("the output is native but the report gives no reason")
-        if opt.precision != "native" and not opt.allow_native_fallback:
-            problems.append(f"the output is native TensorFlow but the manifest asks for {opt.precision} "
-                            "without allow_native_fallback")
-        if report.get("engines"):
-            problems.append("the report says native but counts TensorRT engines")
-    else:
-        problems.append(f"the report's optimization is {optimization!r} (expected tensorrt or native)")
-    return problems
-
-
-def gate_hint(report: dict | None, manifest) -> str | None:
-    error = (report or {}).get("error") or {}
-    if error.get("hint"):
-        return error["hint"]
-    findings = (report or {}).get("findings") or {}
-    if findings.get("oom"):
-        return ("TensorRT ran out of memory: keep optimize.max_workspace_size well below optimize.memory_limit, "
-                "and memory_limit below the RAM available on the device")
-    if findings.get("native_fallbacks"):
-        return "read the fallback lines in the optimizer's log; unsupported ops or memory are the usual causes"
-    return None
+    raise cls(message or f"the optimizer exited with code {code}", hint=error.hint, details=details)
 
 
 # ---- local runs ----------------------------------------------------------------------------------
 
 
-def default_output_dir(manifest) -> Path:
-    """`.kit/<name>/optimized` beside the manifest file."""
-    return Path(manifest.file).resolve().parent / ".kit" / manifest.name / "optimized"
-
-
-def work_paths(output_dir: Path) -> tuple[Path, Path, Path]:
-    """(report, log, spec) beside the output dir, named after it."""
-    output_dir = Path(output_dir)
-    base = output_dir.parent / output_dir.name
-    return (base.with_name(base.name + ".report.json"), base.with_name(base.name + ".log"),
-            base.with_name(base.name + ".spec.json"))
+def _outputs(manifest, output_dir) -> tuple[Workspace, OptimizeOutput, Path]:
+    """(workspace, output, spec path): the workspace's layout, or DIR and its neighbours for --output DIR."""
+    ws = Workspace(Path(manifest.file).resolve().parent / ".kit" / manifest.name)
+    if output_dir is None:
+        return ws, ws.optimize, ws.spec
+    out = OptimizeOutput.beside(Path(output_dir).resolve())
+    if out.model.exists() and not out.model.is_dir():
+        raise UsageError(f"--output {out.model} exists and is not a directory")
+    return ws, out, out.model.with_name(out.model.name + ".spec.json")
 
 
 def optimize_local(manifest, output_dir=None, *, allow_version_mismatch: bool = False, python: str | None = None,
@@ -276,14 +212,27 @@ def optimize_local(manifest, output_dir=None, *, allow_version_mismatch: bool = 
 
     stderr: where the runtime's progress goes (default: this process's stderr).
     """
-    output_dir = Path(output_dir).resolve() if output_dir else default_output_dir(manifest)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UsageError(f"--output {output_dir} exists and is not a directory")
-    report_path, log_path, spec_path = work_paths(output_dir)
-    write_spec(manifest, Path(manifest.model.path).resolve(), output_dir, report_path=report_path, log_path=log_path,
-               allow_version_mismatch=allow_version_mismatch, path=spec_path)
-    # Our own work file: a run that dies before writing must not leave the previous report looking current.
-    report_path.unlink(missing_ok=True)
+    ws, out, spec_path = _outputs(manifest, output_dir)
+    with ws.lock() if output_dir is None else contextlib.nullcontext():
+        if output_dir is None:
+            out.dir.mkdir(parents=True, exist_ok=True)
+            # kit build's reuse stamp describes its own run, not this one.
+            out.stamp.unlink(missing_ok=True)
+        write_spec(manifest, Path(manifest.model.path).resolve(), out.model, report_path=out.report,
+                   log_path=out.log, allow_version_mismatch=allow_version_mismatch, path=spec_path)
+        # Our own work file: a run that dies before writing must not leave the previous report looking current.
+        out.report.unlink(missing_ok=True)
+        code = _run_runtime(spec_path, out, python=python, env=env, timeout=timeout, stderr=stderr)
+    report = OptimizeReport.read(out.report)
+    raise_for_exit(code, report, out.report, out.log)
+    if report is None:
+        raise KitError("the optimizer exited 0 but wrote no readable report", details=[f"report: {out.report}"])
+    gate(manifest, report, out, message="the optimizer's report does not prove its output")
+    return OptimizeResult(manifest.name, out.model, out.report, out.log, spec_path, code, report)
+
+
+def _run_runtime(spec_path: Path, out: OptimizeOutput, *, python, env, timeout, stderr) -> int:
+    """`python -m kit.runtime.optimize --spec SPEC` in a fresh process; its exit code."""
     run_env = dict(os.environ if env is None else env)
     # The runtime is Python 3.6-compatible code inside this package: make sure the child finds it.
     package_root = str(Path(__file__).resolve().parents[2])
@@ -295,16 +244,8 @@ def optimize_local(manifest, output_dir=None, *, allow_version_mismatch: bool = 
         proc = subprocess.run(argv, env=run_env, stdout=sink if sink is not None else 2, stderr=sink,
                               timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        raise KitError(f"the optimizer did not finish within {timeout:.0f} s", details=[f"log: {log_path}"]) from None
-    report = read_report(report_path)
-    raise_for_exit(proc.returncode, report, report_path, log_path)
-    if report is None:
-        raise KitError("the optimizer exited 0 but wrote no readable report", details=[f"report: {report_path}"])
-    problems = gate_problems(report, manifest)
-    if problems:
-        raise OptimizeError("the optimizer's report does not prove its output", details=problems,
-                            hint=gate_hint(report, manifest))
-    return OptimizeResult(manifest.name, output_dir, report_path, log_path, spec_path, proc.returncode, report)
+        raise KitError(f"the optimizer did not finish within {timeout:.0f} s", details=[f"log: {out.log}"]) from None
+    return proc.returncode
 
 
 def _fd_target(stream):
@@ -314,39 +255,6 @@ def _fd_target(stream):
     except (AttributeError, OSError, ValueError):
         return None
     return stream
-
-
-def _fmt_seconds(s) -> str:
-    return f"{s:.1f}s" if isinstance(s, (int, float)) else "-"
-
-
-def render_summary(result: OptimizeResult, console) -> None:
-    """Human summary of a finished local optimization."""
-    d = result.to_dict()
-    if result.optimization == "tensorrt":
-        console.print(f"[green]optimized[/] {result.name}: TensorRT, {d['engines']} engine op(s), "
-                      f"coverage {d['coverage_percent']}%", highlight=False)
-        for op, sizes in d["engine_batch_sizes"].items():
-            console.print(f"  {op}: built for batch sizes {sizes}", highlight=False)
-    else:
-        console.print(f"[yellow]native[/] {result.name}: the output is NATIVE TensorFlow, 0 TensorRT engines",
-                      highlight=False)
-        console.print(f"  why: {result.native_reason}", highlight=False, markup=False, soft_wrap=True)
-    p = d["parity"]
-    if p.get("passed") is not None:
-        top1 = "" if p.get("top1_agreement") is None else f", top-1 agreement {p['top1_agreement']:.4f}"
-        console.print(f"  parity: {'passed' if p['passed'] else 'FAILED'} (max abs error {p['max_abs_error']:.3g}{top1}; "
-                      f"inputs: {p['source']})", highlight=False, markup=False)
-    timings = d["timings"]
-    order = ["preflight", "probe", "tensorflow_import", "inputs", "convert", "build", "save", "copy", "audit",
-             "parity", "publish"]
-    parts = [f"{k} {_fmt_seconds(timings[k])}" for k in order if k in timings]
-    console.print(f"  timings: {', '.join(parts)}; total {_fmt_seconds(timings.get('total'))}", highlight=False)
-    if d["peak_rss_bytes"]:
-        console.print(f"  peak memory: {d['peak_rss_bytes'] / 2**20:.0f} MiB", highlight=False)
-    console.print(f"  output: {d['output_dir']}", highlight=False, markup=False)
-    console.print(f"  report: {d['report_path']}", highlight=False, markup=False)
-    console.print(f"  log:    {d['log_path']}", highlight=False, markup=False)
 
 
 # ---- audit ---------------------------------------------------------------------------------------
@@ -367,9 +275,3 @@ def audit_dir(path, signature: str | None = None) -> dict:
     except ImportError as e:
         raise KitError(f"kit audit reads SavedModels with TensorFlow's protobuf definitions: {e}",
                        hint="pip install 'kit[tf]'") from None
-
-
-def render_audit(result: dict) -> str:
-    from kit.runtime import audit
-
-    return audit.render_text(result)

@@ -141,3 +141,12 @@ def predict_and_compare(port: int, model_name: str, signature: str, reference: d
     if problems:
         raise KitError("the smoke prediction does not match the native model", details=problems)
     return {"url": url, "max_abs_error": worst, "seconds": round(seconds, 4)}
+
+
+# How long the smoke test waits for the container to report healthy.
+HEALTH_TIMEOUT = {"cpu": 180.0}
+HEALTH_TIMEOUT_DEFAULT = 900.0  # a Nano loading TF and deserializing engines is slow
+
+
+def health_timeout(manifest) -> float:
+    return HEALTH_TIMEOUT.get(manifest.profile.name, HEALTH_TIMEOUT_DEFAULT)

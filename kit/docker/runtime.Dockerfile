@@ -25,6 +25,7 @@ ARG KIT_MODEL_NAME=model
 ARG KIT_MODEL_VERSION=1
 ARG KIT_SIGNATURE=serving_default
 ARG KIT_PORT=8501
+ARG KIT_GRPC_PORT=8500
 ARG KIT_BATCH_SIZES=1
 ARG KIT_MAX_BATCH_DELAY=2ms
 ARG KIT_MAX_QUEUE=64
@@ -34,10 +35,11 @@ ENV KIT_MODEL_DIR=/opt/kit/model \
     KIT_SIGNATURE=${KIT_SIGNATURE} \
     KIT_HOST=0.0.0.0 \
     KIT_PORT=${KIT_PORT} \
+    KIT_GRPC_PORT=${KIT_GRPC_PORT} \
     KIT_BATCH_SIZES=${KIT_BATCH_SIZES} \
     KIT_MAX_BATCH_DELAY=${KIT_MAX_BATCH_DELAY} \
     KIT_MAX_QUEUE=${KIT_MAX_QUEUE}
-EXPOSE ${KIT_PORT}
+EXPOSE ${KIT_PORT} ${KIT_GRPC_PORT}
 
 # A numeric user needs no useradd; the model files are owned by it. Group 44
 # is "video" on Ubuntu (L4T) and Debian alike: on a Jetson the GPU device

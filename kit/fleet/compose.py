@@ -45,6 +45,7 @@ class ServiceSpec:
     health_test: tuple = tuple(DEFAULT_HEALTH_TEST)
     start_period: float = 300.0  # seconds before failed probes count
     mem_limit: int | None = None  # bytes
+    grpc_port: int | None = None  # the image's KIT_GRPC_PORT (0: off); None: the image says nothing
 
 
 def render(spec: ServiceSpec) -> str:
@@ -56,6 +57,8 @@ def render(spec: ServiceSpec) -> str:
     if spec.nvidia:
         service["runtime"] = "nvidia"
     service["environment"] = {"KIT_PORT": str(spec.port)}
+    if spec.grpc_port is not None:
+        service["environment"]["KIT_GRPC_PORT"] = str(spec.grpc_port)
     service["healthcheck"] = {
         "test": list(spec.health_test),
         "interval": HEALTH_INTERVAL,

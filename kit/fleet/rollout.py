@@ -159,6 +159,32 @@ def smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT) -
     return body
 
 
+def grpc_smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT) -> None:
+    """The gRPC side answers: KServe v2 ServerReady and ModelReady are true."""
+    try:
+        import grpc
+    except ImportError as e:
+        raise RolloutError("the image serves gRPC but grpcio is not installed here", hint="pip install grpcio") from e
+    from kit.runtime.serving.grpc_messages import messages
+
+    m = messages()
+    target = f"{address}:{port}"
+    with grpc.insecure_channel(target) as channel:
+        def call(method, request, response):
+            rpc = channel.unary_unary(f"/inference.GRPCInferenceService/{method}",
+                                      request_serializer=m["inference." + request].SerializeToString,
+                                      response_deserializer=m["inference." + response].FromString)
+            return rpc(m["inference." + request](**({"name": model} if method == "ModelReady" else {})),
+                       timeout=timeout)
+        try:
+            ready = call("ServerReady", "ServerReadyRequest", "ServerReadyResponse").ready
+            model_ready = call("ModelReady", "ModelReadyRequest", "ModelReadyResponse").ready
+        except grpc.RpcError as e:
+            raise RolloutError(f"gRPC on {target}: {e.code().name}: {e.details()}") from e
+    if not (ready and model_ready):
+        raise RolloutError(f"gRPC on {target} says not ready (server {ready}, model {model_ready})")
+
+
 # ---- the rollout -----------------------------------------------------------------------
 
 
@@ -185,6 +211,8 @@ class _Rollout:
         self.root = st.fleet_dir(fleet.file, fleet.name)
         self.timeout = float(fleet.rollout.health_timeout)
         self.model = resolved.env.get("KIT_MODEL_NAME") or "model"
+        grpc_port = resolved.env.get("KIT_GRPC_PORT")
+        self.grpc_port = int(grpc_port) if grpc_port and grpc_port.isdigit() else None
         self.store: st.RecordStore | None = None
         self.rollback_to: dict[str, str | None] = {}  # touched device -> compose text to restore (None: down)
         self._lock = threading.Lock()
@@ -204,7 +232,7 @@ class _Rollout:
             fleet=self.fleet.name, device=device.name, image=image or self.digest_ref, port=port,
             nvidia=profile_jetson if nvidia is None else nvidia,
             health_test=tuple(health or self.resolved.health_test or compose.DEFAULT_HEALTH_TEST),
-            start_period=start, mem_limit=mem)
+            start_period=start, mem_limit=mem, grpc_port=self.grpc_port)
 
     def plan_device(self, device: FleetDevice, dry_run: bool) -> DevicePlan:
         self.progress(device.name, "facts", f"connecting to {device.host}")
@@ -341,6 +369,9 @@ class _Rollout:
                 address = device_address(host)
                 self._step(name, phase, f"one prediction on http://{address}:{plan.port}")
                 smoke(address, plan.port, self.model)
+                if self.grpc_port:
+                    self._step(name, phase, f"gRPC readiness on {address}:{self.grpc_port}")
+                    grpc_smoke(address, self.grpc_port, self.model)
                 files.write_last_good(plan.compose_text)
         except KitError as e:
             touched = name in self.rollback_to

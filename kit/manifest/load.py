@@ -177,7 +177,8 @@ def _build_model(file: Path, ctx: Context) -> ModelManifest:
             ),
         ),
         image=ImageSpec(repository=g(("image", "repository")), tag=g(("image", "tag"))),
-        serve=Serve(port=int(g(("serve", "port"))), max_batch_delay=parse_duration(g(("serve", "max_batch_delay"))),
+        serve=Serve(port=int(g(("serve", "port"))), grpc_port=int(g(("serve", "grpc_port"))),
+                    max_batch_delay=parse_duration(g(("serve", "max_batch_delay"))),
                     max_queue=int(g(("serve", "max_queue")))),
     )
 

@@ -209,6 +209,18 @@ def _cached_engines(ctx: Context):
                       f"remove it (the default is {n}) or set it to at least {n}")
 
 
+PORT = ("serve", "port")
+GRPC_PORT = ("serve", "grpc_port")
+
+
+@_check("Model", PORT, GRPC_PORT)
+def _ports_differ(ctx: Context):
+    port, grpc_port = ctx.get(PORT), ctx.get(GRPC_PORT)
+    if grpc_port and grpc_port == port:
+        yield Problem(GRPC_PORT, f"serve.grpc_port and serve.port are both {port}: HTTP and gRPC need a port each",
+                      show(grpc_port), "pick another grpc_port (TF Serving uses 8500 for gRPC), or 0 to turn gRPC off")
+
+
 def _escapes(text: str) -> bool:
     """A relative path that climbs out of the manifest's directory with `..`."""
     expanded = os.path.expanduser(text)

@@ -58,6 +58,7 @@ class ImageSpec:
 @dataclass(frozen=True)
 class Serve:
     port: int = 8501
+    grpc_port: int = 8500  # 0: no gRPC
     max_batch_delay: float = 0.002  # seconds
     max_queue: int = 64
 

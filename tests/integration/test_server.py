@@ -50,12 +50,14 @@ class Server(object):
 
     def __init__(self, model_dir, name, batch_sizes="1,4,8", env=None, args=()):
         self.port = free_port()
+        self.grpc_port = free_port()
         self.name = name
         self.log = tempfile.NamedTemporaryFile(prefix="kit-serve-", suffix=".log", delete=False)
         full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="1", PYTHONPATH=str(REPO))
         full_env.update(env or {})
         cmd = [sys.executable, "-m", "kit.runtime.serving.main", "--model-dir", str(model_dir), "--model-name", name,
-               "--host", "127.0.0.1", "--port", str(self.port), "--batch-sizes", batch_sizes] + list(args)
+               "--host", "127.0.0.1", "--port", str(self.port), "--grpc-port", str(self.grpc_port),
+               "--batch-sizes", batch_sizes] + list(args)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO))
 
     def logs(self):
@@ -698,14 +700,15 @@ def test_runtime_args_come_from_the_manifest(digits_manifest, digits_dir):
     pairs = dict(zip(args[::2], args[1::2]))
     assert pairs == {"--model-dir": str(digits_dir / "saved_model"), "--model-name": "digits",
                      "--model-version": "1", "--signature": "serving_default", "--host": "127.0.0.1",
-                     "--port": "9123", "--batch-sizes": "1,4", "--max-batch-delay": "3ms", "--max-queue": "16",
+                     "--port": "9123", "--grpc-port": "8500", "--batch-sizes": "1,4", "--max-batch-delay": "3ms", "--max-queue": "16",
                      "--input-shapes": "pixels=8,8,1"}
 
 
 def test_kit_serve_local_serves_until_sigterm(digits_manifest, digits_images):
     x, _ = digits_images
     port = free_port()
-    proc = subprocess.Popen(KIT + ["serve", str(digits_manifest), "--local", "--port", str(port)],
+    proc = subprocess.Popen(KIT + ["serve", str(digits_manifest), "--local", "--port", str(port),
+                                   "--grpc-port", str(free_port())],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=str(REPO),
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     server = Server.__new__(Server)

@@ -11,6 +11,8 @@ import trt_fixtures
 from kit.cli import main
 from kit.runtime import audit, gate, trtlog
 
+pytestmark = pytest.mark.tf  # needs TensorFlow (deselected on the Python 3.8 host run)
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trt"
 GOOD_PARITY = {"passed": True, "max_abs_error": 0.001, "max_abs_error_limit": 0.05, "top1_agreement": 1.0,
                "min_top1_agreement_limit": 0.99, "reasons": []}

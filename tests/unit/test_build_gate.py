@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kit.build import pipeline as build
+from kit.build import gate as build
+from kit.build.report import OptimizeReport
+from kit.build.workspace import OptimizeOutput
 from kit.errors import OptimizeError
 from kit.manifest.load import ImageSpec, ModelManifest, ModelSource, Optimize, Serve, Target
 from kit.runtime import report as report_mod
@@ -48,50 +50,50 @@ def report(optimization="tensorrt", engines=2, log="", passed=True, status="ok",
 
 
 def test_a_proven_tensorrt_report_passes(tmp_path):
-    assert build.gate_problems(report(), manifest(tmp_path)) == []
+    assert build.gate_problems(OptimizeReport.from_dict(report()), manifest(tmp_path)) == []
 
 
 def test_fallbacks_in_the_log_refuse_even_if_the_report_says_passed(tmp_path):
     r = report(log=FALLBACK_LOG, passed=True)
     assert r["findings"]["native_fallbacks"], "trtlog must see the fallback line"
-    problems = build.gate_problems(r, manifest(tmp_path))
+    problems = build.gate_problems(OptimizeReport.from_dict(r), manifest(tmp_path))
     assert problems == ["1 fallback(s) to native TensorFlow in the optimizer's log"]
 
 
 def test_zero_engines_refuse(tmp_path):
-    problems = build.gate_problems(report(engines=0), manifest(tmp_path))
+    problems = build.gate_problems(OptimizeReport.from_dict(report(engines=0)), manifest(tmp_path))
     assert any("0 TensorRT engines" in p for p in problems)
 
 
 def test_a_failed_run_refuses_with_its_reasons(tmp_path):
     r = report(status="failed", passed=False, log=FALLBACK_LOG, optimization=None, engines=None,
                error={"kind": "gate", "message": "not proven", "hint": "lower max_workspace_size", "problems": ["x"]})
-    problems = build.gate_problems(r, manifest(tmp_path))
+    problems = build.gate_problems(OptimizeReport.from_dict(r), manifest(tmp_path))
     assert problems[0].startswith("the optimizer failed (exit 5): not proven")
-    assert build.gate_hint(r, manifest(tmp_path)) == "lower max_workspace_size"
+    assert build.gate_hint(OptimizeReport.from_dict(r), manifest(tmp_path)) == "lower max_workspace_size"
 
 
 def test_native_output_refused_unless_asked_or_allowed(tmp_path):
     native = report(optimization="native", engines=0)
-    assert any(p.startswith("the output is native TensorFlow") for p in build.gate_problems(native, manifest(tmp_path)))
-    assert build.gate_problems(native, manifest(tmp_path, allow_native_fallback=True)) == []
-    assert build.gate_problems(native, manifest(tmp_path, device="cpu", precision="native")) == []
+    assert any(p.startswith("the output is native TensorFlow") for p in build.gate_problems(OptimizeReport.from_dict(native), manifest(tmp_path)))
+    assert build.gate_problems(OptimizeReport.from_dict(native), manifest(tmp_path, allow_native_fallback=True)) == []
+    assert build.gate_problems(OptimizeReport.from_dict(native), manifest(tmp_path, device="cpu", precision="native")) == []
 
 
 def test_gate_raises_exit_5_naming_the_kept_report_and_log(tmp_path):
     out = tmp_path / "optimize.failed"
     with pytest.raises(OptimizeError) as e:
-        build.gate(manifest(tmp_path), report(log=FALLBACK_LOG), out)
+        build.gate(manifest(tmp_path), OptimizeReport.from_dict(report(log=FALLBACK_LOG)), OptimizeOutput.in_dir(out))
     assert e.value.exit_code == 5
     assert f"report: {out / 'report.json'}" in e.value.details
     assert f"log:    {out / 'optimize.log'}" in e.value.details
     with pytest.raises(OptimizeError) as e:
-        build.gate(manifest(tmp_path), None, out)
+        build.gate(manifest(tmp_path), None, OptimizeOutput.in_dir(out))
     assert "no readable report" in e.value.message
 
 
 def test_a_batch_size_without_engine_refuses(tmp_path):
     r = report()
     r["audit"]["engines"][0]["built_batch_sizes"] = [1]
-    problems = build.gate_problems(r, manifest(tmp_path))
+    problems = build.gate_problems(OptimizeReport.from_dict(r), manifest(tmp_path))
     assert any("no built engine for batch size(s) [8]" in p for p in problems)

@@ -86,9 +86,10 @@ def test_runtime_user_health_and_env():
     assert words["CMD"] == '["python3", "-m", "kit.runtime.serving.main"]'
     env = " ".join(a for w, a in ins if w == "ENV")
     for var in ("TF_GPU_ALLOCATOR=cuda_malloc", "KIT_MODEL_DIR=/opt/kit/model", "KIT_PORT=${KIT_PORT}",
+                "KIT_GRPC_PORT=${KIT_GRPC_PORT}",
                 "KIT_BATCH_SIZES=${KIT_BATCH_SIZES}", "PYTHONPATH=/opt/kit/lib"):
         assert var in env
-    assert ("EXPOSE", "${KIT_PORT}") in ins
+    assert ("EXPOSE", "${KIT_PORT} ${KIT_GRPC_PORT}") in ins
     # The build args kit passes are exactly the ones the Dockerfile declares.
     declared = {a.split("=")[0] for w, a in ins if w == "ARG"} - {"BASE_IMAGE"}
     assert declared == set(images.SERVE_BUILD_ARGS)

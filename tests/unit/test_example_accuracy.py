@@ -13,6 +13,9 @@ import numpy as np
 EXAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "digits"
 sys.path.insert(0, str(EXAMPLE))
 from train import load_digits_split  # noqa: E402  (the split the trainer holds out)
+import pytest
+
+pytestmark = pytest.mark.tf  # needs TensorFlow (deselected on the Python 3.8 host run)
 
 
 def test_trained_example_classifies_held_out_digits(tmp_path):

@@ -83,6 +83,7 @@ def test_mem_limit_comes_from_the_kit_memory_limit_label_of_the_built_image(tmp_
     from pathlib import Path
 
     from kit.build import images
+    from kit.build.report import OptimizeReport
     from kit.fleet.rollout import _Rollout
     from kit.manifest.load import FleetDevice, FleetManifest, load_model
     from kit.profiles import MEMORY_RESERVE_BYTES
@@ -93,7 +94,7 @@ def test_mem_limit_comes_from_the_kit_memory_limit_label_of_the_built_image(tmp_
     report = {"optimization": "tensorrt", "precision": "fp32", "batch_sizes": [2], "engines": 1,
               "environment": {"tensorflow": "2.3.1+nv20.12", "tensorrt": "7.1.3", "cuda": "10.2",
                               "l4t": "32.4.4", "jetpack": "4.4.1"}}
-    labels = images.labels_for(model, report, "sha256:abc", "base:1", "t")
+    labels = images.labels_for(model, OptimizeReport.from_dict(report), "sha256:abc", "base:1", "t")
     repository, _, digest = DIGEST.partition("@")
     resolved = ResolvedImage(ref=repository + ":3", repository=repository, digest=digest, labels=labels,
                              architecture="arm64", health_test=(), env={})

@@ -12,6 +12,7 @@ import pytest
 
 from kit.build import images
 from kit.build import smoke
+from kit.build.report import OptimizeReport
 from kit.errors import KitError
 from kit.manifest.load import ImageSpec, ModelManifest, ModelSource, Optimize, Serve, Target
 
@@ -89,7 +90,7 @@ def test_runtime_context_needs_the_model(tmp_path):
 def test_serve_build_args(tmp_path):
     args = images.serve_build_args(manifest(tmp_path))
     assert args == {"KIT_MODEL_NAME": "digits", "KIT_MODEL_VERSION": "1", "KIT_SIGNATURE": "serving_default",
-                    "KIT_PORT": "9000", "KIT_BATCH_SIZES": "1,8", "KIT_MAX_BATCH_DELAY": "2ms",
+                    "KIT_PORT": "9000", "KIT_GRPC_PORT": "8500", "KIT_BATCH_SIZES": "1,8", "KIT_MAX_BATCH_DELAY": "2ms",
                     "KIT_MAX_QUEUE": "32"}
 
 
@@ -98,7 +99,7 @@ def test_labels_come_from_the_report_not_the_manifest(tmp_path):
     report = {"optimization": "tensorrt", "precision": "fp16", "batch_sizes": [1, 8], "engines": 2,
               "environment": {"tensorflow": "2.3.1+nv20.12", "tensorrt": "7.1.3", "cuda": "10.2", "l4t": "32.4.4",
                               "jetpack": "4.4.1"}}
-    labels = images.labels_for(manifest(tmp_path, "jetson-nano"), report, "sha256:abc", "base:1", "2024-01-01T00:00:00Z")
+    labels = images.labels_for(manifest(tmp_path, "jetson-nano"), OptimizeReport.from_dict(report), "sha256:abc", "base:1", "2024-01-01T00:00:00Z")
     assert labels["kit.optimization"] == "tensorrt" and labels["kit.engines"] == "2"
     assert labels["kit.tensorflow"] == "2.3.1+nv20.12" and labels["kit.tensorrt"] == "7.1.3"
     assert labels["kit.gpu_arch"] == "sm_53" and labels["kit.l4t"] == "32.4.4" and labels["kit.jetpack"] == "4.4.1"
@@ -109,7 +110,7 @@ def test_labels_come_from_the_report_not_the_manifest(tmp_path):
 
 def test_cpu_labels_say_native_and_none(tmp_path):
     report = {"optimization": "native", "engines": 0, "environment": {"tensorflow": "2.17.1"}}
-    labels = images.labels_for(manifest(tmp_path), report, "sha256:abc", "kit/tf-cpu-base:tf2.17.1", "t")
+    labels = images.labels_for(manifest(tmp_path), OptimizeReport.from_dict(report), "sha256:abc", "kit/tf-cpu-base:tf2.17.1", "t")
     assert labels["kit.optimization"] == "native" and labels["kit.engines"] == "0"
     assert labels["kit.device"] == "cpu" and labels["kit.tensorrt"] == "none" and labels["kit.l4t"] == "none"
     assert all(isinstance(v, str) for v in labels.values())
@@ -217,6 +218,7 @@ def test_reference_script_runs_on_python_36(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.tf
 @pytest.mark.slow
 def test_reference_script_on_a_real_model(tmp_path):
     """The script itself, with this host's TensorFlow, on a SavedModel made here:

@@ -69,6 +69,7 @@ EXPECTED = {
     "size-negative.yaml": ("optimize -> max_workspace_size", "must be a positive size", None, False),
     "duration-bad.yaml": ("serve -> max_batch_delay", "max_batch_delay is not a duration", "2ms", False),
     "port-out-of-range.yaml": ("serve -> port", "port must be at most 65535", None, False),
+    "grpc-port-same-as-port.yaml": ("serve -> grpc_port", "serve.grpc_port and serve.port are both 8500", "0 to turn gRPC off", False),
     "image-repository-uppercase.yaml": ("image -> repository", "is not a valid image repository", "lowercase", False),
     "image-repository-with-tag.yaml": ("image -> repository", "is not a valid image repository", "image.tag", False),
     "missing-image-repository.yaml": ("image -> repository", "missing required field 'repository'", None, False),

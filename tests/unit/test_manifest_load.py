@@ -39,7 +39,7 @@ def test_minimal_model_resolves_every_default():
     assert o.allow_native_fallback is False
     assert o.calibration_samples is None
     assert o.parity == Parity(samples=None, max_abs_error=0.05, min_top1_agreement=0.99)
-    assert m.serve == Serve(port=8501, max_batch_delay=0.002, max_queue=64)
+    assert m.serve == Serve(port=8501, grpc_port=8500, max_batch_delay=0.002, max_queue=64)
     assert m.image.repository == "kit/minimal" and m.image.tag is None
     assert m.stack == CPU_STACK and m.base_image == CPU_STACK.base_image
     assert m.tag == "0.1.0-cpu-native" and m.image_ref == "kit/minimal:0.1.0-cpu-native"
@@ -102,6 +102,7 @@ def test_manifests_are_frozen():
     assert isinstance(m.optimize, Optimize)
 
 
+@pytest.mark.tf
 def test_file_checks_pass_on_a_real_saved_model(tmp_path_factory):
     example = trained_digits_example(tmp_path_factory)
     m = load_model(example / "digits.yaml")  # check_files=True
@@ -111,6 +112,7 @@ def test_file_checks_pass_on_a_real_saved_model(tmp_path_factory):
     assert m.model.inputs == {"pixels": TensorSpec((8, 8, 1), "float32")}
 
 
+@pytest.mark.tf
 def test_tf_serving_layout_suggests_the_version_directory(tmp_path_factory, tmp_path):
     example = trained_digits_example(tmp_path_factory)
     shutil.copytree(example / "digits" / "saved_model", tmp_path / "digits" / "7")

@@ -7,11 +7,16 @@ import pytest
 from rich.console import Console
 
 from _digits import trained_digits_example
-from kit.build import optimizer
+from kit.build import gate, optimizer
+from kit.build.report import OptimizeReport
+from kit.build.workspace import OptimizeOutput, Workspace
+from kit.cli.views.build import render_optimize
 from kit.cli import main
 from kit.errors import KitError, ManifestError, OptimizeError, PreflightError
 from kit.manifest.load import load_model
 from kit.runtime import spec as runtime_spec
+
+pytestmark = pytest.mark.tf  # needs TensorFlow (deselected on the Python 3.8 host run)
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +74,11 @@ def test_exit_codes_map_to_errors(tmp_path):
                         "problems": []}}
     for code, cls in ((2, ManifestError), (3, PreflightError), (5, OptimizeError)):
         with pytest.raises(cls) as e:
-            optimizer.raise_for_exit(code, report, "r.json", "o.log")
+            optimizer.raise_for_exit(code, OptimizeReport.from_dict(report), "r.json", "o.log")
         assert e.value.message == report["error"]["message"] and e.value.hint == "use the device"
         assert e.value.exit_code == code and "report: r.json" in e.value.details
     with pytest.raises(KitError, match="the optimizer failed: boom") as e:
-        optimizer.raise_for_exit(1, {"error": {"message": "boom"}}, "r", "l")
+        optimizer.raise_for_exit(1, OptimizeReport.from_dict({"error": {"message": "boom"}}), "r", "l")
     assert type(e.value) is KitError
     with pytest.raises(KitError, match="killed by SIGKILL.*OOM killer"):
         optimizer.raise_for_exit(-9, None, "r", "l")
@@ -94,26 +99,30 @@ def _ok_report(**kw):
 
 def test_host_recheck_of_reports(digits, tmp_path):
     nano = load_model(nano_manifest(tmp_path, digits / "digits" / "saved_model"))
-    assert optimizer.gate_problems(_ok_report(), nano) == []
+    assert gate.gate_problems(OptimizeReport.from_dict(_ok_report()), nano) == []
     missing = _ok_report(audit={"engines": [{"name": "TRTEngineOp_0_0", "built_batch_sizes": [1]}]})
-    assert optimizer.gate_problems(missing, nano) == ["TRTEngineOp_0_0 has no built engine for batch size(s) [8]"]
+    assert gate.gate_problems(OptimizeReport.from_dict(missing), nano) == ["TRTEngineOp_0_0 has no built engine for batch size(s) [8]"]
     native = _ok_report(optimization="native", native_reason="TensorRT not available: ...", engines=0, audit=None)
-    assert any("without allow_native_fallback" in p for p in optimizer.gate_problems(native, nano))
-    assert optimizer.gate_problems(_ok_report(batch_sizes=[1]), nano)[0].startswith("the report is for batch sizes")
+    assert any("without allow_native_fallback" in p for p in gate.gate_problems(OptimizeReport.from_dict(native), nano))
+    assert gate.gate_problems(OptimizeReport.from_dict(_ok_report(batch_sizes=[1])), nano)[0].startswith("the report is for batch sizes")
     failed = _ok_report(status="failed", exit_code=5, error={"message": "zero engines"})
-    assert optimizer.gate_problems(failed, nano) == ["the optimizer failed (exit 5): zero engines"]
+    assert gate.gate_problems(OptimizeReport.from_dict(failed), nano) == ["the optimizer failed (exit 5): zero engines"]
     cpu = load_model(digits / "digits.yaml")
-    assert any("precision native" in p for p in optimizer.gate_problems(_ok_report(), cpu))
-    assert optimizer.gate_hint({"findings": {"oom": [{"line": "x"}]}}, nano).startswith("TensorRT ran out of memory")
+    assert any("precision native" in p for p in gate.gate_problems(OptimizeReport.from_dict(_ok_report()), cpu))
+    assert gate.gate_hint(OptimizeReport.from_dict({"findings": {"oom": [{"line": "x"}]}}), nano).startswith("TensorRT ran out of memory")
 
 
-def test_default_paths(digits):
+def test_default_paths_are_the_workspace_kit_build_uses(digits):
+    """kit optimize --local and kit build write one layout (kit/build/workspace.py)."""
     m = load_model(digits / "digits.yaml")
-    out = optimizer.default_output_dir(m)
-    assert out == (digits / ".kit" / "digits" / "optimized").resolve()
-    report, log, spec = optimizer.work_paths(out)
-    assert (report.name, log.name, spec.name) == ("optimized.report.json", "optimized.log", "optimized.spec.json")
-    assert report.parent == out.parent
+    out = Workspace.for_manifest(m).optimize
+    assert out.model == digits / ".kit" / "digits" / "optimize" / "model"
+    assert (out.report.name, out.log.name) == ("report.json", "optimize.log")
+    assert out.report.parent == out.model.parent == out.dir
+    # An explicit --output DIR keeps its neighbours beside it, named after it.
+    beside = OptimizeOutput.beside(digits / "elsewhere" / "optimized")
+    assert (beside.report.name, beside.log.name) == ("optimized.report.json", "optimized.log")
+    assert beside.report.parent == beside.model.parent
 
 
 def test_kit_optimize_local_on_the_digits_example(digits, tmp_path, capsys):
@@ -129,15 +138,33 @@ def test_kit_optimize_local_on_the_digits_example(digits, tmp_path, capsys):
     report = json.loads(Path(result["report_path"]).read_text())
     assert Path(result["report_path"]) == tmp_path / "optimized.report.json"
     assert report["native_reason"] == "precision native requested (device cpu)"
-    assert optimizer.gate_problems(report, load_model(digits / "digits.yaml")) == []
+    assert gate.gate_problems(OptimizeReport.from_dict(report), load_model(digits / "digits.yaml")) == []
     # The human rendering of the same result.
     res = optimizer.OptimizeResult("digits", out, Path(result["report_path"]), Path(result["log_path"]),
-                                   Path(result["spec_path"]), 0, report)
+                                   Path(result["spec_path"]), 0, OptimizeReport.from_dict(report))
     console = Console(record=True, width=200)
-    optimizer.render_summary(res, console)
+    render_optimize(res, console)
     text = console.export_text()
     assert "the output is NATIVE TensorFlow, 0 TensorRT engines" in text
     assert "why: precision native requested (device cpu)" in text and "report: " in text and "parity: passed" in text
+
+
+def test_kit_optimize_local_writes_the_workspace_kit_build_and_kit_bench_use(digits, capsys):
+    """No --output: the same `.kit/<name>/optimize/` layout kit build writes, found by kit bench."""
+    from kit.serve.bench import optimized_model_dir
+
+    m = load_model(digits / "digits.yaml")
+    ws = Workspace.for_manifest(m)
+    ws.optimize.dir.mkdir(parents=True, exist_ok=True)
+    ws.optimize.stamp.write_text('{"key": "an earlier kit build"}')  # kit build's stamp: not this run's
+    assert main(["optimize", str(digits / "digits.yaml"), "--local", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert Path(result["output_dir"]) == ws.optimize.model and (ws.optimize.model / "saved_model.pb").is_file()
+    assert Path(result["report_path"]) == ws.optimize.report and ws.optimize.log.is_file()
+    assert Path(result["spec_path"]) == ws.spec and json.loads(ws.spec.read_text())["output_dir"] == str(ws.optimize.model)
+    assert not ws.optimize.stamp.exists()  # a later kit build optimizes again rather than trusting this output
+    assert OptimizeReport.read(ws.optimize.report).optimization == "native"
+    assert optimized_model_dir(m) == ws.optimize.model
 
 
 def test_kit_optimize_fp16_here_fails_with_the_probe_result(digits, tmp_path, capsys):

@@ -4,6 +4,7 @@ import numpy as np
 
 from kit.runtime import parity
 from kit.runtime import signature as sig
+import pytest
 
 
 def test_compare_metrics_and_reasons():
@@ -27,6 +28,7 @@ def _feeds(model_dir, sizes=(1, 8)):
     return sig.feeds(sig.resolve_inputs(s["inputs"], {}, list(sizes)), list(sizes), seed=0)
 
 
+@pytest.mark.tf
 def test_same_model_passes(saved_models):
     import tensorflow as tf
 
@@ -37,6 +39,7 @@ def test_same_model_passes(saved_models):
     assert r["batches"][1]["outputs"]["probabilities"]["shape"] == [8, 5]
 
 
+@pytest.mark.tf
 def test_a_different_model_fails_parity(saved_models):
     """An "optimized" model that answers differently: same graph, other weights (a real model, not a stub)."""
     import tensorflow as tf
@@ -49,6 +52,7 @@ def test_a_different_model_fails_parity(saved_models):
     assert any("top-1 agreement" in x for x in r["reasons"])
 
 
+@pytest.mark.tf
 def test_two_inputs_and_non_classifier_outputs(saved_models):
     import tensorflow as tf
 

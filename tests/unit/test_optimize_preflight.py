@@ -2,6 +2,8 @@
 
 import textwrap
 
+import pytest
+
 from kit.runtime import preflight
 
 GiB = 1 << 30
@@ -39,6 +41,7 @@ def test_memory_rule_limit_above_available_memory():
     assert all(c["ok"] for c in preflight.memory_rule(1 * GiB, 2 * GiB, {}))  # unknown: not checked
 
 
+@pytest.mark.tf
 def test_real_probe_here_says_tensorrt_is_absent_and_what_was_asked():
     probe = preflight.probe_tensorrt(timeout=300)
     assert probe["available"] is False and probe["enabled"] is False

@@ -13,16 +13,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
+import pytest
+from lazy_tf import tf
+
+pytestmark = pytest.mark.tf
 
 ROOT = Path(__file__).resolve().parents[2]
-STACK = {"name": "cpu", "tensorflow": tf.__version__}
 
 
 def spec_file(tmp_path, model_dir, precision="native", name="model", **kw):
     spec = {"spec_version": 1, "name": name, "device": "cpu", "model_dir": str(model_dir),
             "output_dir": str(tmp_path / "out" / name), "report_path": str(tmp_path / "out" / (name + ".report.json")),
-            "precision": precision, "batch_sizes": [1, 8], "stack": STACK}
+            "precision": precision, "batch_sizes": [1, 8], "stack": {"name": "cpu", "tensorflow": tf.__version__}}
     spec.update(kw)
     path = tmp_path / (name + ".spec.json")
     path.write_text(json.dumps(spec))

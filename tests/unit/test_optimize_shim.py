@@ -99,6 +99,7 @@ def test_tf28_gets_keyword_arguments():
     assert {k: call[k] for k in PARAMS} == PARAMS
 
 
+@pytest.mark.tf
 def test_real_tf217_converter_takes_keyword_arguments():
     trt = trt_shim.import_trt()
     kwargs, api = trt_shim.converter_arguments(trt.TrtGraphConverterV2, trt, "/m", "serving_default", ["serve"],
@@ -160,6 +161,7 @@ def test_memory_limit_uses_the_tf23_names_in_mib():
     assert trt_shim.list_gpus(FakeTf(cfg)) == ["GPU:0"]
 
 
+@pytest.mark.tf
 def test_list_gpus_on_real_tensorflow_here_is_empty():
     import tensorflow as tf
 

@@ -8,6 +8,8 @@ import pytest
 from kit.runtime import signature as sig
 from kit.runtime import spec as spec_mod
 
+pytestmark = pytest.mark.tf  # needs TensorFlow (deselected on the Python 3.8 host run)
+
 
 def base_spec(tmp_path, model_dir, **kw):
     d = {"spec_version": 1, "name": "m", "model_dir": str(model_dir), "output_dir": str(tmp_path / "out" / "model"),

@@ -16,10 +16,12 @@ import os
 from pathlib import Path
 
 import pytest
-import tensorflow as tf
+from lazy_tf import tf
 
 import trt_fixtures
 from kit.runtime import optimize, preflight, trt_shim, trtlog
+
+pytestmark = pytest.mark.tf  # needs TensorFlow (deselected on the Python 3.8 host run)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trt"
 

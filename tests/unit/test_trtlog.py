@@ -1,5 +1,7 @@
 """kit.runtime.trtlog: the parser on real TF-TRT log lines, and fd-level capture."""
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -115,6 +117,7 @@ def test_capture_sees_c_level_and_child_writes_and_tees(tmp_path, capfd):
     assert "kit: sync" not in teed and "kit: sync" not in log.read_text()  # the sync marker is filtered out
 
 
+@pytest.mark.tf
 def test_capture_of_tensorflow_cpp_output_and_a_real_tf_trt_error(tmp_path):
     """In a fresh process: tf.print's C++ kernel and TF-TRT's own error on a TensorRT-less build land in the log."""
     log = tmp_path / "tf.log"

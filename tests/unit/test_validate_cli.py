@@ -40,6 +40,7 @@ def test_every_example_validates_without_file_checks(capsys):
     assert "jetson-nano (JetPack 4.4.1), fp16, batch sizes 2, workspace 1.0 GiB < memory limit 2.0 GiB" in out
 
 
+@pytest.mark.tf
 def test_digits_example_validates_with_file_checks(tmp_path_factory, capsys):
     """The trainer made the SavedModel and parity samples the manifest points at."""
     example = trained_digits_example(tmp_path_factory)

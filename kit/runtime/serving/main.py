@@ -16,6 +16,9 @@ wins over the variable, the variable over the default.
   --signature          KIT_SIGNATURE         serving_default (default for requests without one)
   --host               KIT_HOST              0.0.0.0
   --port               KIT_PORT              8501
+  --grpc-port          KIT_GRPC_PORT         8500       gRPC (TF Serving's PredictionService and
+                                                        ModelService, KServe v2's
+                                                        GRPCInferenceService); 0 turns it off
   --batch-sizes        KIT_BATCH_SIZES       1          built batch sizes, e.g. 1,8: warm-up runs
                                                         each; partial batches are padded to the
                                                         nearest one, larger requests are split
@@ -143,6 +146,7 @@ def build_parser():
     p.add_argument("--signature", default=_env("KIT_SIGNATURE", "serving_default"))
     p.add_argument("--host", default=_env("KIT_HOST", "0.0.0.0"))
     p.add_argument("--port", default=_env("KIT_PORT", "8501"))
+    p.add_argument("--grpc-port", default=_env("KIT_GRPC_PORT", "8500"))
     p.add_argument("--batch-sizes", default=_env("KIT_BATCH_SIZES", "1"))
     p.add_argument("--max-batch-delay", default=_env("KIT_MAX_BATCH_DELAY", "2ms"))
     p.add_argument("--max-queue", default=_env("KIT_MAX_QUEUE", "64"))
@@ -187,6 +191,14 @@ class Config(object):
             raise ConfigError("port %r is not a number" % args.port)
         if not 0 <= self.port <= 65535:
             raise ConfigError("port %d is outside 0..65535" % self.port)
+        try:
+            self.grpc_port = int(args.grpc_port)
+        except ValueError:
+            raise ConfigError("gRPC port %r is not a number" % args.grpc_port)
+        if not 0 <= self.grpc_port <= 65535:
+            raise ConfigError("gRPC port %d is outside 0..65535 (0 turns gRPC off)" % self.grpc_port)
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ConfigError("the gRPC port and the HTTP port are both %d: pick two ports" % self.port)
         self.batch_sizes = parse_batch_sizes(args.batch_sizes)
         self.max_batch_delay = parse_duration(args.max_batch_delay, "max batch delay")
         try:

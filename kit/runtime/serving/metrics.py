@@ -1,10 +1,14 @@
 """Prometheus text exposition (format 0.0.4) for the model server, stdlib only.
 
 Counters, gauges and histograms with labels, thread safe; gauges may read
-their value from a function at scrape time (queue depth, readiness).
+their value from a function at scrape time (queue depth, readiness). The
+device's telemetry (GPU, memory, temperatures, power rails) comes from
+telemetry.py, read at scrape time and cached.
 """
 
 import threading
+
+from kit.runtime.serving.telemetry import JetsonTelemetry, TelemetryMetrics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -141,7 +145,7 @@ class Registry(object):
 class ServerMetrics(object):
     """Every metric the model server exposes on GET /metrics."""
 
-    def __init__(self, queue_depth=lambda: 0, queue_capacity=0, ready=lambda: False):
+    def __init__(self, queue_depth=lambda: 0, queue_capacity=0, ready=lambda: False, telemetry=None):
         r = self.registry = Registry()
         self.requests = Counter(r, "kit_requests_total", "HTTP requests answered, by endpoint and status code.",
                                 ("endpoint", "code"))
@@ -169,6 +173,8 @@ class ServerMetrics(object):
         self.native_fallbacks = Counter(r, "kit_trt_native_fallbacks_total", "TF-TRT segments that ran natively "
                                         "instead of in an engine (from the TensorFlow log).")
         self.warmup_seconds = Gauge(r, "kit_warmup_seconds", "Time the warm-up over every built batch size took.")
+        # Last: the device's own gauges (absent files give no family at all).
+        self.telemetry = TelemetryMetrics(r, telemetry if telemetry is not None else JetsonTelemetry())
 
     def _padding_ratio(self):
         real, padded = self.batch_rows.total(), self.padded_rows.total()

@@ -548,6 +548,30 @@ def v2_response(parsed, outputs, model):
     return [header] + binaries, headers
 
 
+def decode_binary_tensor(chunk, shape, count, info, key):
+    """One tensor's raw bytes (binary extension or gRPC raw_input_contents) -> numpy array of `shape`."""
+    if info.is_string:
+        return _decode_bytes_elements(memoryview(chunk), count, key).reshape(shape)
+    dtype = _V2_NUMPY[info.v2_datatype]
+    if len(chunk) != count * dtype.itemsize:
+        raise RequestError(400, "input '%s': %d bytes of data but shape %s of %s needs %d"
+                           % (key, len(chunk), _shape_list(shape), info.v2_datatype, count * dtype.itemsize))
+    array = np.frombuffer(chunk, dtype=dtype).reshape(shape)
+    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+
+
+def encode_binary_tensor(array):
+    """An output array as raw little-endian bytes (BYTES: 4-byte length + bytes per element)."""
+    if array.dtype.kind in "OSU":
+        return _bytes_elements(array)
+    return np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False)).tobytes()
+
+
+# Shared with the gRPC front.
+pick_signature = _pick_signature
+check_names = _check_names
+
+
 # ---- client helpers (tests, benchmarks, the bench client) ----------------------------
 
 

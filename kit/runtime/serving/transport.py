@@ -551,6 +551,20 @@ def run(config):
         if tap:
             tap.stop()
         return 1
+    grpc_server = None
+    if config.grpc_port:
+        from kit.runtime.serving import grpc_server as grpc_front
+
+        try:
+            grpc_server, bound = grpc_front.start(state, config.host, config.grpc_port)
+        except OSError as e:
+            log.error("%s", e)
+            for sock in sockets:
+                sock.close()
+            if tap:
+                tap.stop()
+            return 1
+        log.info("gRPC listening on %s:%d", config.host, bound)
     loop = IOLoop.current()
     kit = Kit(state)
     server = make_server(kit)
@@ -560,6 +574,9 @@ def run(config):
     outcome = {"drained": True}
 
     def drain():
+        if grpc_server is not None:
+            # New RPCs are refused at once; those in flight get up to the drain timeout.
+            grpc_server.stop(config.drain_timeout).wait(config.drain_timeout + 1)
         outcome["drained"] = state.wait_idle(config.drain_timeout)
         if state.batcher is not None:
             outcome["drained"] = state.batcher.stop(timeout=max(1.0, config.drain_timeout)) and outcome["drained"]

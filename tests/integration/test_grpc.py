@@ -1,0 +1,242 @@
+"""The gRPC front, called with the real clients: tensorflow-serving-api's stubs and tritonclient.grpc.
+
+The server is `python -m kit.runtime.serving.main` (see test_server.Server) with
+TF Serving's own half_plus_two (TF1 signatures: predict, classify, regress) and
+the bundled digits CNN; every RPC and every error class a client can meet.
+"""
+
+import numpy as np
+import pytest
+
+grpc = pytest.importorskip("grpc")
+tf = pytest.importorskip("tensorflow")
+tfs_apis = pytest.importorskip("tensorflow_serving.apis.prediction_service_pb2_grpc",
+                               reason="tensorflow-serving-api (scripts/setup-host installs it with --no-deps)")
+tritongrpc = pytest.importorskip("tritonclient.grpc")
+
+from tensorflow_serving.apis import (  # noqa: E402
+    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
+    prediction_service_pb2_grpc, regression_pb2,
+)
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from test_server import HALF_PLUS_TWO, Server, digits_dir  # noqa: E402,F401
+
+
+@pytest.fixture(scope="module")
+def hp2():
+    server = Server(HALF_PLUS_TWO, "half_plus_two", "1,4", env={"KIT_MAX_INSTANCES": "64"}).wait_ready()
+    server.channel = grpc.insecure_channel("127.0.0.1:%d" % server.grpc_port)
+    server.stub = prediction_service_pb2_grpc.PredictionServiceStub(server.channel)
+    server.triton = tritongrpc.InferenceServerClient("127.0.0.1:%d" % server.grpc_port)
+    yield server
+    server.channel.close()
+    assert server.stop() == 0
+
+
+def _predict_request(name="half_plus_two", x=None, signature=None, version=None):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    if signature:
+        request.model_spec.signature_name = signature
+    if version is not None:
+        request.model_spec.version.value = version
+    x = np.array([[1.0], [2.0], [5.0]], np.float32) if x is None else x
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(x))
+    return request
+
+
+def _code(call):
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details()
+
+
+# ---- TF Serving PredictionService / ModelService ---------------------------------------
+
+
+def test_predict(hp2):
+    response = hp2.stub.Predict(_predict_request(version=123), timeout=30)
+    assert np.allclose(tf.make_ndarray(response.outputs["y"]).ravel(), [2.5, 3.0, 4.5])
+    assert response.model_spec.name == "half_plus_two" and response.model_spec.version.value == 123
+    assert response.model_spec.signature_name == "serving_default"
+
+
+def test_predict_typed_fields_and_broadcast(hp2):
+    """float_val instead of tensor_content; one value fills the shape (TensorFlow's rule)."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    request.inputs["x"].dtype = 1
+    request.inputs["x"].tensor_shape.dim.add(size=2)
+    request.inputs["x"].tensor_shape.dim.add(size=1)
+    request.inputs["x"].float_val.append(4.0)
+    response = hp2.stub.Predict(request, timeout=30)
+    assert tf.make_ndarray(response.outputs["y"]).tolist() == [[4.0], [4.0]]
+
+
+def test_predict_errors(hp2):
+    code, details = _code(lambda: hp2.stub.Predict(_predict_request(name="nope"), timeout=30))
+    assert code == grpc.StatusCode.NOT_FOUND and "nope" in details
+    code, details = _code(lambda: hp2.stub.Predict(_predict_request(version=7), timeout=30))
+    assert code == grpc.StatusCode.NOT_FOUND and "version 7" in details
+    code, details = _code(lambda: hp2.stub.Predict(_predict_request(signature="missing"), timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "missing" in details
+    code, details = _code(lambda: hp2.stub.Predict(_predict_request(x=np.zeros((2, 1), np.int32)), timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "DT_INT32" in details and "DT_FLOAT" in details
+    request = _predict_request()
+    request.inputs["x"].tensor_content = b"\0" * 5
+    code, details = _code(lambda: hp2.stub.Predict(request, timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tensor_content" in details
+    request = _predict_request()
+    request.inputs["wrong"].CopyFrom(request.inputs["x"])
+    del request.inputs["x"]
+    code, details = _code(lambda: hp2.stub.Predict(request, timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "'wrong'" in details
+    request = _predict_request()
+    request.output_filter.append("z")
+    code, details = _code(lambda: hp2.stub.Predict(request, timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "output_filter" in details
+    # A tiny message asking for a huge broadcast is refused, not allocated.
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    request.inputs["x"].dtype = 1
+    request.inputs["x"].tensor_shape.dim.add(size=10 ** 10)
+    request.inputs["x"].float_val.append(1.0)
+    code, details = _code(lambda: hp2.stub.Predict(request, timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "bytes" in details
+    # Too many instances (KIT_MAX_INSTANCES=64).
+    code, details = _code(lambda: hp2.stub.Predict(_predict_request(x=np.ones((65, 1), np.float32)), timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "too many instances" in details
+
+
+def test_classify_and_regress(hp2):
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name = "half_plus_two"
+    request.model_spec.signature_name = "regress_x_to_y"
+    for value in (2.0, 6.0):
+        request.input.example_list.examples.add().features.feature["x"].float_list.value.append(value)
+    response = hp2.stub.Regress(request, timeout=30)
+    assert [r.value for r in response.result.regressions] == [3.0, 5.0]
+    assert response.model_spec.signature_name == "regress_x_to_y"
+
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "half_plus_two"
+    request.model_spec.signature_name = "classify_x_to_y"
+    listing = request.input.example_list_with_context
+    listing.context.features.feature["x"].float_list.value.append(10.0)  # the example's own x wins
+    listing.examples.add().features.feature["x"].float_list.value.append(4.0)
+    listing.examples.add()  # only the context's x
+    response = hp2.stub.Classify(request, timeout=30)
+    assert [[c.score for c in row.classes] for row in response.result.classifications] == [[4.0], [7.0]]
+
+
+def test_classify_errors(hp2):
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "half_plus_two"  # serving_default is a predict signature
+    request.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
+    code, details = _code(lambda: hp2.stub.Classify(request, timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tensorflow/serving/classify" in details
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name = "half_plus_two"
+    request.model_spec.signature_name = "regress_x_to_y"
+    code, details = _code(lambda: hp2.stub.Regress(request, timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "no input" in details
+    # An example the graph cannot parse: TensorFlow's own message comes back whole.
+    request.input.example_list.examples.add().features.feature["x"].bytes_list.value.append(b"not a float")
+    code, details = _code(lambda: hp2.stub.Regress(request, timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "the model rejected the input" in details
+
+
+def test_metadata_and_status(hp2):
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    request.model_spec.name = "half_plus_two"
+    request.metadata_field.append("signature_def")
+    response = hp2.stub.GetModelMetadata(request, timeout=30)
+    sigmap = get_model_metadata_pb2.SignatureDefMap()
+    assert response.metadata["signature_def"].Unpack(sigmap)
+    sdef = sigmap.signature_def["serving_default"]
+    assert sdef.method_name == "tensorflow/serving/predict"
+    assert sdef.inputs["x"].dtype == 1 and [d.size for d in sdef.inputs["x"].tensor_shape.dim] == [-1, 1]
+    assert "classify_x_to_y" in sigmap.signature_def
+    del request.metadata_field[:]
+    code, details = _code(lambda: hp2.stub.GetModelMetadata(request, timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "metadata_field" in details
+
+    status_stub = model_service_pb2_grpc.ModelServiceStub(hp2.channel)
+    status = status_stub.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(
+        model_spec={"name": "half_plus_two"}), timeout=30)
+    assert [(v.version, v.state) for v in status.model_version_status] == [
+        (123, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
+    code, _ = _code(lambda: status_stub.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(
+        model_spec={"name": "other"}), timeout=30))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+# ---- KServe v2 GRPCInferenceService (tritonclient) ---------------------------------------
+
+
+def test_v2_health_and_metadata(hp2):
+    c = hp2.triton
+    assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("half_plus_two")
+    assert c.get_server_metadata().name == "kit"
+    meta = c.get_model_metadata("half_plus_two", as_json=True)
+    assert meta["versions"] == ["123"] and meta["platform"] == "tensorflow_savedmodel"
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": ["-1", "1"]}]
+    with pytest.raises(InferenceServerException) as info:
+        c.is_model_ready("nope")
+    assert "unknown model" in str(info.value)
+
+
+def test_v2_infer_raw_and_contents(hp2):
+    c = hp2.triton
+    x = tritongrpc.InferInput("x", [3, 1], "FP32")
+    x.set_data_from_numpy(np.array([[1.0], [2.0], [5.0]], np.float32))  # raw_input_contents
+    result = c.infer("half_plus_two", [x], request_id="r-1", outputs=[tritongrpc.InferRequestedOutput("y")])
+    assert result.as_numpy("y").ravel().tolist() == [2.5, 3.0, 4.5]
+    assert result.get_response().id == "r-1"
+    # typed contents (fp32_contents), as other KServe clients send it
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(hp2.channel)
+    request = service_pb2.ModelInferRequest(model_name="half_plus_two")
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=[2, 1])
+    tensor.contents.fp32_contents.extend([4.0, 8.0])
+    response = stub.ModelInfer(request, timeout=30)
+    assert np.frombuffer(response.raw_output_contents[0], "<f4").tolist() == [4.0, 6.0]
+
+
+def test_v2_errors(hp2):
+    c = hp2.triton
+    x = tritongrpc.InferInput("x", [3, 1], "FP64")
+    x.set_data_from_numpy(np.ones((3, 1), np.float64))
+    with pytest.raises(InferenceServerException) as info:
+        c.infer("half_plus_two", [x])
+    assert "FP64" in str(info.value) and "FP32" in str(info.value)
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    x = tritongrpc.InferInput("x", [3, 1], "FP32")
+    x.set_data_from_numpy(np.ones((3, 1), np.float32))
+    with pytest.raises(InferenceServerException) as info:
+        c.infer("other", [x])
+    assert info.value.status() == "StatusCode.NOT_FOUND"
+    with pytest.raises(InferenceServerException) as info:
+        c.infer("half_plus_two", [x], outputs=[tritongrpc.InferRequestedOutput("nope")])
+    assert "unknown output 'nope'" in str(info.value)
+
+
+def test_grpc_requests_are_counted_in_metrics(hp2):
+    hp2.stub.Predict(_predict_request(), timeout=30)
+    metrics = hp2.metrics()
+    assert metrics.get('kit_requests_total{endpoint="grpc_predict",code="200"}', 0) >= 1
+    assert metrics.get('kit_requests_total{endpoint="grpc_predict",code="404"}', 0) >= 1
+
+
+def test_grpc_port_zero_turns_grpc_off(digits_dir):  # noqa: F811
+    server = Server(digits_dir / "saved_model", "digits", "1", args=["--grpc-port", "0"]).wait_ready()
+    try:
+        channel = grpc.insecure_channel("127.0.0.1:%d" % server.grpc_port)
+        with pytest.raises(grpc.FutureTimeoutError):
+            grpc.channel_ready_future(channel).result(timeout=2)
+        channel.close()
+        assert "gRPC listening" not in server.logs()
+    finally:
+        assert server.stop() == 0
