@@ -540,8 +540,23 @@ def _start_log_scan(state):
         return None
 
 
+def _raise_fd_limit(connections):
+    """Let the soft open-file limit hold the connection cap (the hard limit stays as it is)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = connections + 256  # listening sockets, model files, gRPC, logs
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard),
+                                                        hard))
+    except (ImportError, ValueError, OSError) as e:
+        log.warning("cannot raise the open-file limit: %s", e)
+
+
 def run(config):
     """Serve until SIGTERM/SIGINT; return the process exit code."""
+    _raise_fd_limit(config.max_connections)
     state = ServerState(config)
     tap = _start_log_scan(state) if config.log_scan else None
     try:
