@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from kit.net import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("KIT_BENCH_CACHE", Path(tempfile.gettempdir()) / "kit-bench-models"))
 
@@ -67,12 +69,6 @@ def export_mean_model(path=None):
     tf.saved_model.save(module, str(tmp / "m"), signatures={"serving_default": module.serve})
     os.replace(tmp / "m", path)
     return path
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerProcess(object):

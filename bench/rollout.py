@@ -39,7 +39,8 @@ import fleet_harness as fh  # noqa: E402
 from kit.build.base import ensure_debian_base  # noqa: E402
 from kit.docker_api import connect  # noqa: E402
 from kit.fleet.rollout import rollout  # noqa: E402
-from kit.fleet.registry import push, split_ref  # noqa: E402
+from kit.fleet.registry import push  # noqa: E402
+from kit.imageref import split_ref  # noqa: E402
 
 MB = 1e6
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from kit.errors import DockerError
+from kit.imageref import split_ref
 
 LineCallback = Callable[[str], None]
 
@@ -195,14 +196,11 @@ def _engine_labels(items) -> dict:
     return out
 
 
-def _split_ref(ref: str) -> tuple[str, str | None]:
-    """"reg:5000/a/b:tag" -> ("reg:5000/a/b", "tag"); digests and bare names keep tag None."""
-    if "@" in ref:
-        return ref, None
-    repo, sep, tag = ref.rpartition(":")
-    if sep and "/" not in tag:
-        return repo, tag
-    return ref, None
+def repository_and_tag(ref: str) -> tuple[str, str | None]:
+    """(repository, tag) as the engine API's push, pull, tag and import take them:
+    a digest reference stays whole (tag None), like a bare name."""
+    repository, tag, digest = split_ref(ref)
+    return (ref, None) if digest else (repository, tag)
 
 
 class _LineSplitter:
@@ -260,8 +258,8 @@ def connect(host: str | None = None, timeout: int = DEFAULT_TIMEOUT) -> "Engine"
     return engine
 
 
-class Engine:
-    """A connected Docker engine. Methods return plain results or raise DockerError."""
+class _Connection:
+    """The connection to one engine and what the engine says about itself."""
 
     def __init__(self, client, host: str):
         self.client = client
@@ -284,10 +282,6 @@ class Engine:
         with _errors("ping", self.host):
             self.api.ping()
 
-    def version(self) -> dict:
-        with _errors("version", self.host):
-            return self.api.version()
-
     def info(self) -> EngineInfo:
         with _errors("info", self.host):
             info = self.api.info()
@@ -308,7 +302,10 @@ class Engine:
             live_restore=None if info.get("LiveRestoreEnabled") is None else bool(info["LiveRestoreEnabled"]),
         )
 
-    # -- images ---------------------------------------------------------------
+
+class _Images(_Connection):
+    """Images: inspect, build, import, tag, push, pull, remove."""
+
 
     def image_exists(self, ref: str) -> bool:
         import docker.errors as de
@@ -410,7 +407,7 @@ class Engine:
     def import_tarball(self, data: Iterable[bytes] | str, ref: str, changes: Sequence[str] | None = None) -> str:
         """`docker import`: a rootfs tarball (a path, or an iterator of byte
         chunks streamed without buffering) becomes image `ref`; returns its id."""
-        repo, tag = _split_ref(ref)
+        repo, tag = repository_and_tag(ref)
         doing = f"importing {ref}"
         with _errors(doing, self.host):
             if isinstance(data, (str, os.PathLike)):
@@ -433,7 +430,7 @@ class Engine:
         return image_id or self.image_inspect(ref).id
 
     def tag(self, ref: str, new_ref: str) -> None:
-        repo, tag = _split_ref(new_ref)
+        repo, tag = repository_and_tag(new_ref)
         with _errors(f"tagging {ref} as {new_ref}", self.host):
             if not self.api.tag(ref, repo, tag or "latest", force=True):
                 raise DockerError(f"tagging {ref} as {new_ref} failed")
@@ -455,7 +452,7 @@ class Engine:
     def push(self, ref: str, on_line: LineCallback | None = None) -> str:
         """Push `ref`; returns the registry digest ("sha256:..."). Credentials
         come from the docker config file; they are never printed."""
-        repo, tag = _split_ref(ref)
+        repo, tag = repository_and_tag(ref)
         doing = f"pushing {ref}"
         digest = None
         with _errors(doing, self.host):
@@ -477,7 +474,7 @@ class Engine:
         return digest
 
     def pull(self, ref: str, on_line: LineCallback | None = None) -> ImageInfo:
-        repo, tag = _split_ref(ref)
+        repo, tag = repository_and_tag(ref)
         doing = f"pulling {ref}"
         with _errors(doing, self.host):
             for msg in self.api.pull(repo, tag=tag, stream=True, decode=True):
@@ -487,7 +484,10 @@ class Engine:
                     on_line(f"{msg['id']}: {msg['status']}" if msg.get("id") else msg["status"])
         return self.image_inspect(ref)
 
-    # -- containers -----------------------------------------------------------
+
+class _Containers(_Connection):
+    """Containers: run, wait, logs, health, inspect, remove."""
+
 
     def run(
         self,
@@ -602,10 +602,6 @@ class Engine:
         with _errors(f"inspecting container {container}", self.host):
             return self.api.inspect_container(container)
 
-    def health(self, container: str) -> str | None:
-        """starting | healthy | unhealthy, or None when the image has no HEALTHCHECK."""
-        return self.container_state(container).health
-
     def wait_healthy(self, container: str, timeout: float, interval: float = 0.5) -> ContainerState:
         """Poll until healthy; DockerError if it turns unhealthy, exits, or times out."""
         deadline = time.monotonic() + timeout
@@ -675,6 +671,11 @@ class Engine:
         finally:
             if not keep:
                 self.remove_container(cid, force=True)
+
+
+class Engine(_Images, _Containers):
+    """A connected Docker engine (from `connect`): the one entry to Docker for the rest of kit.
+    Methods return plain results or raise DockerError."""
 
 
 def _failed_from(lines: Sequence[str], buildargs: Mapping[str, str]) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 _SIZE_UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4,
                "KB": 1000, "MB": 1000**2, "GB": 1000**3}
@@ -50,3 +51,8 @@ def format_size(n: int) -> str:
         if n >= factor:
             return f"{n / factor:.1f} {unit}"
     return f"{n} B"
+
+
+def utc_timestamp() -> str:
+    """Now in UTC, second precision, as records and labels write it: 2026-01-31T12:00:00Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -14,4 +14,5 @@ def saved_models(tmp_path_factory):
         "cnn_other": models.make_cnn(root / "cnn_other", seed=1),
         "two_inputs": models.make_two_input(root / "two_inputs"),
         "dynamic": models.make_dynamic(root / "dynamic"),
+        "tf1_multi": models.make_tf1_multi_input(root / "tf1_multi"),
     }

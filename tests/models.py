@@ -10,6 +10,11 @@ with different seeds do not.
                   (declared zeta first, so sorted order differs from declaration order)
 - make_dynamic:   x float32 [n, None, 3] (dynamic batch AND a dynamic non-batch dim)
                   -> mean [n, 3]
+- make_tf1_multi_input: a TF1 SavedModel (tf.compat.v1 graph + SavedModelBuilder, as TF 1.x
+                  exported them) with inputs zeta [n, 4], mid [n, 4], alpha [n, 4] -> out
+                  = 100 zeta + 10 mid + alpha [n, 4], and total [n]; the widths of mid and
+                  alpha can differ (widths=...). TF 2.3.1 loads its signature with the
+                  inputs in protobuf map order (zeta, mid, alpha), not sorted.
 """
 
 import os
@@ -77,6 +82,27 @@ def make_dynamic(path):
 
     module = Dynamic()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return str(path)
+
+
+def make_tf1_multi_input(path, widths=(4, 4, 4)):
+    tf = _tf()
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        zeta = v1.placeholder(tf.float32, [None, widths[0]], name="zeta")
+        mid = v1.placeholder(tf.float32, [None, widths[1]], name="mid")
+        alpha = v1.placeholder(tf.float32, [None, widths[2]], name="alpha")
+        total = tf.identity(tf.reduce_sum(zeta, 1) * 100.0 + tf.reduce_sum(mid, 1) * 10.0 + tf.reduce_sum(alpha, 1),
+                            name="total")
+        outputs = {"total": total}
+        if widths[0] == widths[1] == widths[2]:
+            outputs["out"] = tf.identity(zeta * 100.0 + mid * 10.0 + alpha, name="out")
+        with v1.Session(graph=graph) as sess:
+            builder = v1.saved_model.Builder(str(path))
+            sig = v1.saved_model.predict_signature_def({"zeta": zeta, "mid": mid, "alpha": alpha}, outputs)
+            builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": sig})
+            builder.save()
     return str(path)
 
 

@@ -25,9 +25,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from kit import labels as lb
 from kit.docker_api import Engine
 from kit.errors import DockerError, KitError, PreflightError, UsageError
 from kit.profiles import CPU_STACK
+from kit.units import utc_timestamp
 
 Progress = Callable[[str], None]
 
@@ -160,7 +162,7 @@ def debian_base(engine: Engine, progress: Progress | None = None, force: bool = 
         info = engine.image_inspect(DEBIAN_BASE)
         progress(f"{DEBIAN_BASE}: present, reused")
         return BaseImage(DEBIAN_BASE, info.id, True, time.monotonic() - start, info.size,
-                         info.labels.get("kit.python", ""))
+                         info.labels.get(lb.PYTHON, ""))
 
     if engine.image_exists(DEBIAN_BASE) and not force:
         return reused()
@@ -205,9 +207,9 @@ def _assemble_debian(engine: Engine, progress: Progress, debootstrap: str, start
         changes = [
             "ENV LANG=C.UTF-8",
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            f"LABEL kit.stack=cpu kit.python={python} kit.debian={DEBIAN_SUITE} "
-            f"org.opencontainers.image.title=kit-debian-python "
-            f"org.opencontainers.image.description=debootstrap-minbase-{DEBIAN_SUITE}-python{python}",
+            f"LABEL {lb.STACK}=cpu {lb.PYTHON}={python} {lb.DEBIAN}={DEBIAN_SUITE} "
+            f"{lb.OCI_TITLE}=kit-debian-python "
+            f"{lb.OCI_DESCRIPTION}=debootstrap-minbase-{DEBIAN_SUITE}-python{python}",
             'CMD ["python3"]',
         ]
         tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."],
@@ -306,7 +308,7 @@ def tf_base(engine: Engine, tensorflow: str = CPU_STACK.tensorflow, progress: Pr
         info = engine.image_inspect(image)
         progress(f"{image}: present, reused")
         return BaseImage(image, info.id, True, time.monotonic() - start, info.size,
-                         info.labels.get("kit.python", ""), info.labels.get("kit.tensorflow", tensorflow))
+                         info.labels.get(lb.PYTHON, ""), info.labels.get(lb.TENSORFLOW, tensorflow))
 
     if engine.image_exists(image) and not force:
         return reused()
@@ -321,7 +323,7 @@ def tf_base(engine: Engine, tensorflow: str = CPU_STACK.tensorflow, progress: Pr
 def _build_tf(engine: Engine, image: str, tensorflow: str, debian: BaseImage, progress: Progress, force: bool,
               start: float) -> BaseImage:
     """Wheels on the host, a build context carrying them, build under a temporary tag, verify, retag."""
-    python = debian.python or engine.image_inspect(DEBIAN_BASE).labels.get("kit.python", "")
+    python = debian.python or engine.image_inspect(DEBIAN_BASE).labels.get(lb.PYTHON, "")
     if python != CPU_STACK.python:
         raise PreflightError(
             f"{DEBIAN_BASE} carries Python {python or 'unknown'}, but the CPU stack's wheels are for "
@@ -341,7 +343,7 @@ def _build_tf(engine: Engine, image: str, tensorflow: str, debian: BaseImage, pr
         engine.build(
             str(context), tag=temp_tag, dockerfile="Dockerfile",
             buildargs={"DEBIAN_BASE": DEBIAN_BASE, "TENSORFLOW": tensorflow, "PYTHON": python},
-            labels={"org.opencontainers.image.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+            labels={lb.OCI_CREATED: utc_timestamp()},
             on_line=lambda line: progress("  | " + line) if line.strip() else None,
             nocache=force,
         )
@@ -361,7 +363,7 @@ def _build_tf(engine: Engine, image: str, tensorflow: str, debian: BaseImage, pr
         engine.remove_image(temp_tag)
         # The install stage is an untagged image holding the wheels: not needed once built.
         try:
-            engine.prune_images({"kit.build.pipeline-stage": f"tf-cpu-base-install-{tensorflow}"})
+            engine.prune_images({lb.BUILD_STAGE: f"tf-cpu-base-install-{tensorflow}"})
         except DockerError:
             pass
         shutil.rmtree(context, ignore_errors=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 import kit
+from kit import labels as lb
 from kit.build import wheels as _wheels
 from kit.errors import KitError
 
@@ -31,8 +32,6 @@ DOCKER_DIR = Path(kit.__file__).resolve().parent / "docker"
 KIT_PACKAGE = Path(kit.__file__).resolve().parent
 
 # Where things live inside both images (the Dockerfiles say the same).
-KIT_LIB = "/opt/kit/lib"
-MODEL_DIR = "/opt/kit/model"
 RUNTIME_USER = "10001:44"  # 44: the video group (GPU device nodes on a Jetson)
 VIDEO_GID = 44
 
@@ -44,7 +43,6 @@ SERVE_BUILD_ARGS = ("KIT_MODEL_NAME", "KIT_MODEL_VERSION", "KIT_SIGNATURE", "KIT
 FIXED_MTIME = 315532800
 
 BUILDER_REPOSITORY = "kit/builder"
-LABEL_BUILDER_KEY = "kit.builder.key"
 
 
 def dockerfile(name: str) -> Path:
@@ -237,50 +235,40 @@ def _model_version(version: str) -> str:
     return str(int(version)) if str(version).isdigit() else "1"
 
 
-def _text(value) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
 def labels_for(manifest, report, model_digest: str, base_ref: str, created: str) -> dict[str, str]:
-    """The image's fingerprint labels, from what the optimizer's report (an OptimizeReport) says was built.
+    """The image's fingerprint labels (keys: kit.labels), from what the optimizer's report (an
+    OptimizeReport) says was built.
 
     created: when the optimized model was made (the report's time), so the
     same optimize output always gives the same labels and the same image."""
-    stack = manifest.stack
     env = report.environment
     optimization = report.optimization or "native"
-    labels = {
-        "org.opencontainers.image.title": manifest.name,
-        "org.opencontainers.image.version": manifest.version,
-        "org.opencontainers.image.created": created,
-        "org.opencontainers.image.description": f"{manifest.name} {manifest.version} served by kit "
-                                                f"({optimization}, {manifest.profile.name})",
-        "org.opencontainers.image.base.name": base_ref,
-        "org.opencontainers.image.ref.name": manifest.tag,
-        "org.opencontainers.image.vendor": "kit",
-        "org.opencontainers.image.licenses": "NOASSERTION",  # the model's license is not known to kit
-        "kit.version": kit.__version__,
-        "kit.stack": stack.name,
-        "kit.device": manifest.profile.name,
+    return {
+        lb.OCI_TITLE: manifest.name,
+        lb.OCI_VERSION: manifest.version,
+        lb.OCI_CREATED: created,
+        lb.OCI_DESCRIPTION: f"{manifest.name} {manifest.version} served by kit ({optimization}, {manifest.profile.name})",
+        lb.OCI_BASE_NAME: base_ref,
+        lb.OCI_REF_NAME: manifest.tag,
+        lb.OCI_VENDOR: "kit",
+        lb.OCI_LICENSES: "NOASSERTION",  # the model's license is not known to kit
+        lb.KIT_VERSION: kit.__version__,
+        lb.STACK: manifest.stack.name,
+        lb.DEVICE: manifest.profile.name,
         # Versions as seen inside the builder container by the optimizer.
-        "kit.l4t": _text(env.l4t),
-        "kit.jetpack": _text(env.jetpack),
-        "kit.tensorrt": _text(env.tensorrt),
-        "kit.cuda": _text(env.cuda),
-        "kit.tensorflow": _text(env.tensorflow),
-        "kit.gpu_arch": _text(manifest.profile.gpu_arch),
-        "kit.precision": _text(report.precision or manifest.optimize.precision),
-        "kit.batch_sizes": _text(report.batch_sizes or list(manifest.optimize.batch_sizes)),
-        "kit.memory_limit": str(manifest.optimize.memory_limit),
-        "kit.model_digest": model_digest,
-        "kit.optimization": _text(optimization),
-        "kit.engines": _text(report.engines if report.engines is not None else 0),
+        lb.L4T: lb.text(env.l4t),
+        lb.JETPACK: lb.text(env.jetpack),
+        lb.TENSORRT: lb.text(env.tensorrt),
+        lb.CUDA: lb.text(env.cuda),
+        lb.TENSORFLOW: lb.text(env.tensorflow),
+        lb.GPU_ARCH: lb.text(manifest.profile.gpu_arch),
+        lb.PRECISION: lb.text(report.precision or manifest.optimize.precision),
+        lb.BATCH_SIZES: lb.text(report.batch_sizes or list(manifest.optimize.batch_sizes)),
+        lb.MEMORY_LIMIT: str(manifest.optimize.memory_limit),
+        lb.MODEL_DIGEST: model_digest,
+        lb.OPTIMIZATION: lb.text(optimization),
+        lb.ENGINES: lb.text(report.engines if report.engines is not None else 0),
     }
-    return labels
 
 
 # ---- builds ---------------------------------------------------------------------

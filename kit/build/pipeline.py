@@ -35,11 +35,13 @@ import time
 from pathlib import Path
 
 import kit
+from kit import labels as lb
 from kit.atomic import write_json_atomic
 from kit.build import images, steps
 from kit.build.progress import Reporter, StepResult
 from kit.build.state import BuildState
 from kit.errors import DockerError
+from kit.units import utc_timestamp
 
 RECORD_VERSION = 1
 
@@ -90,9 +92,9 @@ def _record(state: BuildState, started: float) -> dict:
         "model_layer": {"digest": info.layers[-1] if info.layers else None,
                         "size": tree_size(state.optimized.output.model)},
         "labels": baked.labels,
-        "optimization": baked.labels.get("kit.optimization"),
-        "engines": baked.labels.get("kit.engines"),
-        "built": steps.now(),
+        "optimization": baked.labels.get(lb.OPTIMIZATION),
+        "engines": baked.labels.get(lb.ENGINES),
+        "built": utc_timestamp(),
         "total_seconds": round(time.monotonic() - started, 3),
         "steps": [s.as_dict() for s in state.steps],
     })

@@ -12,14 +12,11 @@ the image is asked exactly what the reference answered.
 from __future__ import annotations
 
 import json
-import socket
-import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 
 from kit.errors import KitError
+from kit.net import http_json
 
 # Runs in the builder container: Python 3.6, TF >= 2.3, numpy. argv: model_dir
 # signature samples|- out.json. Writes {"inputs": {name: nested list},
@@ -60,13 +57,6 @@ print("reference: inputs %s -> outputs %s" % (
 """
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def predict_request(reference: dict, signature: str) -> dict:
     """TF Serving REST columnar request for the reference inputs."""
     return {"signature_name": signature, "inputs": reference["inputs"]}
@@ -87,25 +77,6 @@ def response_outputs(body: dict, output_names: list[str]) -> dict:
         if len(output_names) == 1:
             return {output_names[0]: preds}
     raise KitError(f"unexpected predict response: keys {sorted(body)}")
-
-
-def post_json(url: str, payload: dict, timeout: float = 60.0) -> tuple[int, dict | str, float]:
-    """POST JSON; returns (status, decoded body or text, seconds)."""
-    data = json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
-    start = time.monotonic()
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw, status = resp.read(), resp.status
-    except urllib.error.HTTPError as e:
-        raw, status = e.read(), e.code
-    except (urllib.error.URLError, OSError) as e:
-        raise KitError(f"POST {url} failed: {getattr(e, 'reason', e)}") from e
-    seconds = time.monotonic() - start
-    try:
-        return status, json.loads(raw.decode("utf-8", "replace")), seconds
-    except ValueError:
-        return status, raw.decode("utf-8", "replace")[:500], seconds
 
 
 def compare(expected: dict, got: dict) -> tuple[float, list[str]]:
@@ -131,7 +102,8 @@ def predict_and_compare(port: int, model_name: str, signature: str, reference: d
                         host: str = "127.0.0.1") -> dict:
     """One prediction against a running server; raises KitError if it fails or drifts."""
     url = f"http://{host}:{port}/v1/models/{model_name}:predict"
-    status, body, seconds = post_json(url, predict_request(reference, signature))
+    reply = http_json(url, predict_request(reference, signature))
+    status, body, seconds = reply.status, reply.body, reply.seconds
     if status != 200 or not isinstance(body, dict):
         raise KitError(f"the smoke prediction failed: HTTP {status} from {url}: {body if isinstance(body, str) else json.dumps(body)[:300]}")
     got = response_outputs(body, sorted(reference["outputs"]))

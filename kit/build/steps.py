@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import kit
+from kit import labels as lb
 from kit.atomic import write_json_atomic
 from kit.build import containers, images
 from kit.build.gate import gate
@@ -23,6 +24,7 @@ from kit.build.smoke import health_timeout
 from kit.build.state import BaseImage, Baked, BuilderImage, BuildState, Optimized
 from kit.build.workspace import OptimizeOutput, read_json, replace_dir
 from kit.errors import DockerError, KitError, OptimizeError, PreflightError
+from kit.units import utc_timestamp
 
 OPTIMIZE_TIMEOUT = 4 * 3600.0  # engine builds take ~30 min for ResNet-50 on a Nano
 REFERENCE_TIMEOUT = 1800.0
@@ -32,10 +34,6 @@ class Done(NamedTuple):
     status: str  # ran | reused | skipped
     detail: str
     value: object = None
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _digest_or_none(path: Path | None) -> str | None:
@@ -108,12 +106,12 @@ def builder(state: BuildState) -> Done:
     key = images.combine("builder", state.base.id, code, images.file_digest(images.dockerfile("builder")),
                          [w.name for w in wheels])
     tag = images.builder_tag(m.stack.name, key)
-    if engine.image_exists(tag) and engine.image_inspect(tag).labels.get(images.LABEL_BUILDER_KEY) == key:
+    if engine.image_exists(tag) and engine.image_inspect(tag).labels.get(lb.BUILDER_KEY) == key:
         status, image_id = "reused", engine.image_inspect(tag).id
     else:
         with tempfile.TemporaryDirectory(prefix="kit-builder-") as ctx:
             images.assemble_context(Path(ctx), "builder",
-                                    labels={images.LABEL_BUILDER_KEY: key, "kit.version": kit.__version__},
+                                    labels={lb.BUILDER_KEY: key, lb.KIT_VERSION: kit.__version__},
                                     kit_snapshot=state.kit_snapshot, wheels=wheels)
             image_id = images.build_image(engine, Path(ctx), tag, {"BASE_IMAGE": m.base_image},
                                           on_line=state.reporter.line)
@@ -237,7 +235,7 @@ def reference(state: BuildState) -> Done:
 def bake(state: BuildState) -> Done:
     """The runtime image, model as the last layer, under a temporary tag (reused when the key matches). Value: Baked."""
     m, engine, opt = state.manifest, state.engine, state.optimized
-    created = opt.report.finished_at or now()
+    created = opt.report.finished_at or utc_timestamp()
     labels = images.labels_for(m, opt.report, opt.model_digest, m.base_image, created)
     args = dict(images.serve_build_args(m), BASE_IMAGE=m.base_image)
     wheels = server_wheels(m)
@@ -281,7 +279,8 @@ def smoke(state: BuildState) -> Done:
     prev = state.previous_step("smoke")
     if prev and prev.get("passed") and prev.get("image_id") == state.baked.image_id:
         return Done("skipped", "this image passed before", prev)
-    from kit.build.smoke import free_port, predict_and_compare
+    from kit.build.smoke import predict_and_compare
+    from kit.net import free_port
 
     m, engine = state.manifest, state.engine
     port = free_port()
@@ -289,7 +288,7 @@ def smoke(state: BuildState) -> Done:
     cid = None
     try:
         cid = engine.run(state.baked.ref, name=name, env={"KIT_PORT": str(port), "KIT_HOST": "127.0.0.1"},
-                         runtime=containers.container_runtime(m), labels={"kit.build.smoke": m.name})
+                         runtime=containers.container_runtime(m), labels={lb.SMOKE_CONTAINER: m.name})
         state.reporter.line(f"started {name} on 127.0.0.1:{port}; waiting for healthy")
         start = time.monotonic()
         engine.wait_healthy(cid, timeout=health_timeout(m), interval=1.0)

@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 
 from kit import __version__
-from kit.cli import build, doctor, fleet, manifest, serve
+from kit.cli import build, doctor, fleet, manifest, scan_log, serve
 from kit.cli.output import err, out
 from kit.errors import EXIT_INTERRUPTED, EXIT_INVALID, KitError
 
@@ -57,6 +57,7 @@ app.command("serve")(serve.serve_command)
 app.command("bench")(serve.bench_command)
 app.command("optimize")(build.optimize_command)
 app.command("audit")(build.audit_command)
+app.command("scan-log")(scan_log.scan_log_command)
 app.command("doctor")(doctor.doctor_command)
 
 

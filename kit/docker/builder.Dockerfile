@@ -13,7 +13,6 @@ FROM ${BASE_IMAGE}
 ENV PYTHONPATH=/opt/kit/lib \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    TF_GPU_ALLOCATOR=cuda_malloc \
     HOME=/tmp
 COPY pylib/ /opt/kit/lib/
 COPY kit/ /opt/kit/lib/kit/

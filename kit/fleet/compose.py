@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from kit import labels as lb
 from kit.errors import DockerError
 
 SERVICE = "model"
@@ -69,7 +70,7 @@ def render(spec: ServiceSpec) -> str:
     service["logging"] = {"driver": "json-file", "options": {"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILE}}
     if spec.mem_limit:
         service["mem_limit"] = int(spec.mem_limit)
-    service["labels"] = {"kit.fleet": spec.fleet, "kit.fleet.device": spec.device}
+    service["labels"] = {lb.FLEET: spec.fleet, lb.FLEET_DEVICE: spec.device}
     header = (f"# Rendered by kit for device {spec.device} of fleet {spec.fleet}. Do not edit:\n"
               f"# the next `kit rollout` rewrites it. Project: {project_name(spec.fleet)}\n")
     return header + yaml.safe_dump({"services": {SERVICE: service}}, sort_keys=False, default_flow_style=False)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from kit import labels as lb
 from kit.errors import DockerError
 from kit.manifest.load import FleetDevice
+from kit.profiles import parse_nv_tegra_release
 
-L4T_LABEL = "kit.l4t"
-TENSORRT_LABEL = "kit.tensorrt"
 NV_TEGRA_RELEASE = "/etc/nv_tegra_release"
 
 
@@ -60,8 +60,8 @@ def read_facts(engine, device: FleetDevice, probe_image: str | None = None) -> D
     info = engine.info()
     labels = info.labels
     l4t, detail = None, ""
-    if labels.get(L4T_LABEL):
-        l4t, detail = labels[L4T_LABEL], f"engine label {L4T_LABEL}"
+    if labels.get(lb.L4T):
+        l4t, detail = labels[lb.L4T], f"engine label {lb.L4T}"
     elif info.architecture == "arm64":
         l4t, detail = read_release_in_container(engine, probe_image)
     else:
@@ -69,7 +69,7 @@ def read_facts(engine, device: FleetDevice, probe_image: str | None = None) -> D
     return DeviceFacts(
         name=device.name, host=device.host, reachable=True, architecture=info.architecture,
         docker_version=info.server_version, runtimes=tuple(info.runtimes), l4t=l4t, l4t_detail=detail,
-        tensorrt=labels.get(TENSORRT_LABEL) or None, memory_bytes=info.memory_bytes,
+        tensorrt=labels.get(lb.TENSORRT) or None, memory_bytes=info.memory_bytes,
         live_restore=info.live_restore, labels=tuple(sorted(labels.items())),
     )
 
@@ -77,11 +77,10 @@ def read_facts(engine, device: FleetDevice, probe_image: str | None = None) -> D
 def read_release_in_container(engine, image: str | None) -> tuple[str | None, str]:
     """Read the device's /etc/nv_tegra_release with a throwaway container."""
     from kit.docker_api import Mount
-    from kit.build.preflight import parse_nv_tegra_release
 
     if not image:
         return None, (f"no image on the device to read {NV_TEGRA_RELEASE} with; "
-                      f"set the engine label {L4T_LABEL}=<release> on the device")
+                      f"set the engine label {lb.L4T}=<release> on the device")
     try:
         result = engine.run_to_completion(
             image, ["cat", "/kit-host/nv_tegra_release"], entrypoint=[], timeout=60,

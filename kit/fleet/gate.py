@@ -19,76 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kit import labels as lb
+from kit.labels import Fingerprint
 from kit.manifest.load import FleetDevice
 from kit.profiles import PROFILES, STACKS
-from kit.units import parse_size
-
-REQUIRED_LABELS = ("kit.device", "kit.optimization", "kit.model_digest")
-EMPTY = ("", "none", "null", "-")
-
-
-def _value(labels: dict, key: str) -> str | None:
-    v = labels.get(key)
-    if v is None or str(v).strip().lower() in EMPTY:
-        return None
-    return str(v).strip()
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """The labels of a kit runtime image that gating and compose rendering use."""
-
-    device: str
-    optimization: str  # tensorrt | native
-    model_digest: str
-    l4t: str | None = None
-    jetpack: str | None = None
-    tensorrt: str | None = None
-    cuda: str | None = None
-    tensorflow: str | None = None
-    gpu_arch: str | None = None
-    precision: str | None = None
-    batch_sizes: str | None = None
-    engines: str | None = None
-    version: str | None = None  # org.opencontainers.image.version
-    memory_limit: int | None = None  # kit.memory_limit (bytes) when the image carries it
-    architecture: str = ""  # the image config's CPU architecture
-
-    @property
-    def jetson(self) -> bool:
-        profile = PROFILES.get(self.device)
-        return bool(profile and profile.tensorrt)
-
-    @classmethod
-    def from_labels(cls, labels: dict, architecture: str = "") -> "Fingerprint | None":
-        """None when the image is not a kit runtime image (labels missing)."""
-        labels = dict(labels or {})
-        if any(_value(labels, k) is None for k in REQUIRED_LABELS):
-            return None
-        memory = None
-        raw = _value(labels, "kit.memory_limit")
-        if raw is not None:
-            try:
-                memory = parse_size(raw)
-            except Exception:  # a label we cannot read is not a reason to refuse
-                memory = None
-        return cls(
-            device=_value(labels, "kit.device"),
-            optimization=_value(labels, "kit.optimization"),
-            model_digest=_value(labels, "kit.model_digest"),
-            l4t=_value(labels, "kit.l4t"),
-            jetpack=_value(labels, "kit.jetpack"),
-            tensorrt=_value(labels, "kit.tensorrt"),
-            cuda=_value(labels, "kit.cuda"),
-            tensorflow=_value(labels, "kit.tensorflow"),
-            gpu_arch=_value(labels, "kit.gpu_arch"),
-            precision=_value(labels, "kit.precision"),
-            batch_sizes=_value(labels, "kit.batch_sizes"),
-            engines=_value(labels, "kit.engines"),
-            version=_value(labels, "org.opencontainers.image.version"),
-            memory_limit=memory,
-            architecture=architecture or "",
-        )
 
 
 @dataclass(frozen=True)
@@ -104,8 +38,8 @@ class Decision:
 def check(fp: Fingerprint | None, device: FleetDevice, facts) -> Decision:
     """Judge one device (pure: facts already gathered). `facts` is a DeviceFacts."""
     if fp is None:
-        return Decision(False, ("the image carries no kit fingerprint labels (kit.device, kit.optimization, "
-                                "kit.model_digest): build it with `kit build`",))
+        return Decision(False, (f"the image carries no kit fingerprint labels ({', '.join(lb.REQUIRED)}): "
+                                "build it with `kit build`",))
     reasons: list[str] = []
     profile = PROFILES.get(device.device)
     if profile is None:

@@ -8,36 +8,17 @@ stores them."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kit import labels as lb
 from kit.atomic import write_json_atomic
 from kit.errors import DockerError, UsageError
-from kit.fleet.state import now
+from kit.imageref import DIGEST_RE, registry_of, split_ref
+from kit.units import utc_timestamp
 
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _UNREACHABLE = ("connection refused", "no such host", "dial tcp", "i/o timeout", "no route to host",
                 "connection reset", "server misbehaving", "eof")
-
-
-def split_ref(ref: str) -> tuple[str, str | None, str | None]:
-    """"reg:5000/a/b:tag" -> (repository, tag, None); "repo@sha256:.." -> (repository, None, digest)."""
-    if "@" in ref:
-        repo, _, digest = ref.partition("@")
-        return repo, None, digest
-    repo, sep, tag = ref.rpartition(":")
-    if sep and "/" not in tag:
-        return repo, tag, None
-    return ref, None, None
-
-
-def registry_of(repository: str) -> str:
-    """The registry address part of a repository (docker's rule: a dot, a colon or localhost)."""
-    first, sep, _ = repository.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return "docker.io"
 
 
 def _registry_error(e: DockerError, repository: str, doing: str) -> DockerError:
@@ -63,7 +44,7 @@ class PushResult:
     digest: str  # sha256:...
     digest_ref: str  # repository@sha256:...
     record: str  # path of push.json
-    pushed_at: str = field(default_factory=now)
+    pushed_at: str = field(default_factory=utc_timestamp)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,7 +81,7 @@ def push(target: str, state_root: Path | None = None, on_line=None, engine=None)
                               hint="build it first: kit build MANIFEST")
         if name is None:
             labels = engine.image_inspect(source).labels
-            name = labels.get("org.opencontainers.image.title") or repository.rsplit("/", 1)[-1]
+            name = labels.get(lb.OCI_TITLE) or repository.rsplit("/", 1)[-1]
         try:
             digest = engine.push(ref, on_line=on_line)
         except DockerError as e:

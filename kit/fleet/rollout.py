@@ -24,29 +24,28 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from kit.errors import DockerError, KitError, RolloutError, UsageError
+from kit.labels import Fingerprint
 from kit.fleet import compose
 from kit.fleet import state as st
 from kit.fleet.facts import DeviceFacts, connected, read_facts, unreachable
-from kit.fleet.gate import Decision, Fingerprint, check
+from kit.fleet.gate import Decision, check
 from kit.fleet.status import Deployment, deployment
 from kit.manifest.load import FleetDevice, FleetManifest
+from kit.net import DEFAULT_PORT, http_json
+from kit.units import utc_timestamp
 
 # progress(device, phase, message): called from worker threads, one call per step.
 Progress = Callable[[str, str, str], None]
 
-DEFAULT_PORT = 8501
 DEFAULT_START_PERIOD = 300.0  # seconds: a Nano loading TF and engines is slow
 SMOKE_TIMEOUT = 60.0
 POLL = 0.5  # seconds between container state reads while waiting for health
@@ -130,16 +129,12 @@ def _example(tensor: dict):
 
 
 def _http_json(url: str, payload: dict | None = None, timeout: float = SMOKE_TIMEOUT) -> dict:
-    data = json.dumps(payload).encode() if payload is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        body = e.read().decode("utf-8", "replace")[:300]
-        raise RolloutError(f"{url} answered {e.code}: {body}") from e
-    except (OSError, ValueError) as e:
-        raise RolloutError(f"{url}: {e}") from e
+    reply = http_json(url, payload, timeout, error=RolloutError)
+    if reply.status >= 400:
+        raise RolloutError(f"{url} answered {reply.status}: {str(reply.body)[:300]}")
+    if not isinstance(reply.body, dict):
+        raise RolloutError(f"{url}: the reply is not a JSON object: {str(reply.body)[:200]}")
+    return reply.body
 
 
 def smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT) -> dict:
@@ -344,7 +339,7 @@ class _Rollout:
     def update_device(self, plan: DevicePlan, wave: int) -> bool:
         name, host = plan.device.name, plan.device.host
         files = st.DeviceFiles(self.root, name)
-        self.store.device(name, result=st.RUNNING, wave=wave, started_at=st.now(), phase="connect")
+        self.store.device(name, result=st.RUNNING, wave=wave, started_at=utc_timestamp(), phase="connect")
         self.progress(name, "connect", f"wave {wave}: connecting to {host}")
         phase = "connect"
         try:
@@ -376,10 +371,10 @@ class _Rollout:
         except KitError as e:
             touched = name in self.rollback_to
             note = "" if touched else "; not touched"
-            self.store.device(name, result=st.FAILED, reason=f"{phase}: {e.message}{note}", finished_at=st.now())
+            self.store.device(name, result=st.FAILED, reason=f"{phase}: {e.message}{note}", finished_at=utc_timestamp())
             self.progress(name, "failed", f"{phase}: {e.message}{note}")
             return False
-        self.store.device(name, result=st.DONE, reason="", phase="done", finished_at=st.now())
+        self.store.device(name, result=st.DONE, reason="", phase="done", finished_at=utc_timestamp())
         self.progress(name, "done", f"runs {self.digest_ref}, healthy, smoke prediction answered")
         return True
 
@@ -402,10 +397,10 @@ class _Rollout:
                     self.wait_healthy(engine, after)
         except KitError as e:
             self.store.device(name, result=st.FAILED, reason=f"{reason}; rollback failed: {e.message}",
-                              finished_at=st.now())
+                              finished_at=utc_timestamp())
             self.progress(name, "failed", f"rollback failed: {e.message}")
             return
-        self.store.device(name, result=st.ROLLED_BACK, reason=reason, after=after, finished_at=st.now())
+        self.store.device(name, result=st.ROLLED_BACK, reason=reason, after=after, finished_at=utc_timestamp())
         self.progress(name, "rolled-back", f"runs {after or 'nothing (as before)'}")
 
     # -- waves --

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kit.atomic import write_json_atomic, write_text_atomic
+from kit.units import utc_timestamp
 
 # Device results (the record's vocabulary, also shown by `kit fleet status`).
 DONE = "done"  # runs the new digest, healthy, smoke prediction answered
@@ -30,13 +30,6 @@ FAILED = "failed"  # the update (or its rollback) failed on this device
 UNTOUCHED = "untouched"  # the rollout stopped (or the device was unreachable) before it
 PENDING = "pending"  # planned, not started yet
 RUNNING = "running"  # being updated right now
-
-RESULTS = (DONE, UNCHANGED, ROLLED_BACK, REFUSED, FAILED, UNTOUCHED, PENDING, RUNNING)
-
-
-def now() -> str:
-    """UTC timestamp for records, second precision."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def fleet_dir(fleet_file: Path, fleet_name: str) -> Path:
@@ -65,7 +58,7 @@ class RolloutRecord:
     on_failure: str
     status: str = RUNNING  # running | done | partial | rolled-back | halted | failed
     reason: str = ""
-    started_at: str = field(default_factory=now)
+    started_at: str = field(default_factory=utc_timestamp)
     finished_at: str | None = None
     devices: dict = field(default_factory=dict)  # name -> DeviceRecord
 
@@ -107,7 +100,7 @@ class RecordStore:
         with self._lock:
             self.record.status = status
             self.record.reason = reason
-            self.record.finished_at = now()
+            self.record.finished_at = utc_timestamp()
             write_json_atomic(self.path, self.record.to_dict())
 
 

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kit import labels as lb
 from kit.errors import DockerError
 from kit.fleet import compose
 from kit.fleet.state import fleet_dir, load_record
@@ -109,8 +110,8 @@ def device_status(device, fleet: str, record=None) -> DeviceStatus:
         return DeviceStatus(device.name, device.host, True, **last)
     labels = dep.labels or {}
     return DeviceStatus(device.name, device.host, True, digest=dep.image, state=dep.status, healthy=dep.healthy,
-                        model=labels.get("org.opencontainers.image.title"),
-                        version=labels.get("org.opencontainers.image.version"), **last)
+                        model=labels.get(lb.OCI_TITLE),
+                        version=labels.get(lb.OCI_VERSION), **last)
 
 
 def fleet_status(fleet_path: str | Path) -> FleetStatus:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,13 +32,6 @@ def load_schema(kind: str) -> dict:
 @lru_cache(maxsize=None)
 def _validator(kind: str) -> Draft202012Validator:
     return Draft202012Validator(load_schema(kind))
-
-
-def schema_problems(data, kind: str, position=None) -> list[Problem]:
-    """Every schema problem of a document, most useful first (file order).
-
-    position(path) -> (line, column) places each problem in the file."""
-    return schema_check(data, kind, position)[0]
 
 
 def schema_check(data, kind: str, position=None) -> tuple[list[Problem], list[tuple]]:
@@ -157,167 +151,197 @@ def _home_of(key: str, root: dict) -> list[str]:
     return homes
 
 
+@dataclass(frozen=True)
+class _Error:
+    """One jsonschema error, with what every wording below needs from it."""
+
+    error: object  # the jsonschema ValidationError
+    root: dict  # the whole schema (to find where a misplaced key belongs)
+    path: tuple
+    value: object
+    schema: dict
+    label: str
+    field: str | None
+
+    @classmethod
+    def of(cls, error, root: dict) -> "_Error":
+        path = tuple(error.absolute_path)
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        return cls(error, root, path, error.instance, schema, _label(path), _field(path))
+
+    @property
+    def want(self):
+        return self.error.validator_value
+
+    def problem(self, message: str, fix: str | None, meta=None):
+        return Problem(self.path, message, show(self.value), fix), meta
+
+
 def _translate(error, root: dict):
     """Yield (Problem, meta) for one jsonschema error; meta marks misspelling pairs."""
-    path = tuple(error.absolute_path)
-    value = error.instance
-    schema = error.schema if isinstance(error.schema, dict) else {}
-    kw = error.validator
-    label = _label(path)
-    field = _field(path)
+    e = _Error.of(error, root)
+    words = _WORDINGS.get(error.validator)
+    if words is None:
+        yield e.problem(error.message, None)
+    else:
+        yield from words(e)
 
-    if kw == "required":
-        for key in error.validator_value:
-            if isinstance(value, dict) and key not in value:
-                sub = schema.get("properties", {}).get(key, {})
-                parent = f"under {' -> '.join(map(str, path))}" if path else "at the top level"
-                example = _example(sub)
-                if example is not None:
-                    fix = f"add `{key}: {_flow(example)}` {parent}"
-                elif sub.get("type") == "object" and sub.get("required"):
-                    fix = f"add the `{key}:` section {parent} with {', '.join(sub['required'])}"
-                else:
-                    fix = f"add `{key}:` {parent}"
-                yield Problem(path + (key,), f"missing required field '{key}'", None, fix), ("missing", path + (key,))
-        return
 
-    if kw == "additionalProperties" and isinstance(value, dict):
-        allowed = list(schema.get("properties", {}))
-        for key in value:
-            if key in allowed or not isinstance(key, str):  # non-string keys are reported by the reader
-                continue
-            guess = _did_you_mean(key, allowed)
-            homes = [h for h in _home_of(key, root) if h != ".".join(map(str, path))]
-            if guess:
-                fix = f"did you mean '{guess}'?"
-                meta = ("suggested", path + (guess,))
-            elif homes:
-                fix = f"'{key}' belongs under {' or '.join(homes)}; move it there"
-                meta = None
+def _required(e: _Error):
+    for key in e.want:
+        if isinstance(e.value, dict) and key not in e.value:
+            sub = e.schema.get("properties", {}).get(key, {})
+            parent = f"under {' -> '.join(map(str, e.path))}" if e.path else "at the top level"
+            example = _example(sub)
+            if example is not None:
+                fix = f"add `{key}: {_flow(example)}` {parent}"
+            elif sub.get("type") == "object" and sub.get("required"):
+                fix = f"add the `{key}:` section {parent} with {', '.join(sub['required'])}"
             else:
-                fix = f"remove it; fields allowed here: {', '.join(allowed)}"
-                meta = None
-            yield Problem(path + (key,), f"unknown field '{key}'", show(key), fix), meta
-        return
+                fix = f"add `{key}:` {parent}"
+            yield Problem(e.path + (key,), f"missing required field '{key}'", None, fix), ("missing", e.path + (key,))
 
-    if kw == "type":
-        expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        want = " or ".join(_TYPE_NAMES.get(t, t) for t in expected if t != "null")
-        if "null" in expected:
-            want += " (or null)"
-        if value is None:
-            message = f"{label} is empty; it must be {want}"
-            fix = f"give {label} a value, or remove the line"
-        else:
-            message = f"{label} must be {want}, found {_kind_of(value)}"
-            fix = None
-            if "string" in expected and isinstance(value, (int, float, bool)):
-                fix = f'quote it: {field}: "{value}"' if field else "quote it"
-            elif "integer" in expected and isinstance(value, float):
-                fix = f"use a whole number, e.g. {int(value) if value == value and abs(value) < 1e18 else 1}"
-            elif "integer" in expected or "number" in expected:
-                fix = "write a number without quotes"
-            elif "array" in expected:
-                fix = f"write a list, e.g. {field}: {_flow(_example(schema) or [1])}"
-            elif "object" in expected:
-                fix = f"write {label} as a mapping of fields (key: value lines indented under it)"
-            elif "boolean" in expected:
-                fix = "write true or false"
-        yield Problem(path, message, show(value), fix), None
-        return
 
-    if kw == "enum":
-        choices = [c for c in error.validator_value if c is not None]
-        guess = _did_you_mean(value, choices) if isinstance(value, str) else None
-        listed = ", ".join(map(str, choices))
-        if field == "device":
-            message = f"unknown device profile {show(value)}"
-            fix = f"use one of: {listed} (`kit profiles` describes them)"
-        elif field == "jetpack":
-            message = f"JetPack {show(value)} is not a pinned stack"
-            fix = f"use a pinned JetPack: {listed}"
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                fix += f' (quote it: jetpack: "{choices[0]}")'
-        else:
-            message = f"{show(value)} is not a valid {label}"
-            fix = f"use one of: {listed}"
+def _additional_properties(e: _Error):
+    if not isinstance(e.value, dict):
+        yield e.problem(e.error.message, None)
+        return
+    allowed = list(e.schema.get("properties", {}))
+    for key in e.value:
+        if key in allowed or not isinstance(key, str):  # non-string keys are reported by the reader
+            continue
+        guess = _did_you_mean(key, allowed)
+        homes = [h for h in _home_of(key, e.root) if h != ".".join(map(str, e.path))]
         if guess:
-            fix = f"did you mean '{guess}'? ({fix})"
-        yield Problem(path, message, show(value), fix), None
-        return
-
-    if kw == "const":
-        want = error.validator_value
-        if field == "kind":
-            message = f"kind must be {want} in a {want} manifest"
-            fix = f"write `kind: {want}`"
+            fix = f"did you mean '{guess}'?"
+            meta = ("suggested", e.path + (guess,))
+        elif homes:
+            fix = f"'{key}' belongs under {' or '.join(homes)}; move it there"
+            meta = None
         else:
-            message = f"{label} must be {want}"
-            fix = f"write `{field}: {want}`"
-        yield Problem(path, message, show(value), fix), None
+            fix = f"remove it; fields allowed here: {', '.join(allowed)}"
+            meta = None
+        yield Problem(e.path + (key,), f"unknown field '{key}'", show(key), fix), meta
+
+
+def _type(e: _Error):
+    expected = e.want if isinstance(e.want, list) else [e.want]
+    want = " or ".join(_TYPE_NAMES.get(t, t) for t in expected if t != "null")
+    if "null" in expected:
+        want += " (or null)"
+    label, value, field = e.label, e.value, e.field
+    if value is None:
+        yield e.problem(f"{label} is empty; it must be {want}", f"give {label} a value, or remove the line")
         return
+    fix = None
+    if "string" in expected and isinstance(value, (int, float, bool)):
+        fix = f'quote it: {field}: "{value}"' if field else "quote it"
+    elif "integer" in expected and isinstance(value, float):
+        fix = f"use a whole number, e.g. {int(value) if value == value and abs(value) < 1e18 else 1}"
+    elif "integer" in expected or "number" in expected:
+        fix = "write a number without quotes"
+    elif "array" in expected:
+        fix = f"write a list, e.g. {field}: {_flow(_example(e.schema) or [1])}"
+    elif "object" in expected:
+        fix = f"write {label} as a mapping of fields (key: value lines indented under it)"
+    elif "boolean" in expected:
+        fix = "write true or false"
+    yield e.problem(f"{label} must be {want}, found {_kind_of(value)}", fix)
 
-    if kw == "pattern":
-        message, fix = _pattern_words(field, value)
-        yield Problem(path, message, show(value), fix), None
-        return
 
-    if kw in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        bound = error.validator_value
-        words = {"minimum": "at least", "exclusiveMinimum": "more than", "maximum": "at most", "exclusiveMaximum": "less than"}[kw]
-        what = "a batch size" if field == "batch_sizes" else label
-        yield Problem(path, f"{what} must be {words} {bound}", show(value), f"use a value {words} {bound}"), None
-        return
+def _enum(e: _Error):
+    choices = [c for c in e.want if c is not None]
+    value = e.value
+    guess = _did_you_mean(value, choices) if isinstance(value, str) else None
+    listed = ", ".join(map(str, choices))
+    if e.field == "device":
+        message = f"unknown device profile {show(value)}"
+        fix = f"use one of: {listed} (`kit profiles` describes them)"
+    elif e.field == "jetpack":
+        message = f"JetPack {show(value)} is not a pinned stack"
+        fix = f"use a pinned JetPack: {listed}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            fix += f' (quote it: jetpack: "{choices[0]}")'
+    else:
+        message = f"{show(value)} is not a valid {e.label}"
+        fix = f"use one of: {listed}"
+    if guess:
+        fix = f"did you mean '{guess}'? ({fix})"
+    yield e.problem(message, fix)
 
-    if kw == "minItems":
-        if field == "batch_sizes":
-            yield Problem(path, "no batch sizes: kit builds one TensorRT engine per batch size", show(value),
-                          "list at least one, e.g. batch_sizes: [1, 8]"), None
-        elif field == "devices":
-            yield Problem(path, "no devices: a fleet needs at least one", show(value),
-                          "list devices, each with name, host and device"), None
-        else:
-            yield Problem(path, f"{label} must list at least {error.validator_value}", show(value), "add items"), None
-        return
 
-    if kw == "maxItems":
-        yield Problem(path, f"{label} lists {len(value)} items; at most {error.validator_value} are allowed",
-                      show(value), "remove some"), None
-        return
+def _const(e: _Error):
+    if e.field == "kind":
+        yield e.problem(f"kind must be {e.want} in a {e.want} manifest", f"write `kind: {e.want}`")
+    else:
+        yield e.problem(f"{e.label} must be {e.want}", f"write `{e.field}: {e.want}`")
 
-    if kw == "uniqueItems":
-        dups = sorted({show(v) for i, v in enumerate(value) if any(v == w for w in value[:i])})
-        what = f"lists {', '.join(dups)} more than once" if dups else "has duplicates"
-        yield Problem(path, f"{label} {what}", show(value), "list each value once"), None
-        return
 
-    if kw == "minLength":
-        yield Problem(path, f"{label} must not be empty", show(value), f"give {label} a value, or remove it"), None
-        return
+def _pattern(e: _Error):
+    yield e.problem(*_pattern_words(e.field, e.value))
 
-    if kw == "maxLength":
-        yield Problem(path, f"{label} is too long ({len(value)} characters; at most {error.validator_value})",
-                      show(value), "shorten it"), None
-        return
 
-    if kw in ("anyOf", "oneOf"):
-        title = schema.get("title")
-        if title == "size":
-            bad_number = isinstance(value, int) and not isinstance(value, bool)
-            yield Problem(path, f"{label} must be a positive size" if bad_number else f"{label} is not a size",
-                          show(value), "use bytes (e.g. 1073741824) or a number with a unit: 1GiB, 512MiB "
-                          "(B, KiB, MiB, GiB, TiB, KB, MB, GB)"), None
-            return
-        if title == "duration":
-            yield Problem(path, f"{label} is not a duration", show(value),
-                          "use seconds (e.g. 90) or a number with a unit: 2ms, 90s, 2m, 1h"), None
-            return
-        inner = best_match(error.context) if error.context else None
-        if inner is not None:
-            yield from _translate(inner, root)
-            return
+_BOUND_WORDS = {"minimum": "at least", "exclusiveMinimum": "more than", "maximum": "at most",
+                "exclusiveMaximum": "less than"}
 
-    yield Problem(path, error.message, show(value), None), None
+
+def _bound(e: _Error):
+    words = _BOUND_WORDS[e.error.validator]
+    what = "a batch size" if e.field == "batch_sizes" else e.label
+    yield e.problem(f"{what} must be {words} {e.want}", f"use a value {words} {e.want}")
+
+
+def _min_items(e: _Error):
+    if e.field == "batch_sizes":
+        yield e.problem("no batch sizes: kit builds one TensorRT engine per batch size",
+                        "list at least one, e.g. batch_sizes: [1, 8]")
+    elif e.field == "devices":
+        yield e.problem("no devices: a fleet needs at least one", "list devices, each with name, host and device")
+    else:
+        yield e.problem(f"{e.label} must list at least {e.want}", "add items")
+
+
+def _max_items(e: _Error):
+    yield e.problem(f"{e.label} lists {len(e.value)} items; at most {e.want} are allowed", "remove some")
+
+
+def _unique_items(e: _Error):
+    value = e.value
+    dups = sorted({show(v) for i, v in enumerate(value) if any(v == w for w in value[:i])})
+    what = f"lists {', '.join(dups)} more than once" if dups else "has duplicates"
+    yield e.problem(f"{e.label} {what}", "list each value once")
+
+
+def _min_length(e: _Error):
+    yield e.problem(f"{e.label} must not be empty", f"give {e.label} a value, or remove it")
+
+
+def _max_length(e: _Error):
+    yield e.problem(f"{e.label} is too long ({len(e.value)} characters; at most {e.want})", "shorten it")
+
+
+def _any_of(e: _Error):
+    title = e.schema.get("title")
+    if title == "size":
+        bad_number = isinstance(e.value, int) and not isinstance(e.value, bool)
+        yield e.problem(f"{e.label} must be a positive size" if bad_number else f"{e.label} is not a size",
+                        "use bytes (e.g. 1073741824) or a number with a unit: 1GiB, 512MiB "
+                        "(B, KiB, MiB, GiB, TiB, KB, MB, GB)")
+    elif title == "duration":
+        yield e.problem(f"{e.label} is not a duration", "use seconds (e.g. 90) or a number with a unit: 2ms, 90s, 2m, 1h")
+    elif e.error.context:
+        yield from _translate(best_match(e.error.context), e.root)
+    else:
+        yield e.problem(e.error.message, None)
+
+
+# jsonschema keyword -> the words for its errors; any other keyword keeps jsonschema's own message.
+_WORDINGS = {
+    "required": _required, "additionalProperties": _additional_properties, "type": _type, "enum": _enum,
+    "const": _const, "pattern": _pattern, "minimum": _bound, "exclusiveMinimum": _bound, "maximum": _bound,
+    "exclusiveMaximum": _bound, "minItems": _min_items, "maxItems": _max_items, "uniqueItems": _unique_items,
+    "minLength": _min_length, "maxLength": _max_length, "anyOf": _any_of, "oneOf": _any_of,
+}
 
 
 def _pattern_words(field, value) -> tuple[str, str]:

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 from kit.manifest.problems import Problem, show, where
 from kit.profiles import MEMORY_RESERVE_BYTES, PROFILES
 from kit.manifest.schema import load_schema
+from kit.net import DEFAULT_PORT
 from kit.units import format_size, parse_size
 
-DEFAULT_PORT = 8501
 SAMPLE_SUFFIXES = (".npy", ".npz")
 
 _CHECKS = {"Model": [], "Fleet": []}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kit.net import DEFAULT_PORT
 from kit.profiles import PROFILES, DeviceProfile, Stack, stack_for
 
 
@@ -57,7 +58,7 @@ class ImageSpec:
 
 @dataclass(frozen=True)
 class Serve:
-    port: int = 8501
+    port: int = DEFAULT_PORT
     grpc_port: int = 8500  # 0: no gRPC
     max_batch_delay: float = 0.002  # seconds
     max_queue: int = 64

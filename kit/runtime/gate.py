@@ -7,7 +7,12 @@ For a TensorRT optimization (any failing check fails the gate, exit 5):
                   TF-TRT builds it at the first inference (30 min on a Nano)
                   or falls back to native TensorFlow;
 - no_fallback:    the captured log shows no fallback to a native segment;
-- no_oom:         the captured log shows no GPU/allocator out-of-memory;
+- no_oom:         the captured log shows no GPU/allocator out-of-memory (the BFC
+                  allocator's "The caller indicates that this is not a failure"
+                  warning is not one: trtlog counts it as a memory warning);
+- segments:       no segment kept as native TensorFlow for an error ("Cannot
+                  replace segment ...", "Failed to get engine info ...");
+- calibration:    no "Calibration failed" (int8);
 - parity:         outputs match the native model within the spec's limits.
 
 For a native output (precision native, or a fallback the spec allows):
@@ -49,6 +54,15 @@ def evaluate_tensorrt(batch_sizes, audit, findings, parity):
     oom = (findings or {}).get("oom") or []
     checks.append(_check("no_oom", not oom, "no out-of-memory in the log" if not oom else
                          "%d out-of-memory line(s) in the log, first: %s" % (len(oom), oom[0]["line"])))
+    unconverted = ["segment %s (%s): %s" % (x["segment"], x["op"], x["error"])
+                   for x in (findings or {}).get("segments") or [] if not x["ok"]]
+    unconverted += [x["error"] for x in (findings or {}).get("conversion_errors") or []]
+    checks.append(_check("segments", not unconverted, "no segment kept native for an error" if not unconverted else
+                         "%d segment(s) kept as native TensorFlow for an error, first: %s"
+                         % (len(unconverted), unconverted[0])))
+    calibration = (findings or {}).get("calibration_failures") or []
+    checks.append(_check("calibration", not calibration, "no calibration failure in the log" if not calibration else
+                         "INT8 calibration failed: %s" % calibration[0]["reason"]))
     checks.append(_parity_check(parity))
     return _result(checks)
 

@@ -80,10 +80,6 @@ class TensorInfo(object):
             return "any shape (unknown rank)"
         return "[" + ", ".join(str(d) for d in self.shape) + "]"
 
-    def example_shape(self):
-        """The shape of one example (no batch dimension), or None for unknown rank."""
-        return None if self.shape is None else list(self.shape[1:])
-
     def tfserving_json(self):
         dims = [] if self.shape is None else [{"size": str(d), "name": ""} for d in self.shape]
         return {

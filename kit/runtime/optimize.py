@@ -18,9 +18,10 @@ Reads the spec (kit/runtime/spec.py), then:
   report     report.json at report_path (never inside output_dir)
 
 While it runs, file descriptor 2 is captured into log_path and tee'd to the
-real stderr (kit.runtime.trtlog); the TF-TRT verbose log environment and
-TF_GPU_ALLOCATOR=cuda_malloc are set before TensorFlow is imported, so run it
-in a fresh process. Progress lines on stderr start with "kit: ". Nothing is
+real stderr (kit.runtime.trtlog); the TF-TRT verbose log environment is set
+before TensorFlow is imported, so run it in a fresh process. TF_GPU_ALLOCATOR
+is never set: TensorFlow's BFC allocator, which the memory limit sizes, must
+be the one in use (see kit.runtime.preflight.allocator_check). Progress lines on stderr start with "kit: ". Nothing is
 printed on stdout.
 
 Without TensorRT (or without a GPU) the run fails with exit code 3 and a
@@ -109,12 +110,9 @@ def say(message):
 
 
 def prepare_environment(environ=None):
-    """Environment TensorFlow must see at import: log verbosity and the allocator."""
+    """Environment TensorFlow must see at import: log verbosity (the allocator is left to TensorFlow)."""
     environ = os.environ if environ is None else environ
-    set_ = trtlog.set_log_env(environ)
-    environ.setdefault("TF_GPU_ALLOCATOR", "cuda_malloc")
-    set_["TF_GPU_ALLOCATOR"] = environ["TF_GPU_ALLOCATOR"]
-    return set_
+    return trtlog.set_log_env(environ)
 
 
 def _test_pause(phase):
@@ -230,6 +228,7 @@ class Optimizer(object):
         if not s.uses_tensorrt:
             return
         checks = preflight.memory_rule(s.max_workspace_size_bytes, s.memory_limit_bytes, meminfo)
+        checks.append(preflight.allocator_check(os.environ))
         pf["checks"].extend(checks)
         bad = [c for c in checks if not c["ok"]]
         if bad:
@@ -317,7 +316,19 @@ class Optimizer(object):
         source = ("samples %s" % s.parity.samples) if samples else ("random (seed %d)" % s.parity.seed)
         return inputs, feeds, source
 
-    def calibration_input_fn(self, inputs):
+    def input_order(self, inputs):
+        """The positional order build()/calibration must yield (signature.positional_order)."""
+        s = self.spec
+        try:
+            order = sig_mod.positional_order(self.tf, s.model_dir, s.signature, s.tags, list(inputs))
+        except sig_mod.InputError as e:
+            raise Failure("inputs", EXIT_SPEC, str(e))
+        self.report["input_order"] = order
+        if order != sorted(order):
+            say("inputs are fed in the signature function's order %s (not sorted)" % ", ".join(order))
+        return order
+
+    def calibration_input_fn(self, inputs, order):
         s = self.spec
         try:
             data = sig_mod.load_samples(s.calibration_samples, inputs)
@@ -328,7 +339,7 @@ class Optimizer(object):
 
         def calibration_input_fn():
             for start in range(0, max(rows - batch + 1, 1), batch):
-                yield sig_mod.ordered(sig_mod.take_rows(data, batch, start))
+                yield sig_mod.ordered(sig_mod.take_rows(data, batch, start), order)
 
         return calibration_input_fn
 
@@ -337,6 +348,7 @@ class Optimizer(object):
         s, r = self.spec, self.report
         params = trt_shim.conversion_parameters(s.precision, s.max_workspace_size_bytes,
                                                 s.minimum_segment_size, s.maximum_cached_engines)
+        order = self.timed("input_order", self.input_order, inputs)
         self.tmp = temp_path(s.output_dir)
         try:
             trt = trt_shim.import_trt()
@@ -344,7 +356,7 @@ class Optimizer(object):
             r["parameters"] = dict(params, api=api, converter_arguments=trt_shim.describe_arguments(kwargs))
             say("TF-TRT %s via %s" % (params["precision_mode"], api))
             if s.precision == "int8":
-                calib = self.calibration_input_fn(inputs)
+                calib = self.calibration_input_fn(inputs, order)
                 self.timed("convert", converter.convert, calibration_input_fn=calib)
             else:
                 self.timed("convert", converter.convert)
@@ -353,7 +365,7 @@ class Optimizer(object):
                 # One batch per batch size, ascending: an implicit-batch engine built for 8 would also
                 # serve 1, so building 8 first would leave no batch-1 engine to prove.
                 for b in s.batch_sizes:
-                    yield sig_mod.ordered(feeds[b])
+                    yield sig_mod.ordered(feeds[b], order)
 
             self.timed("build", converter.build, input_fn=build_input_fn)
             self.timed("save", converter.save, self.tmp)

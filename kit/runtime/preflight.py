@@ -7,6 +7,12 @@ Checks, in the order the optimizer runs them:
    Jetson the GPU shares RAM with the CPU; a workspace at or above TF's memory
    limit makes every engine build fail and fall back to native TensorFlow,
    silently (the article's 4 GiB workspace under a 2 GiB limit).
+   The rule holds only with TensorFlow's BFC allocator (GPU_0_bfc), the one
+   the virtual device memory_limit sizes. TF_GPU_ALLOCATOR=cuda_malloc (which
+   the article sets) makes TF 2.3 wrap it in GPUcudaMallocAllocator, whose
+   AllocateRaw calls cuMemAlloc directly (gpu_process_state.cc,
+   gpu_cudamalloc_allocator.cc): the limit then bounds nothing. So kit never
+   sets it and fails the preflight when it is set (allocator_check).
 2. TensorRT probe, in a SUBPROCESS: with TensorRT libraries missing,
    asking TensorFlow for the loaded TensorRT version can abort the whole
    process (`getInferLibVersion symbol not found`) instead of raising. The
@@ -137,6 +143,20 @@ def memory_rule(workspace, memory_limit, meminfo):
             "the GPU of a Jetson shares this RAM: stop other containers/processes to free memory, "
             "or lower optimize.memory_limit (and max_workspace_size below it)"))
     return checks
+
+
+def allocator_check(environ):
+    """TF_GPU_ALLOCATOR must leave TensorFlow's BFC allocator in charge (see the module docstring)."""
+    value = environ.get("TF_GPU_ALLOCATOR")
+    if value == "cuda_malloc":  # TF compares exactly (strcmp): other spellings leave BFC in charge
+        return check("allocator_honours_memory_limit", False,
+                     "TF_GPU_ALLOCATOR=cuda_malloc: TensorFlow allocates GPU memory with cuMemAlloc directly, past "
+                     "the BFC allocator that memory_limit sizes, so the memory rule would protect nothing",
+                     hint="unset TF_GPU_ALLOCATOR (docker run -e / the image's ENV); kit relies on TensorFlow's "
+                          "default BFC allocator, sized by optimize.memory_limit")
+    return check("allocator_honours_memory_limit", True,
+                 "GPU allocator: TensorFlow's BFC allocator (GPU_0_bfc), sized by memory_limit"
+                 + ("" if value is None else " (TF_GPU_ALLOCATOR=%r is not one TensorFlow switches on)" % value))
 
 
 # ---- 2. TensorRT probe ----------------------------------------------------------------

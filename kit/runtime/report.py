@@ -88,6 +88,7 @@ def new_report(spec_dict=None):
         "preflight": {"checks": [], "tensorrt_probe": None, "meminfo": {}, "gpus": [],
                       "memory_limit_applied": None, "environment": {}},
         "inputs": None,
+        "input_order": None,
         "findings": None,
         "audit": None,
         "parity": None,

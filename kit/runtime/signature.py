@@ -8,9 +8,14 @@ one or the other), or the optimizer stops with an error naming the input.
 Feeds are one dict per batch size: the first rows of the samples file
 (repeated when it has fewer rows) or seeded random data.
 
-The positional order TF 2.3's converter expects from build()/calibration
-input functions is the flattened order of the signature's keyword
-arguments, i.e. the input names sorted (`ordered`).
+TF-TRT's converter calls the frozen signature function POSITIONALLY with
+what build()/calibration input functions yield, in `frozen_func.inputs`
+order. That order is the loaded signature function's argument keywords:
+sorted names for TF2 SavedModels, but for TF1 SavedModels loaded in TF 2.3
+the signature's protobuf map order (seen: zeta, mid, alpha). Sorting the
+names instead builds engines for swapped shapes, or calibrates int8 on the
+wrong arrays, without an error when the shapes agree. `positional_order`
+asks TensorFlow the way the converter loads the model; `ordered` uses it.
 
 Python 3.6; numpy; TensorFlow's protobuf modules imported lazily.
 """
@@ -203,6 +208,22 @@ def feeds(inputs, batch_sizes, samples=None, seed=0):
     return out
 
 
-def ordered(feed):
-    """The positional tuple TF-TRT's input functions yield: arrays in sorted input-name order."""
-    return tuple(feed[name] for name in sorted(feed))
+def positional_order(tf, model_dir, signature, tags, names):
+    """Input names in the order the converter feeds them (tf.saved_model.load, as TrtGraphConverterV2 does).
+
+    Raises InputError when the signature function's inputs do not match `names`.
+    """
+    loaded = tf.saved_model.load(model_dir, tags=list(tags))
+    fn = loaded.signatures[signature]
+    keywords = [str(k) for k in (getattr(fn, "_arg_keywords", None) or [])]
+    if not keywords:  # no keyword list: the placeholders' names, in the function's input order
+        keywords = [t.name.split(":")[0] for t in fn.inputs[:len(names)]]
+    if sorted(keywords) != sorted(names):
+        raise InputError("the signature function of %r takes inputs %s, the signature lists %s"
+                         % (signature, keywords, sorted(names)))
+    return keywords
+
+
+def ordered(feed, order=None):
+    """The positional tuple TF-TRT's input functions yield: arrays in `order` (positional_order)."""
+    return tuple(feed[name] for name in (order or sorted(feed)))

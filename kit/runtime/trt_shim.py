@@ -117,7 +117,3 @@ def set_memory_limit(tf, gpu, memory_limit_bytes):
         return "tf.config.experimental.set_virtual_device_configuration(memory_limit=%d)" % mib
     tf.config.set_logical_device_configuration(gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=mib)])
     return "tf.config.set_logical_device_configuration(memory_limit=%d)" % mib
-
-
-def serving_tags():
-    return ["serve"]

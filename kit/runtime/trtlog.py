@@ -147,6 +147,20 @@ _NOT_CONVERTED = re.compile(r"There are (\d+) ops of (\d+) different types in th
                             r"to TensorRT: (.*?)(?:, \(For more information.*)?$")
 _SEGMENT = re.compile(r"TensorRT node " + _OP + r" added for segment (\d+) consisting of (\d+) nodes "
                       r"(succeeded|failed)\W*(.*)$")
+# TF 2.3.1 convert_graph.cc:854 / :857 (older TF: "TensorRT node ... added for segment ... succeeded|failed")
+_REPLACED = re.compile(r"Replaced segment (\d+) consisting of (\d+) nodes by " + _OP + r"\.?$")
+_CANNOT_REPLACE = re.compile(r"Cannot replace segment (\d+) consisting of (\d+) nodes by " + _OP +
+                             r" reason: (.*?)\s*\(keeping original segment\)\.?$")
+_ENGINE_INFO = re.compile(r"Failed to get engine info for segment (\d+)")
+_REGISTER = re.compile(r"Failed to register segment graphdef to the library " + _OP + r": (.*)$")
+_SEGMENT_GRAPH = re.compile(r"Getting segment graph for " + _OP + r" failed\. Reason: (.*)$")
+_CALIBRATION = re.compile(r"Calibration failed: (.*)$")
+_SHAPE_LIST = re.compile(r"Input shape list size mismatch, cached size: (\d+) vs\. input size: (\d+)")
+_CACHED = re.compile(r"Added new engine to cache of " + _OP + r"\. Cache size: (\d+)")
+# The BFC allocator's retry warning: TF says itself it is not a failure (the failure, if any, is the
+# engine line that follows it). Counted as a memory warning, never as an OOM.
+_NOT_A_FAILURE = re.compile(r"ran out of memory trying to allocate (\S+).*The caller indicates that this is not "
+                            r"a failure")
 _BUILD_SHAPES = re.compile(r"Building a new TensorRT engine for " + _OP + r",? (?:with )?input shapes: (.*)$")
 _BUILD_BATCH = re.compile(r"Building a new TensorRT engine for " + _OP + r",? with batch size (\d+)")
 _CREATION_FAILED = re.compile(r"Engine creation for " + _OP + r" failed\. The native segment will be used instead\."
@@ -161,6 +175,8 @@ _NATIVE_ANY = re.compile(r"native segment", re.IGNORECASE)
 
 _OOM = (
     re.compile(r"ran out of memory trying to allocate (\S+)"),
+    # TF_GPU_ALLOCATOR=cuda_malloc: GPUcudaMallocAllocator calls cuMemAlloc directly (gpu_cudamalloc_allocator.cc)
+    re.compile(r"cuMemAlloc failed to allocate (\d+)"),
     re.compile(r"Requested amount of GPU memory \((\d+) bytes\) could not be allocated"),
     re.compile(r"OutOfMemory Error in GpuMemory"),
     re.compile(r"OOM when allocating tensor"),
@@ -220,6 +236,10 @@ def empty_findings():
         "unconverted_op_types": [],
         "segments": [],
         "engines_built": [],
+        "engines_cached": [],
+        "conversion_errors": [],
+        "calibration_failures": [],
+        "memory_warnings": [],
         "engine_failures": [],
         "native_fallbacks": [],
         "oom": [],
@@ -264,6 +284,45 @@ def _parse_line(f, line, severity, msg):
             t = t.strip()
             if t and t not in f["unconverted_op_types"]:
                 f["unconverted_op_types"].append(t)
+        return
+    m = _REPLACED.search(msg)
+    if m:
+        f["segments"].append({"op": canonical_op(m.group(3)), "segment": int(m.group(1)),
+                              "nodes": int(m.group(2)), "ok": True, "error": None})
+        return
+    m = _CANNOT_REPLACE.search(msg)
+    if m:
+        f["segments"].append({"op": canonical_op(m.group(3)), "segment": int(m.group(1)),
+                              "nodes": int(m.group(2)), "ok": False, "error": m.group(4).strip() or None})
+        return
+    m = _ENGINE_INFO.search(msg)
+    if m:
+        f["conversion_errors"].append({"segment": int(m.group(1)), "op": None, "error": msg.strip()})
+        return
+    m = _REGISTER.search(msg)
+    if m:
+        f["conversion_errors"].append({"segment": None, "op": canonical_op(m.group(1)), "error": msg.strip()})
+        return
+    m = _CALIBRATION.search(msg)
+    if m:
+        f["calibration_failures"].append({"reason": m.group(1).strip(), "line": line})
+        return
+    m = _CACHED.search(msg)
+    if m:
+        f["engines_cached"].append({"op": canonical_op(m.group(1)), "cache_size": int(m.group(2))})
+        return
+    m = _NOT_A_FAILURE.search(msg)
+    if m:
+        f["memory_warnings"].append({"size": m.group(1), "line": line})
+        return
+    m = _SEGMENT_GRAPH.search(msg)
+    if m:
+        _fallback(f, "segment_graph_failed", m.group(1), line, reason=m.group(2).strip())
+        return
+    m = _SHAPE_LIST.search(msg)
+    if m:
+        _fallback(f, "input_shape_list_mismatch", None, line,
+                  reason="cached %s input(s) vs %s given" % (m.group(1), m.group(2)))
         return
     m = _SEGMENT.search(msg)
     if m:
@@ -379,3 +438,146 @@ def summarize(findings):
     for w in findings["version_warnings"]:
         out.append("TensorRT version: %s" % w)
     return out
+
+
+# ---- diagnosis -------------------------------------------------------------------
+# Findings -> problems (each with the fix) and a verdict in plain words. `kit scan-log`, the optimizer's
+# report and the server share it, so the three say the same thing about the same log.
+
+_REQUESTED = re.compile(r"Requested amount of GPU memory \((\d+) bytes\)")
+_ALLOC_SIZE = re.compile(r"(?:trying to allocate|cuMemAlloc failed to allocate) (\S+)")
+
+FIX_MEMORY = ("keep max_workspace_size < memory_limit < memory available: lower optimize.max_workspace_size "
+              "(e.g. 1GiB) or raise optimize.memory_limit, and stop other processes (a Jetson's GPU shares its RAM)")
+FIX_CUDA_MALLOC = ("unset TF_GPU_ALLOCATOR: with cuda_malloc TensorFlow 2.3 allocates with cuMemAlloc directly, "
+                   "past the BFC allocator that memory_limit sizes, so the limit no longer bounds GPU memory")
+FIX_SHAPES = ("build an engine for every input shape you serve ahead of time (optimize.batch_sizes); "
+              "an engine missing at run time is built at the first request (~30 min on a Nano) or falls back")
+
+
+def _problem(kind, what, fix, **extra):
+    item = {"kind": kind, "what": what, "fix": fix}
+    item.update(extra)
+    return item
+
+
+def _requested_memory(findings):
+    for item in findings["oom"]:
+        m = _REQUESTED.search(item["line"]) or _ALLOC_SIZE.search(item["line"])
+        if m:
+            return m.group(1) + (" bytes" if m.group(1).isdigit() else "")
+    for item in findings.get("memory_warnings") or []:
+        return item["size"]
+    return None
+
+
+def diagnose(findings):
+    """{"failed", "verdict", "problems": [{kind, what, fix}], "notes": [...]} for parsed findings."""
+    f = findings
+    problems, notes = [], []
+    oom = f["oom"]
+    cuda_malloc = any("cuMemAlloc failed" in o["line"] for o in oom)
+    requested = _requested_memory(f)
+    for e in f["engine_failures"]:
+        if oom or f.get("memory_warnings"):
+            why = "the engine needed more GPU memory than the limit allowed" + (
+                " (%s requested)" % requested if requested else "")
+            fix = FIX_CUDA_MALLOC if cuda_malloc else FIX_MEMORY
+        else:
+            why = "TensorRT could not build it"
+            fix = ("read the TensorRT (DefaultLogger) lines before it; run with "
+                   "TF_CPP_VMODULE=trt_engine_op=2,trt_logger=2 for TensorRT's own reasons")
+        problems.append(_problem("engine_creation_failed", "engine creation for %s failed: %s (%s); the native "
+                                 "segment was used instead" % (e["op"], why, e["reason"] or "no reason given"),
+                                 fix, op=e["op"]))
+    failed_ops = set(e["op"] for e in f["engine_failures"])
+    ran_native = []
+    for fb in f["native_fallbacks"]:
+        if fb["kind"] == "engine_creation_failed":
+            continue
+        op = fb.get("op") or "a TRTEngineOp"
+        if fb["kind"] == "engine_retrieval_failed":
+            shapes = fb.get("input_shapes") or fb.get("batch_size")
+            ran_native.append("%s at input shapes %s" % (op, shapes))
+            fix = "fix the engine build failure above" if op in failed_ops else FIX_SHAPES
+            what = "the native segment ran for %s at input shapes %s (no engine for them)" % (op, shapes)
+        elif fb["kind"] == "build_at_runtime_disallowed":
+            what, fix = "no engine matched the input shapes and building at run time is off: native segment ran", FIX_SHAPES
+        elif fb["kind"] == "engine_execution_failed":
+            what = "executing the engine for %s failed (%s); retried with the native segment" % (op, fb.get("reason"))
+            fix = "see the TensorRT error lines before it; rebuild the engines on this device and JetPack"
+        elif fb["kind"] == "input_shape_list_mismatch":
+            what = "the engine cache was asked with a different number of inputs (%s): native segment" % fb.get("reason")
+            fix = "feed the model the inputs its signature declares, in the order the converter fed them"
+        else:
+            what = "fallback to native TensorFlow (%s) for %s: %s" % (fb["kind"], op, fb.get("reason") or fb["line"])
+            fix = "read the log lines around it; the segment ran without TensorRT"
+        problems.append(_problem("native_fallback", what, fix, op=fb.get("op"), fallback=fb["kind"]))
+    if oom and not f["engine_failures"]:
+        problems.append(_problem("out_of_memory", "out of GPU memory: %s" % oom[0]["line"],
+                                 FIX_CUDA_MALLOC if cuda_malloc else FIX_MEMORY))
+    for s in f["segments"]:
+        if not s["ok"]:
+            problems.append(_problem("segment_not_converted", "segment %s (%s nodes, %s) was kept as native TensorFlow: "
+                                     "%s" % (s["segment"], s["nodes"], s["op"], s["error"] or "conversion failed"),
+                                     "the reason names what TensorRT cannot take (an op, a data type, a shape); "
+                                     "change that part of the model, or accept it running natively", op=s["op"]))
+    for c in f.get("conversion_errors") or []:
+        problems.append(_problem("conversion_error", "TF-TRT could not convert a segment: %s" % c["error"],
+                                 "run the conversion with TF_CPP_VMODULE=convert_graph=2,convert_nodes=2 to see why"))
+    for c in f.get("calibration_failures") or []:
+        problems.append(_problem("calibration_failed", "INT8 calibration failed: %s" % c["reason"],
+                                 "check optimize.calibration.samples against the model's inputs; int8 needs a device "
+                                 "that supports it (not the Nano)"))
+    for op in f["cache_misses"]:
+        problems.append(_problem("engine_not_built", "no built engine was saved for %s: TF-TRT builds it at the first "
+                                 "inference" % op, FIX_SHAPES, op=op))
+    for lib in f["library_errors"]:
+        problems.append(_problem("tensorrt_missing", "TensorRT could not be loaded: %s" % lib,
+                                 "run in the L4T image with --runtime nvidia on the Jetson (TensorRT comes from the host)"))
+    if not problems:
+        for t in f["tensorrt_errors"]:
+            problems.append(_problem("tensorrt_error", "TensorRT reported an error: %s" % t,
+                                     "read the lines around it; rebuild on this device and JetPack"))
+    for w in f["version_warnings"]:
+        notes.append("TensorRT versions: %s" % w)
+    for w in f.get("memory_warnings") or []:
+        notes.append("the BFC allocator could not get %s at once; TensorFlow says this is not a failure "
+                     "by itself (a failure shows as a later error line)" % w["size"])
+    if f["candidate_segments"] is not None:
+        notes.append("%d TensorRT candidate segment(s)" % f["candidate_segments"])
+    replaced = [s for s in f["segments"] if s["ok"]]
+    if replaced:
+        notes.append("replaced by TensorRT: %s" % ", ".join("segment %s (%s nodes) -> %s" % (s["segment"], s["nodes"], s["op"])
+                                                          for s in replaced))
+    if f["unconverted_op_types"]:
+        notes.append("op types TF-TRT left to TensorFlow: %s" % ", ".join(f["unconverted_op_types"]))
+    built = [e for e in f["engines_built"] if e["ok"]]
+    if built:
+        notes.append("engines built: %s" % ", ".join("%s for %s" % (e["op"], e["input_shapes"] or "batch %s" % e["batch_size"])
+                                                  for e in built))
+    for e in f["engines_built"]:
+        if not e["ok"]:
+            notes.append("engine build attempted: %s for %s (failed)" % (e["op"], e["input_shapes"] or "batch %s" % e["batch_size"]))
+    if not problems:
+        active = f["candidate_segments"] is not None or f["segments"] or f["engines_built"] or f.get("engines_cached")
+        verdict = ("no failure: TF-TRT converted and built without a fallback" if active else
+                   "no TF-TRT activity in this log (no segments, engines or fallbacks); nothing failed, nothing proven")
+        return {"failed": False, "verdict": verdict, "problems": [], "notes": notes}
+    parts = []
+    if f["engine_failures"]:
+        parts.append(("the engine needed more memory than the limit allowed, " if (oom or f.get("memory_warnings")) else "")
+                     + "engine creation failed for %s" % ", ".join(sorted(failed_ops)))
+    if ran_native or any(p["kind"] == "native_fallback" for p in problems) or f["engine_failures"]:
+        parts.append("the native segment ran instead of TensorRT" + (" (%s)" % "; ".join(ran_native) if ran_native else ""))
+    others = sorted(set(p["kind"] for p in problems) - {"engine_creation_failed", "native_fallback"})
+    if others:
+        parts.append("also: %s" % ", ".join(k.replace("_", " ") for k in others))
+    return {"failed": True, "verdict": "TF-TRT failed: " + "; ".join(parts) + ".", "problems": problems, "notes": notes}
+
+
+def scan(path):
+    """Parse and diagnose one log file: {"path", "findings", "diagnosis"}. IOError/OSError when unreadable."""
+    findings = parse_file(path)
+    findings["summary"] = summarize(findings)
+    return {"path": path, "findings": findings, "diagnosis": diagnose(findings)}

@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kit import labels as lb
 from kit.atomic import write_bytes_atomic
 from kit.errors import DockerError, UsageError
 from kit.serve.local import input_shapes_arg, require_tensorflow, runtime_env
@@ -145,13 +146,6 @@ def bench_local(manifest, batch_sizes=None, runs: int = 1000, warmup: int = 50, 
 IMAGE_MODEL_DIR = "/opt/kit/model"  # where runtime.Dockerfile puts the optimized model
 
 
-def _label_batch_sizes(labels: dict) -> list[int]:
-    try:
-        return [int(b) for b in str(labels.get("kit.batch_sizes") or "").split(",") if b.strip()]
-    except ValueError:
-        return []
-
-
 def bench_image(manifest, image: str | None = None, batch_sizes=None, runs: int = 1000, warmup: int = 50,
                 host: str | None = None, progress=None) -> BenchReport:
     """The benchmark protocol in the built runtime image (default: the manifest's image_ref),
@@ -166,9 +160,9 @@ def bench_image(manifest, image: str | None = None, batch_sizes=None, runs: int 
                               hint=f"run `kit build {manifest.file}` first" if image is None else
                               "build it first (kit build MANIFEST), or name a built image with --image")
         info = engine.image_inspect(ref)
-        optimization = info.labels.get("kit.optimization") or "unknown"
+        optimization = info.labels.get(lb.OPTIMIZATION) or "unknown"
         # The image's own batch sizes are the ones it was built (and has engines) for.
-        sizes = list(batch_sizes or _label_batch_sizes(info.labels) or manifest.optimize.batch_sizes)
+        sizes = list(batch_sizes or lb.batch_sizes(info.labels) or manifest.optimize.batch_sizes)
         report = BenchReport(manifest.name, runs, warmup, image=ref, note=(
             f"in image {ref} ({info.id[7:19]}): the image holds only the model kit built ({optimization}), "
             "so there is no native row to compare with; `kit bench --local` times native and optimized side by side"))
@@ -195,7 +189,7 @@ def _run_in_image(engine, ref: str, run: BenchRun, manifest, runs: int, warmup: 
                                                                    runs, warmup)
     result = engine.run_to_completion(
         ref, command, on_line=on_line, name=f"kit-bench-{manifest.name}-{uuid.uuid4().hex[:6]}",
-        env={"TF_CPP_MIN_LOG_LEVEL": "1"}, runtime=container_runtime(manifest), labels={"kit.bench": manifest.name},
+        env={"TF_CPP_MIN_LOG_LEVEL": "1"}, runtime=container_runtime(manifest), labels={lb.BENCH_CONTAINER: manifest.name},
         # no health probe: it would start a Python process every 5 s beside the timed runs
         healthcheck={"test": ["NONE"]})
     if result.exit_code != 0:

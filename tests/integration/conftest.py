@@ -14,13 +14,13 @@ Any test that uses `engine` is marked `docker` automatically.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import uuid
 
 import pytest
 
 from kit.docker_api import Engine, connect
+from kit import net
 from kit.errors import DockerError
 
 REQUIRE_DOCKER = os.environ.get("KIT_REQUIRE_DOCKER") == "1"
@@ -119,6 +119,4 @@ def throwaway(engine: Engine):
 @pytest.fixture
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (host networking: containers bind it directly)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return net.free_port()

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import yaml
 
+from kit.net import free_port
+
 REGISTRY_PORT = 5000
 OWNER_FILE = Path("/tmp/kit-fleet-registry.json")  # marks a registry this harness started
 
@@ -133,12 +135,6 @@ COPY model/ /opt/fixture/model/
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -200,7 +196,7 @@ class Registry:
                 os.kill(owner["pid"], signal.SIGTERM)
                 _wait(lambda: not _port_open(self.port), 10, "orphaned registry exit")
             else:
-                self.port = _free_port()  # another live session's, or not ours: leave it alone
+                self.port = free_port()  # another live session's, or not ours: leave it alone
         self.dir = Path(tempfile.mkdtemp(prefix="kit-registry-"))
         config = {
             "version": 0.1,
@@ -425,7 +421,7 @@ class Fleet:
         self.registry = Registry(registry_port)
         # Model ports picked free per session: a concurrent session (another
         # developer's test run) has its own devices on the same host network.
-        self.devices = [Device(f"dev-{i + 1}", Path(f"/tmp/kd{tag}-{i + 1}"), _free_port(),
+        self.devices = [Device(f"dev-{i + 1}", Path(f"/tmp/kd{tag}-{i + 1}"), free_port(),
                                dict((engine_labels or {}).get(f"dev-{i + 1}", {})))
                         for i in range(n_devices)]
 

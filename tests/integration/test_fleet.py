@@ -31,6 +31,7 @@ from kit.fleet import state as st  # noqa: E402
 from kit.fleet.rollout import rollout  # noqa: E402
 from kit.fleet.status import deployment, fleet_status  # noqa: E402
 from kit.fleet.registry import push  # noqa: E402
+from kit.net import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -370,7 +371,7 @@ def test_real_kit_build_image_rolls_out(engine, fleet, tf_base, tmp_path, capsys
     assert recorded["digest_ref"] == pushed["digest_ref"]
     try:
         # ports of their own: the fixture fleet "lab" keeps serving on the devices' ports
-        ports = {d.name: fh._free_port() for d in fleet.devices}
+        ports = {d.name: free_port() for d in fleet.devices}
         entries = [{"name": d.name, "host": d.host, "device": "cpu", "port": ports[d.name]} for d in fleet.devices]
         path = fleet.write_fleet(tmp_path / "fleet" / "fleet.yaml", "digits", pushed["ref"], devices=entries,
                                  health_timeout="180s")

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kit.net import free_port
 from kit.runtime.serving.protocol import v2_binary_request, v2_decode_response
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,10 +40,9 @@ if not HALF_PLUS_TWO.is_dir():
     HALF_PLUS_TWO = Path("/work/shared/testdata/tf-serving-half-plus-two/00000123")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The interpreter the server process runs on: this one, or the twin's (scripts/test sets it to
+# .venv-twin/bin/python: Python 3.6 + TF 2.3.1, the Jetson's Python side).
+SERVER_PYTHON = os.environ.get("KIT_SERVER_PYTHON") or sys.executable
 
 
 class Server(object):
@@ -55,7 +55,7 @@ class Server(object):
         self.log = tempfile.NamedTemporaryFile(prefix="kit-serve-", suffix=".log", delete=False)
         full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="1", PYTHONPATH=str(REPO))
         full_env.update(env or {})
-        cmd = [sys.executable, "-m", "kit.runtime.serving.main", "--model-dir", str(model_dir), "--model-name", name,
+        cmd = [SERVER_PYTHON, "-m", "kit.runtime.serving.main", "--model-dir", str(model_dir), "--model-name", name,
                "--host", "127.0.0.1", "--port", str(self.port), "--grpc-port", str(self.grpc_port),
                "--batch-sizes", batch_sizes] + list(args)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO))
@@ -140,9 +140,9 @@ def batches_by_size(metrics):
 
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory):
-    """The bundled example trained fresh (about 6 s): saved_model/ and parity.npy."""
+    """The bundled example trained fresh (about 6 s) on the server's TensorFlow: saved_model/ and parity.npy."""
     out = tmp_path_factory.mktemp("digits")
-    subprocess.run([sys.executable, str(REPO / "manifests/examples/digits/train.py"), "--out", str(out)],
+    subprocess.run([SERVER_PYTHON, str(REPO / "manifests/examples/digits/train.py"), "--out", str(out)],
                    check=True, cwd=str(REPO), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     return out
@@ -622,14 +622,15 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(digits_dir, digits_imag
 @pytest.fixture(scope="module")
 def trt_log_model(tmp_path_factory):
     """Stand-in for a TF-TRT model (TensorRT cannot run here): a graph that prints, to the C++
-    stderr, the two lines TF-TRT logs when it builds an engine at runtime and when a segment
-    falls back to native TensorFlow. The server must count both from its own stderr."""
+    stderr, the two lines TF-TRT 2.3.1 logs when it builds an engine at runtime (VLOG(1): the
+    runtime image sets TF_CPP_VMODULE=trt_engine_op=1) and when a segment falls back to native
+    TensorFlow. The server must count both from its own stderr."""
     import tensorflow as tf
 
-    build = ("2020-11-20 10:00:00.000000: I tensorflow/compiler/tf2tensorrt/kernels/trt_engine_op.cc:1014] "
+    build = ("2020-11-20 10:00:00.000000: I tensorflow/compiler/tf2tensorrt/kernels/trt_engine_op.cc:739] "
              "Building a new TensorRT engine for TRTEngineOp_0_0 with input shapes: [[3,2]]")
-    fallback = ("2020-11-20 10:00:00.000000: W tensorflow/compiler/tf2tensorrt/kernels/trt_engine_op.cc:1052] "
-                "Engine retrieval for input shapes: [[3,2]] failed. Running native segment for TRTEngineOp_0_0")
+    fallback = ("2020-11-20 10:00:00.000000: W tensorflow/compiler/tf2tensorrt/kernels/trt_engine_op.cc:629] "
+                "TF-TRT Warning: Engine retrieval for input shapes: [[3,2]] failed. Running native segment for TRTEngineOp_0_0")
 
     class Noisy(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
@@ -664,14 +665,14 @@ def test_engine_builds_and_fallbacks_are_counted_from_stderr(trt_log_model):
 
 
 def test_health_probe(digits):
-    probe = [sys.executable, "-m", "kit.runtime.serving.main", "--probe", "--port", str(digits.port)]
+    probe = [SERVER_PYTHON, "-m", "kit.runtime.serving.main", "--probe", "--port", str(digits.port)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     assert subprocess.run(probe, env=env, capture_output=True).returncode == 0
     env["KIT_PORT"] = str(digits.port)
-    assert subprocess.run([sys.executable, "-m", "kit.runtime.serving.healthcheck"], env=env,
+    assert subprocess.run([SERVER_PYTHON, "-m", "kit.runtime.serving.healthcheck"], env=env,
                           capture_output=True).returncode == 0
     env["KIT_PORT"] = str(free_port())  # nothing listens there
-    closed = subprocess.run([sys.executable, "-m", "kit.runtime.serving.healthcheck"], env=env, capture_output=True)
+    closed = subprocess.run([SERVER_PYTHON, "-m", "kit.runtime.serving.healthcheck"], env=env, capture_output=True)
     assert closed.returncode == 1 and b"not ready" in closed.stderr
 
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from kit.build import base
-from kit.docker_api import _failed_from, _LineSplitter, _split_ref, _translate
+from kit.docker_api import _failed_from, _LineSplitter, _translate, repository_and_tag
 from kit.errors import DockerError
 from kit.profiles import CPU_STACK
 
@@ -20,8 +20,8 @@ from kit.profiles import CPU_STACK
     ("busybox", ("busybox", None)),
     ("reg/app@sha256:" + "a" * 64, ("reg/app@sha256:" + "a" * 64, None)),
 ])
-def test_split_ref(ref, expected):
-    assert _split_ref(ref) == expected
+def test_repository_and_tag(ref, expected):
+    assert repository_and_tag(ref) == expected
 
 
 def test_line_splitter_joins_chunks_and_normalises_newlines():

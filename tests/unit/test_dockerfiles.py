@@ -85,7 +85,8 @@ def test_runtime_user_health_and_env():
     assert words["HEALTHCHECK"].endswith('CMD ["python3", "-m", "kit.runtime.serving.healthcheck"]')
     assert words["CMD"] == '["python3", "-m", "kit.runtime.serving.main"]'
     env = " ".join(a for w, a in ins if w == "ENV")
-    for var in ("TF_GPU_ALLOCATOR=cuda_malloc", "KIT_MODEL_DIR=/opt/kit/model", "KIT_PORT=${KIT_PORT}",
+    assert "TF_GPU_ALLOCATOR" not in env  # the BFC allocator, which memory_limit sizes, stays in charge
+    for var in ("TF_CPP_VMODULE=trt_engine_op=1", "KIT_MODEL_DIR=/opt/kit/model", "KIT_PORT=${KIT_PORT}",
                 "KIT_GRPC_PORT=${KIT_GRPC_PORT}",
                 "KIT_BATCH_SIZES=${KIT_BATCH_SIZES}", "PYTHONPATH=/opt/kit/lib"):
         assert var in env

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from kit.fleet.facts import DeviceFacts
-from kit.fleet.gate import Fingerprint, check, tensorrt_for_l4t
+from kit.fleet.gate import check, tensorrt_for_l4t
+from kit.labels import Fingerprint
 from kit.manifest.load import FleetDevice
 
 NANO_LABELS = {

@@ -1,31 +1,12 @@
-"""Pure helpers of push/rollout: references, waves, device addresses, smoke inputs."""
+"""Pure helpers of the rollout: waves, device addresses, smoke inputs."""
 
 from __future__ import annotations
 
 import pytest
 
 from kit.fleet.rollout import _example, device_address, plan_waves
-from kit.fleet.registry import registry_of, split_ref
 
 D = "sha256:" + "f" * 64
-
-
-@pytest.mark.parametrize("ref,expected", [
-    ("127.0.0.1:5000/a/b:1.0", ("127.0.0.1:5000/a/b", "1.0", None)),
-    ("127.0.0.1:5000/a/b", ("127.0.0.1:5000/a/b", None, None)),
-    (f"reg.example.com/v/r@{D}", ("reg.example.com/v/r", None, D)),
-    ("busybox:latest", ("busybox", "latest", None)),
-])
-def test_split_ref(ref, expected):
-    assert split_ref(ref) == expected
-
-
-@pytest.mark.parametrize("repo,registry", [
-    ("127.0.0.1:5000/a/b", "127.0.0.1:5000"), ("registry.example.com/vision/r", "registry.example.com"),
-    ("localhost/x", "localhost"), ("library/busybox", "docker.io"), ("busybox", "docker.io"),
-])
-def test_registry_of(repo, registry):
-    assert registry_of(repo) == registry
 
 
 def test_plan_waves_canary_first_then_max_parallel():

@@ -198,14 +198,6 @@ def test_predict_and_compare_refuses_drift_and_errors():
         server.close()
 
 
-def test_free_port_is_bindable():
-    import socket
-
-    port = smoke.free_port()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", port))
-
-
 def test_reference_script_runs_on_python_36(tmp_path):
     """The smoke reference runs in the L4T builder (Python 3.6): vermin must agree."""
     import subprocess
@@ -246,3 +238,20 @@ def test_reference_script_on_a_real_model(tmp_path):
         doc = json.loads(out.read_text())
         assert doc["inputs"] == {"x": want_in} and doc["dtypes"] == {"x": "float32"}
         assert doc["outputs"] == {"y": want_out}
+
+
+def test_labels_read_back_through_the_fingerprint(tmp_path):
+    """What labels_for writes is what kit.labels reads: the wire contract, both ends."""
+    from kit import labels as lb
+
+    report = {"optimization": "tensorrt", "precision": "fp16", "batch_sizes": [1, 8], "engines": 2,
+              "environment": {"tensorflow": "2.3.1+nv20.12", "tensorrt": "7.1.3", "cuda": "10.2", "l4t": "32.4.4",
+                              "jetpack": "4.4.1"}}
+    written = images.labels_for(manifest(tmp_path, "jetson-nano"), OptimizeReport.from_dict(report), "sha256:abc", "base:1", "t")
+    fp = lb.Fingerprint.from_labels(written, "arm64")
+    assert (fp.device, fp.optimization, fp.model_digest, fp.l4t, fp.tensorrt, fp.gpu_arch, fp.precision) == \
+        ("jetson-nano", "tensorrt", "sha256:abc", "32.4.4", "7.1.3", "sm_53", "fp16")
+    assert fp.jetson and fp.version == "1.2.0" and fp.memory_limit == 2 << 30 and fp.engines == "2"
+    assert lb.batch_sizes(written) == [1, 8]
+    cpu = lb.Fingerprint.from_labels(images.labels_for(manifest(tmp_path), OptimizeReport.from_dict({}), "sha256:abc", "b", "t"), "amd64")
+    assert cpu.device == "cpu" and not cpu.jetson and cpu.tensorrt is None and cpu.l4t is None

@@ -164,7 +164,6 @@ class MicroBatcher(object):
         self._cond = threading.Condition()
         self._queue = deque()
         self._stopping = False
-        self._busy = False
         self._thread = None
 
     # ---- client side -----------------------------------------------------
@@ -175,9 +174,6 @@ class MicroBatcher(object):
 
     def has_room(self, items=1):
         return len(self._queue) + items <= self.max_queue and not self._stopping
-
-    def parts_needed(self, rows, batchable=True):
-        return len(self.plan.chunks(rows)) if batchable else 1
 
     def wake(self):
         """Let a waiting worker re-check arrivals (a request it waited for was dropped)."""
@@ -218,9 +214,6 @@ class MicroBatcher(object):
             return not self._thread.is_alive()
         return True
 
-    def idle(self):
-        return not self._queue and not self._busy
-
     # ---- worker ----------------------------------------------------------
 
     def _take_batch(self):
@@ -248,7 +241,6 @@ class MicroBatcher(object):
                     if self._arriving is not None and self._arriving() <= 0:
                         break  # nobody else is on the way: run now rather than wait
                     self._cond.wait(remaining)
-            self._busy = True
         return batch, rows
 
     def _loop(self):
@@ -263,9 +255,6 @@ class MicroBatcher(object):
                 for job in batch:
                     if not job.pending.done():
                         job.pending._complete(job.index, error=e)
-            finally:
-                with self._cond:
-                    self._busy = False
 
     def _call(self, signature, inputs, batch_size, rows):
         start = time.monotonic()

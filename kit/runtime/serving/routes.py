@@ -226,7 +226,9 @@ def inference_failure(error_, endpoint):
 
 
 def first_line(error_):
-    """The useful line of an error: TF puts the op's message in the last paragraph, after a call stack."""
+    """The useful line of an error: TF >= 2.4 puts the op's message in the last paragraph, after a call stack;
+    TF 2.3 puts it first, then a "Function call stack:" paragraph (dropped)."""
     text = str(getattr(error_, "message", None) or error_).strip()
-    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    paragraphs = [p.strip() for p in text.split("\n\n")
+                  if p.strip() and not p.strip().startswith("Function call stack:")]
     return paragraphs[-1].splitlines()[0].strip() if paragraphs else type(error_).__name__

@@ -99,17 +99,56 @@ def test_tf28_gets_keyword_arguments():
     assert {k: call[k] for k in PARAMS} == PARAMS
 
 
+def _tf_release():
+    import tensorflow as tf
+
+    return tuple(int(p) for p in tf.__version__.split(".")[:2])
+
+
 @pytest.mark.tf
-def test_real_tf217_converter_takes_keyword_arguments():
+def test_real_converter_takes_the_arguments_of_this_tensorflow():
+    """TF 2.3.1 (the twin, tests/runtime/requirements-twin.txt): the namedtuple; TF >= 2.8: keyword arguments."""
     trt = trt_shim.import_trt()
     kwargs, api = trt_shim.converter_arguments(trt.TrtGraphConverterV2, trt, "/m", "serving_default", ["serve"],
                                                PARAMS)
-    assert api == trt_shim.API_KWARGS
     accepted = set(inspect.signature(trt.TrtGraphConverterV2.__init__).parameters)
-    assert set(kwargs) <= accepted and "conversion_params" not in kwargs
-    # ... and constructing it here fails loudly, which is why the preflight probes TensorRT first.
-    with pytest.raises(RuntimeError, match="TensorRT"):
-        trt.TrtGraphConverterV2(**kwargs)
+    assert set(kwargs) <= accepted
+    if _tf_release() >= (2, 8):
+        assert api == trt_shim.API_KWARGS and "conversion_params" not in kwargs
+        # ... and constructing it here fails loudly, which is why the preflight probes TensorRT first.
+        with pytest.raises(RuntimeError, match="TensorRT"):
+            trt.TrtGraphConverterV2(**kwargs)
+    else:
+        assert api == trt_shim.API_CONVERSION_PARAMS
+        params = kwargs["conversion_params"]
+        assert (params.precision_mode, params.max_workspace_size_bytes, params.allow_build_at_runtime) == (
+            PARAMS["precision_mode"], PARAMS["max_workspace_size_bytes"], True)
+
+
+@pytest.mark.tf
+def test_tensorrt_absent_converter_on_tf23_converts_nothing_silently(saved_models, tmp_path):
+    """tensorflow-cpu 2.3.1 has no TensorRT, yet its converter constructs, converts and saves without a word:
+    the silent failure kit's TensorRT probe (preflight) and the engines check of the gate exist for.
+    On TF >= 2.8 the constructor raises instead."""
+    from kit.runtime import audit, gate
+
+    trt = trt_shim.import_trt()
+    converter_cls = trt.TrtGraphConverterV2
+    if _tf_release() >= (2, 8):
+        with pytest.raises(RuntimeError, match="TensorRT"):
+            trt_shim.make_converter(trt, saved_models["cnn"], "serving_default", ["serve"], PARAMS)
+        return
+    converter, _, _ = trt_shim.make_converter(trt, saved_models["cnn"], "serving_default", ["serve"], PARAMS)
+    assert isinstance(converter, converter_cls)
+    converter.convert()  # no exception, no TensorRT
+    out = str(tmp_path / "converted")
+    converter.save(out)
+    result = audit.audit_saved_model(out, "serving_default", ["serve"])
+    assert result["engines"] == []
+    verdict = gate.evaluate_tensorrt([1, 8], result, {"native_fallbacks": [], "oom": []},
+                                     {"passed": True, "max_abs_error": 0.0, "max_abs_error_limit": 0.05,
+                                      "top1_agreement": None, "min_top1_agreement_limit": 0.99, "reasons": []})
+    assert not verdict["passed"] and "0 TensorRT engines" in verdict["reasons"][0]
 
 
 def test_unknown_api_shape_is_a_clear_error():

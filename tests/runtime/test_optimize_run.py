@@ -34,7 +34,7 @@ def spec_file(tmp_path, model_dir, precision="native", name="model", **kw):
 def run(spec_path, env=None, timeout=300):
     full_env = dict(os.environ, **(env or {}))
     proc = subprocess.run([sys.executable, "-m", "kit.runtime.optimize", "--spec", str(spec_path)], cwd=str(ROOT),
-                          capture_output=True, text=True, env=full_env, timeout=timeout)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=full_env, timeout=timeout)
     return proc
 
 
@@ -65,7 +65,7 @@ def test_native_precision_writes_a_native_model_and_says_so(tmp_path, saved_mode
     assert {"preflight", "tensorflow_import", "inputs", "copy", "audit", "parity", "publish", "total"} <= set(r["timings"])
     assert "probe" not in r["timings"]  # native: no TensorRT question asked
     assert r["memory"]["peak_rss_bytes"] > 50 << 20
-    assert r["preflight"]["environment"]["TF_GPU_ALLOCATOR"] == "cuda_malloc"
+    assert "TF_GPU_ALLOCATOR" not in r["preflight"]["environment"]  # kit leaves the BFC allocator in charge
     assert "trt_engine_op=2" in r["preflight"]["environment"]["TF_CPP_VMODULE"]
     log = Path(r["log_path"]).read_text()
     assert "kit: optimizing" in log and "kit: output is NATIVE TensorFlow" in log
@@ -130,7 +130,7 @@ def test_sigkill_mid_save_leaves_nothing_at_the_output_path(tmp_path, saved_mode
     path, spec = spec_file(tmp_path, saved_models["cnn"], "native", name="killed")
     env = dict(os.environ, KIT_RUNTIME_TEST_PAUSE="save:120")
     proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.optimize", "--spec", str(path)], cwd=str(ROOT),
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, universal_newlines=True, env=env)
     try:
         deadline = time.monotonic() + 240
         for line in proc.stderr:
@@ -158,7 +158,7 @@ def test_sigterm_mid_save_cleans_up(tmp_path, saved_models):
     path, spec = spec_file(tmp_path, saved_models["cnn"], "native", name="termed")
     env = dict(os.environ, KIT_RUNTIME_TEST_PAUSE="save:120")
     proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.optimize", "--spec", str(path)], cwd=str(ROOT),
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, universal_newlines=True, env=env)
     try:
         for line in proc.stderr:
             if "kit: test pause at save" in line:

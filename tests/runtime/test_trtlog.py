@@ -28,8 +28,10 @@ def test_article_nano_oom_is_a_failed_build_with_fallback_and_oom():
     assert f["engine_failures"] == [{"op": "TRTEngineOp_0_0", "reason": "Internal: Failed to build TensorRT engine"}]
     assert [x["kind"] for x in f["native_fallbacks"]] == ["engine_creation_failed", "engine_retrieval_failed"]
     assert f["native_fallbacks"][1]["input_shapes"] == [[8, 224, 224, 3]]
-    assert len(f["oom"]) == 3
-    assert "4.00GiB" in f["oom"][0]["line"] and "4294967296 bytes" in f["oom"][1]["line"]
+    # The BFC line says itself it is not a failure (a memory warning); TensorRT's two lines are the OOM.
+    assert [w["size"] for w in f["memory_warnings"]] == ["4.00GiB"]
+    assert len(f["oom"]) == 2
+    assert "4294967296 bytes" in f["oom"][0]["line"] and "OutOfMemory Error in GpuMemory" in f["oom"][1]["line"]
     assert any("OutOfMemory Error in GpuMemory" in e for e in f["tensorrt_errors"])
     summary = trtlog.summarize(f)
     assert not any(s.startswith("engine built") for s in summary)
@@ -119,7 +121,8 @@ def test_capture_sees_c_level_and_child_writes_and_tees(tmp_path, capfd):
 
 @pytest.mark.tf
 def test_capture_of_tensorflow_cpp_output_and_a_real_tf_trt_error(tmp_path):
-    """In a fresh process: tf.print's C++ kernel and TF-TRT's own error on a TensorRT-less build land in the log."""
+    """In a fresh process: tf.print's C++ kernel and TF-TRT's own error on a TensorRT-less build land in the log.
+    TF 2.3.1's tensorflow-cpu says nothing at all: its converter constructs without TensorRT (the twin shows it)."""
     log = tmp_path / "tf.log"
     code = textwrap.dedent("""
         import sys
@@ -133,14 +136,21 @@ def test_capture_of_tensorflow_cpp_output_and_a_real_tf_trt_error(tmp_path):
             trt_convert.TrtGraphConverterV2(input_saved_model_dir="/nonexistent")
         except RuntimeError as e:
             sys.stderr.write("raised: %s\\n" % e)
+        else:
+            sys.stderr.write("constructed without TensorRT\\n")
         cap.sync()
         cap.stop()
     """)
-    proc = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True, timeout=300,
+    proc = subprocess.run([sys.executable, "-c", code, str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300,
                           cwd=str(ROOT))
     assert proc.returncode == 0, proc.stderr
     text = log.read_text()
     assert "from-the-cpp-kernel" in text
-    assert "Tensorflow needs to be built with TensorRT support enabled" in text  # TF's own logging.error
-    assert "raised: Tensorflow has not been built with TensorRT support." in text
+    import tensorflow as tf
+
+    if tuple(int(p) for p in tf.__version__.split(".")[:2]) >= (2, 8):
+        assert "Tensorflow needs to be built with TensorRT support enabled" in text  # TF's own logging.error
+        assert "raised: Tensorflow has not been built with TensorRT support." in text
+    else:
+        assert "constructed without TensorRT" in text and "TensorRT support" not in text
     assert "from-the-cpp-kernel" in proc.stderr  # tee'd to the real stderr

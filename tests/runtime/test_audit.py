@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 import trt_fixtures
-from kit.cli import main
 from kit.runtime import audit, gate, trtlog
 
 pytestmark = pytest.mark.tf  # needs TensorFlow (deselected on the Python 3.8 host run)
@@ -128,16 +127,3 @@ def test_engine_instance_decoding_skips_unknown_fields():
     assert audit.decode_engine_instance(msg) == {"input_shapes": [[1, 224, 224, 3], [1, 10]], "engine_bytes": 3}
     with pytest.raises(audit.AuditError):
         audit.decode_engine_instance(struct.pack("<B", 0x0A) + b"\x7f")  # length past the end
-
-
-def test_kit_audit_command(saved_models, trt_models, capsys, tmp_path):
-    assert main(["audit", saved_models["cnn"]]) == 0
-    assert "0 TensorRT engines: this SavedModel is native TensorFlow" in capsys.readouterr().out
-    assert main(["audit", trt_models["one_missing"], "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    assert data["trt_engine_ops"]["unique"] == 2 and data["engines"][1]["built_batch_sizes"] == [1]
-    assert main(["audit", str(tmp_path / "nope")]) == 2
-    assert "is not a directory" in capsys.readouterr().err
-    os.makedirs(tmp_path / "empty")
-    assert main(["audit", str(tmp_path / "empty")]) == 2
-    assert "no saved_model.pb" in capsys.readouterr().err
