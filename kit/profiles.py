@@ -6,6 +6,7 @@ are specific to the GPU arch and the TensorRT version)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 GiB = 1024**3
@@ -115,3 +116,16 @@ def profile_table() -> list[dict]:
         row["stacks"] = [asdict(STACKS[j]) for j in p.jetpacks] if p.tensorrt else [asdict(CPU_STACK)]
         rows.append(row)
     return rows
+
+
+# "# R32 (release), REVISION: 4.4, GCID: 23942405, BOARD: t210ref, EABI: aarch64, DATE: ..."
+_RELEASE_RE = re.compile(r"^#\s*R(\d+)\s*\(release\),\s*REVISION:\s*(\d+)\.(\d+)", re.MULTILINE)
+
+
+def parse_nv_tegra_release(text: str) -> str:
+    """/etc/nv_tegra_release's "# R32 (release), REVISION: 4.4, ..." -> "32.4.4" (the L4T
+    release that names a stack). ValueError if the text has no release line."""
+    m = _RELEASE_RE.search(text)
+    if not m:
+        raise ValueError("no '# R<major> (release), REVISION: <x>.<y>' line")
+    return f"{int(m.group(1))}.{int(m.group(2))}.{int(m.group(3))}"

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from kit import labels as lb
 from kit.build import preflight
 from kit.errors import EXIT_OK, EXIT_PREFLIGHT, DockerError
 from kit.profiles import JETPACK_441, MEMORY_RESERVE_BYTES, STACKS
@@ -146,15 +147,15 @@ def gather(host: Optional[str] = None, manifest=None, trt_smoke: bool = False, r
 
 
 def _engine_facts(engine, facts: dict, base: str, manifest, trt_smoke: bool, local: bool) -> None:
-    from kit.fleet.facts import L4T_LABEL, read_release_in_container
+    from kit.fleet.facts import read_release_in_container
 
     info = engine.info()
     facts.update(engine_version=info.server_version, api_version=info.api_version,
                  architecture=info.architecture, runtimes=tuple(info.runtimes),
                  default_runtime=info.default_runtime, engine_memory=info.memory_bytes)
     if not local:
-        if info.labels.get(L4T_LABEL):
-            facts["l4t"], facts["l4t_detail"] = info.labels[L4T_LABEL], f"engine label {L4T_LABEL}"
+        if info.labels.get(lb.L4T):
+            facts["l4t"], facts["l4t_detail"] = info.labels[lb.L4T], f"engine label {lb.L4T}"
         elif info.architecture == "arm64":
             probe = base if engine.image_exists(base) else None
             facts["l4t"], facts["l4t_detail"] = read_release_in_container(engine, probe)

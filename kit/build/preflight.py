@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kit.errors import DockerError, PreflightError
-from kit.profiles import MEMORY_RESERVE_BYTES
+from kit.profiles import MEMORY_RESERVE_BYTES, parse_nv_tegra_release
 from kit.units import format_size
 
 NV_TEGRA_RELEASE = "/etc/nv_tegra_release"
@@ -39,17 +39,7 @@ DISK_MARGIN_BYTES = 1 << 30
 # is about 2.5 GB unpacked).
 BASE_IMAGE_ESTIMATE_BYTES = 3 << 30
 
-# "# R32 (release), REVISION: 4.4, GCID: 23942405, BOARD: t210ref, EABI: aarch64, DATE: ..."
-_RELEASE_RE = re.compile(r"^#\s*R(\d+)\s*\(release\),\s*REVISION:\s*(\d+)\.(\d+)", re.MULTILINE)
 _BOARD_RE = re.compile(r"BOARD:\s*([A-Za-z0-9_]+)")
-
-
-def parse_nv_tegra_release(text: str) -> str:
-    """"# R32 (release), REVISION: 4.4, ..." -> "32.4.4". ValueError if the text has no release line."""
-    m = _RELEASE_RE.search(text)
-    if not m:
-        raise ValueError("no '# R<major> (release), REVISION: <x>.<y>' line")
-    return f"{int(m.group(1))}.{int(m.group(2))}.{int(m.group(3))}"
 
 
 def release_file() -> Path:

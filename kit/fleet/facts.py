@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from kit import labels as lb
 from kit.errors import DockerError
 from kit.manifest.load import FleetDevice
+from kit.profiles import parse_nv_tegra_release
 
 NV_TEGRA_RELEASE = "/etc/nv_tegra_release"
 
@@ -76,7 +77,6 @@ def read_facts(engine, device: FleetDevice, probe_image: str | None = None) -> D
 def read_release_in_container(engine, image: str | None) -> tuple[str | None, str]:
     """Read the device's /etc/nv_tegra_release with a throwaway container."""
     from kit.docker_api import Mount
-    from kit.build.preflight import parse_nv_tegra_release
 
     if not image:
         return None, (f"no image on the device to read {NV_TEGRA_RELEASE} with; "

@@ -12,6 +12,7 @@ from kit.build import preflight
 from kit.errors import PreflightError
 from kit.manifest.load import ImageSpec, ModelManifest, ModelSource, Optimize, Serve, Target
 from kit.build.preflight import HostFacts
+from kit.profiles import parse_nv_tegra_release
 
 GiB = 1 << 30
 NANO_4_4 = "# R32 (release), REVISION: 4.4, GCID: 23942405, BOARD: t210ref, EABI: aarch64, DATE: Fri Oct 16 19:44:43 UTC 2020\n"
@@ -47,13 +48,13 @@ def good_facts(**kw) -> HostFacts:
     ("# R35 (release), REVISION: 1.0, GCID: 31346300, BOARD: t186ref, EABI: aarch64, DATE: x\n", "35.1.0"),
 ])
 def test_parse_nv_tegra_release(text, expected):
-    assert preflight.parse_nv_tegra_release(text) == expected
+    assert parse_nv_tegra_release(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "Debian GNU/Linux 12\n", "R32 REVISION 4.4\n"])
 def test_parse_nv_tegra_release_rejects_other_text(text):
     with pytest.raises(ValueError):
-        preflight.parse_nv_tegra_release(text)
+        parse_nv_tegra_release(text)
 
 
 def test_read_l4t_from_env_path(tmp_path, monkeypatch):
