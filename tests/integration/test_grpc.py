@@ -6,7 +6,6 @@ the bundled digits CNN; every RPC and every error class a client can meet.
 """
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -245,26 +244,6 @@ def test_grpc_port_zero_turns_grpc_off(digits_dir):  # noqa: F811
         assert server.stop() == 0
 
 
-# ---- REST additions: classify / regress, status while warming, the model's whole error --------------
-
-
-def test_rest_classify_and_regress(hp2):
-    status, _, body = hp2.request("POST", "/v1/models/half_plus_two:regress",
-                                  {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}, {"x": 6.0}]})
-    assert status == 200, body
-    assert json.loads(body) == {"results": [3.0, 5.0]}
-    status, _, body = hp2.request("POST", "/v1/models/half_plus_two:classify",
-                                  {"signature_name": "classify_x_to_y", "context": {"x": 10.0},
-                                   "examples": [{"x": 4.0}, {}]})
-    assert status == 200, body
-    assert json.loads(body) == {"results": [[["", 4.0]], [["", 7.0]]]}
-    status, _, body = hp2.request("POST", "/v1/models/half_plus_two:classify", {"examples": [{"x": 1.0}]})
-    assert status == 400 and b"tensorflow/serving/classify" in body
-    status, _, body = hp2.request("POST", "/v1/models/half_plus_two:regress",
-                                  {"signature_name": "regress_x_to_y", "examples": [{"x": "text"}]})
-    assert status == 400 and b"the model rejected the input" in body
-
-
 # ---- a JPEG model (tf.string decoded in the graph) and TF Serving's warm-up file -----------------
 
 
@@ -295,11 +274,8 @@ def test_jpeg_model_starts_and_serves(tmp_path):
         status, _, body = server.predict({"instances": [{"b64": base64.b64encode(_jpeg(100)).decode()}]})
         assert status == 200, body
         assert abs(json.loads(body)["predictions"][0] - 100) < 3
-        # Bad bytes: 400 with TensorFlow's whole message, not its first line
         status, _, body = server.predict({"instances": [{"b64": base64.b64encode(b"not a jpeg").decode()}]})
-        assert status == 400
-        error = json.loads(body)["error"]
-        assert error.startswith("the model rejected the input") and len(error.splitlines()) > 1
+        assert status == 400 and json.loads(body)["error"].startswith("the model rejected the input")
     finally:
         assert server.stop() == 0
 
@@ -335,27 +311,3 @@ def test_broken_warmup_file_fails_the_start(tmp_path):
         assert "past the end of the file" in server.logs()
     finally:
         server.stop()
-
-
-def test_status_is_loading_until_warm(tmp_path):
-    server = Server(HALF_PLUS_TWO, "half_plus_two", "1,4", env={"KIT_TEST_WARMUP_DELAY": "3"})
-    try:
-        server.wait_live()
-        seen = set()
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            _, _, body = server.get("/v1/models/half_plus_two")
-            state = json.loads(body)["model_version_status"][0]["state"]
-            seen.add(state)
-            if state == "AVAILABLE":
-                # the moment it says AVAILABLE, a prediction answers
-                assert server.predict({"instances": [[1.0]]})[0] == 200
-                break
-            if server.predict({"instances": [[1.0]]})[0] != 503:
-                # it turned ready between the two calls: then the status says so too
-                assert json.loads(server.get("/v1/models/half_plus_two")[2])["model_version_status"][0][
-                    "state"] == "AVAILABLE"
-            time.sleep(0.2)
-        assert seen >= {"LOADING", "AVAILABLE"}
-    finally:
-        assert server.stop() == 0
