@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet_harness import Device, _free_port
+from fleet_harness import Device
+from kit.net import free_port
 from test_build import kit, record_of, statuses, trained_example, write_manifest
 
 pytestmark = pytest.mark.docker
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture(scope="module")
 def device(tf_base):
-    dev = Device("kit-test-nano-dev", Path(f"/tmp/kdn{os.getpid()}"), _free_port())
+    dev = Device("kit-test-nano-dev", Path(f"/tmp/kdn{os.getpid()}"), free_port())
     dev.root.mkdir(parents=True, exist_ok=True)
     dev.start()
     try:
