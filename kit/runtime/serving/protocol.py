@@ -33,6 +33,10 @@ from collections import OrderedDict
 import numpy as np
 
 
+MAX_RANK = 32  # numpy's limit on dimensions
+MAX_ELEMENTS = 1 << 40  # beyond any body the server accepts; keeps the shape arithmetic within int64
+
+
 class RequestError(Exception):
     """A client error: answered with `status` and {"error": message}."""
 
@@ -65,11 +69,25 @@ class ParsedRequest(object):
 # ---- shared validation ----------------------------------------------------------
 
 
+def _refuse_constant(name):
+    raise ValueError("%s is not valid JSON (send finite numbers)" % name)
+
+
+def _finite_float(text):
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number %s is out of range for a float" % text[:40])
+    return value
+
+
 def _load_json(body, what="request body"):
     if not body:
         raise RequestError(400, "empty %s: send a JSON object" % what)
     try:
-        data = json.loads(body.decode("utf-8") if isinstance(body, (bytes, bytearray, memoryview)) else body)
+        data = json.loads(body.decode("utf-8") if isinstance(body, (bytes, bytearray, memoryview)) else body,
+                          parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise RequestError(400, "the %s nests JSON arrays or objects too deeply" % what)
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(400, "malformed JSON in the %s: %s" % (what, e))
     if not isinstance(data, dict):
@@ -406,6 +424,15 @@ def parse_v2(body, model, max_instances, header_length=None):
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                                   for d in shape):
             raise RequestError(400, "input '%s': \"shape\" must be a list of non-negative integers" % key)
+        if len(shape) > MAX_RANK:
+            raise RequestError(400, "input '%s': shape has %d dimensions, at most %d are supported"
+                               % (key, len(shape), MAX_RANK))
+        elements = 1
+        for d in shape:
+            elements *= d
+        if elements > MAX_ELEMENTS:
+            raise RequestError(400, "input '%s': shape %s holds %d elements, more than any request can carry "
+                               "(at most %d)" % (key, _shape_list(shape), elements, MAX_ELEMENTS))
         datatype = tensor.get("datatype")
         if datatype != info.v2_datatype:
             raise RequestError(400, "input '%s' has datatype %s but the model expects %s"
