@@ -1,6 +1,6 @@
 """Hostile traffic beside normal traffic: does the server stay small and fast?
 
-    .venv/bin/python bench/abuse.py [--seconds 15] [--idle 1000] [--slowloris 100] [--big-length 30] [--oversized 4]
+    .venv/bin/python -m bench.abuse [--seconds 15] [--idle 1000] [--slowloris 100] [--big-length 30] [--oversized 4]
 
 On the bundled example (the digits CNN, trained fresh into a temp dir, about
 6 s), `python -m kit.runtime.serving.main` runs with its default limits.
@@ -29,10 +29,7 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from _models import REPO, RawClient, ServerProcess  # noqa: E402
+from bench._models import REPO, RawClient, start_server  # noqa: E402
 
 BIG = 60 << 20
 
@@ -194,7 +191,7 @@ def main(argv=None):
     work = tempfile.mkdtemp(prefix="kit-bench-abuse-")
     subprocess.run([sys.executable, str(REPO / "manifests/examples/digits/train.py"), "--out", work], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    server = ServerProcess(os.path.join(work, "saved_model"), "1,4,8", name="digits")
+    server = start_server(os.path.join(work, "saved_model"), "1,4,8", name="digits")
     try:
         sampler = Sampler(server.proc.pid)
         sampler.start()

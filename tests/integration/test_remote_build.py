@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_harness import Device
+from testkit.fleet_harness import Device
 from kit.net import free_port
 from test_build import kit, record_of, statuses, trained_example, write_manifest
 
