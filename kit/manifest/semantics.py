@@ -234,8 +234,11 @@ def _escapes_by_link(ctx: Context, text: str) -> bool:
     expanded = os.path.expanduser(text)
     if os.path.isabs(expanded):
         return False
-    base = os.path.realpath(str(ctx.base_dir))
-    real = os.path.realpath(os.path.join(base, expanded))
+    try:
+        base = os.path.realpath(str(ctx.base_dir))
+        real = os.path.realpath(os.path.join(base, expanded))
+    except (ValueError, OSError):  # a NUL byte, a loop: the existence checks report the path itself
+        return False
     return os.path.commonpath([base, real]) != base
 
 
