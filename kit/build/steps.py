@@ -287,7 +287,9 @@ def smoke(state: BuildState) -> Done:
     name = f"kit-smoke-{m.name}-{uuid.uuid4().hex[:6]}"
     cid = None
     try:
-        cid = engine.run(state.baked.ref, name=name, env={"KIT_PORT": str(port), "KIT_HOST": "127.0.0.1"},
+        # Host networking: both ports must be free here (8500 may be another server's gRPC).
+        env = {"KIT_PORT": str(port), "KIT_GRPC_PORT": str(free_port()), "KIT_HOST": "127.0.0.1"}
+        cid = engine.run(state.baked.ref, name=name, env=env,
                          runtime=containers.container_runtime(m), labels={lb.SMOKE_CONTAINER: m.name})
         state.reporter.line(f"started {name} on 127.0.0.1:{port}; waiting for healthy")
         start = time.monotonic()
