@@ -5,17 +5,12 @@ weights=None builds the architecture and downloads nothing; KERAS_HOME points
 at an empty directory and is checked afterwards to prove it.
 """
 
-import http.client
 import os
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from kit.net import free_port
+from testkit.server import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("KIT_BENCH_CACHE", Path(tempfile.gettempdir()) / "kit-bench-models"))
@@ -71,50 +66,16 @@ def export_mean_model(path=None):
     return path
 
 
-class ServerProcess(object):
-    """`python -m kit.runtime.serving.main` in the background, ready when started."""
-
-    def __init__(self, model_dir, batch_sizes, max_batch_delay="2ms", max_queue=64, env=None, name="m"):
-        self.port = free_port()
-        self.grpc_port = free_port()
-        self.name = name
-        self.log = tempfile.NamedTemporaryFile(prefix="kit-bench-serve-", suffix=".log", delete=False)
-        full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
-        full_env.update(env or {})
-        cmd = [sys.executable, "-m", "kit.runtime.serving.main", "--model-dir", str(model_dir), "--model-name", name,
-               "--host", "127.0.0.1", "--port", str(self.port), "--grpc-port", str(self.grpc_port),
-               "--batch-sizes", batch_sizes, "--max-batch-delay", max_batch_delay, "--max-queue", str(max_queue), "--max-body", "512MiB"]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited:\n" + Path(self.log.name).read_text())
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/v2/health/ready")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return
-                conn.close()
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server not ready in time")
-
-    def connect(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-        conn.connect()
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            os.unlink(self.log.name)
+def start_server(model_dir, batch_sizes, max_batch_delay="2ms", max_queue=64, env=None, name="m"):
+    """testkit's server process with the benchmarks' settings, ready to answer (use .open() for connections)."""
+    server = ServerProcess(model_dir, name, batch_sizes, env=env, log_level="2",
+                           args=["--max-batch-delay", max_batch_delay, "--max-queue", str(max_queue),
+                                 "--max-body", "512MiB"])
+    try:
+        return server.wait_ready(180)
+    except AssertionError:
+        server.stop()
+        raise
 
 
 class RawClient(object):

@@ -12,7 +12,7 @@ and prints per-step timings, the total wall time of each, and the size of the
 layer that changed against the whole image (what a push to a device sends vs
 what a full image would be).
 
-    .venv/bin/python bench/build_times.py [--keep]
+    .venv/bin/python -m bench.build_times [--keep]
 """
 
 from __future__ import annotations

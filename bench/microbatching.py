@@ -1,6 +1,6 @@
 """Micro-batching gain: 16 concurrent batch-1 clients vs sequential batch-1 requests.
 
-    .venv/bin/python bench/microbatching.py [--clients 16] [--seconds 2] [--rounds 3] [--models digits,mobilenet]
+    .venv/bin/python -m bench.microbatching [--clients 16] [--seconds 2] [--rounds 3] [--models digits,mobilenet]
 
 The server (`python -m kit.runtime.serving.main`, batch sizes 1,2,4,8,16) gets
 batch-1 KServe v2 binary requests over keep-alive connections (a minimal
@@ -34,10 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _models import REPO, RawClient, ServerProcess, export_mobilenet_v2  # noqa: E402
+from bench._models import REPO, RawClient, export_mobilenet_v2, start_server  # noqa: E402
 
 from kit.runtime.serving.protocol import v2_binary_request  # noqa: E402
 
@@ -88,7 +86,7 @@ def throughput(server, body, headers, clients, seconds):
 
 
 def batch_histogram(server):
-    conn = server.connect()
+    conn = server.open()
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     conn.close()
@@ -99,8 +97,8 @@ def batch_histogram(server):
 def measure(name, model_dir, input_name, shape, clients, seconds, rounds):
     x = np.random.RandomState(0).uniform(0, 1, size=(1,) + shape).astype(np.float32)
     body, headers = v2_binary_request({input_name: x})
-    batched = ServerProcess(model_dir, BATCH_SIZES, max_batch_delay="2ms")
-    eager = ServerProcess(model_dir, BATCH_SIZES, max_batch_delay="0ms")
+    batched = start_server(model_dir, BATCH_SIZES, max_batch_delay="2ms")
+    eager = start_server(model_dir, BATCH_SIZES, max_batch_delay="0ms")
     samples = {"sequential, delay 0": [], "sequential, delay 2ms": [], "concurrent": []}
     try:
         before = batch_histogram(batched)

@@ -1,6 +1,6 @@
 """Rollout benchmarks on a real registry and three dockerd devices.
 
-    .venv/bin/python bench/rollout.py [--skip-real] [--repeats N]
+    .venv/bin/python -m bench.rollout [--skip-real] [--repeats N]
 
 Prints, side by side in one run:
   1. rollout wall time to three devices, max_parallel 1 vs 3 (canary 1), and
@@ -12,7 +12,7 @@ Prints, side by side in one run:
      device daemon's own layer disk usage before/after (docker system df);
   3. per-device downtime during an update: the predict endpoint polled every
      ~50 ms, longest gap between two answered predictions.
-(1) and (3) use the fixture image (tests/integration/fleet_harness.py);
+(1) and (3) use the fixture image (testkit/fleet_harness.py);
 (2) and (3) are repeated with the runtime image `kit build` makes from the
 bundled digits example (two versions, the second retrained: a model-only change).
 """
@@ -32,9 +32,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-
-import fleet_harness as fh  # noqa: E402
+from testkit import fleet_harness as fh  # noqa: E402
 
 from kit.build.base import ensure_debian_base  # noqa: E402
 from kit.docker_api import connect  # noqa: E402

@@ -1,6 +1,6 @@
 """Serving efficiency: throughput through the HTTP server / throughput of direct in-process calls.
 
-    .venv/bin/python bench/serving_efficiency.py [--batch-sizes 1,8] [--seconds 6] [--rounds 2] [--clients 2]
+    .venv/bin/python -m bench.serving_efficiency [--batch-sizes 1,8] [--seconds 6] [--rounds 2] [--clients 2]
 
 Model: MobileNetV2 at 224x224 with random weights (keras.applications,
 weights=None: nothing is downloaded; checked). The same SavedModel is timed
@@ -38,10 +38,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _models import ServerProcess, export_mean_model, export_mobilenet_v2, post  # noqa: E402
+from bench._models import export_mean_model, export_mobilenet_v2, post, start_server  # noqa: E402
 
 from kit.runtime.serving.protocol import v2_binary_request, v2_decode_response  # noqa: E402
 
@@ -67,7 +65,7 @@ def direct_rate(fn, tf, x, seconds):
 def http_rate(server, path, body, headers, batch, seconds, clients):
     """(images/s, images per server CPU-second) through the server with `clients` keep-alive
     connections posting `body` until `seconds` pass."""
-    conns = [server.connect() for _ in range(clients)]
+    conns = [server.open() for _ in range(clients)]
     for conn in conns:
         post(conn, path, body, headers)  # warm the connection and the server's code paths
     counts = [0] * clients
@@ -118,9 +116,9 @@ def overhead_ms(tf, batch, seconds):
     direct = per_request_ms(lambda: fn(images=tf.constant(x))["mean"].numpy(), seconds)
     binary_body, binary_headers = v2_binary_request({"images": x})
     json_body = json.dumps({"instances": x.tolist()}).encode()
-    server = ServerProcess(path, str(batch))
+    server = start_server(path, str(batch))
     try:
-        conn = server.connect()
+        conn = server.open()
         binary = per_request_ms(lambda: post(conn, "/v2/models/m/infer", binary_body, binary_headers), seconds)
         js = per_request_ms(lambda: post(conn, "/v1/models/m:predict", json_body,
                                          {"Content-Type": "application/json"}), seconds)
@@ -151,13 +149,13 @@ def main(argv=None):
         binary_body, binary_headers = v2_binary_request({"images": x})
         json_body = json.dumps({"instances": x.tolist()}).encode()
         json_headers = {"Content-Type": "application/json"}
-        server = ServerProcess(model_dir, str(batch))
+        server = start_server(model_dir, str(batch))
         try:
             # Correctness first: both paths answer what the model computes.
-            response, data = post(server.connect(), "/v2/models/m/infer", binary_body, binary_headers)
+            response, data = post(server.open(), "/v2/models/m/infer", binary_body, binary_headers)
             _, arrays = v2_decode_response(data, response.getheader("Inference-Header-Content-Length"))
             np.testing.assert_allclose(arrays["probabilities"], reference, atol=1e-5)
-            _, data = post(server.connect(), "/v1/models/m:predict", json_body, json_headers)
+            _, data = post(server.open(), "/v1/models/m:predict", json_body, json_headers)
             np.testing.assert_allclose(np.array(json.loads(data)["predictions"]), reference, atol=1e-5)
             samples = {"direct": [], "binary": [], "json": []}
             for _ in range(args.rounds):

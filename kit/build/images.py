@@ -23,6 +23,7 @@ from typing import Callable
 
 import kit
 from kit import labels as lb
+from kit.build import wheels as _wheels
 from kit.errors import KitError
 
 LineCallback = Callable[[str], None]
@@ -176,7 +177,7 @@ def label_instruction(labels: dict) -> str:
 
 
 def assemble_context(dest: Path, name: str, model_dir: Path | None = None, labels: dict | None = None,
-                     kit_snapshot: Path | None = None) -> Path:
+                     kit_snapshot: Path | None = None, wheels: list[Path] | None = None) -> Path:
     """Fill the empty directory `dest` with a build context for `name` ("builder"
     or "runtime"): Dockerfile, kit/, and (runtime) model/. Labels become one
     LABEL instruction appended to the Dockerfile: config only, after the last
@@ -191,6 +192,8 @@ def assemble_context(dest: Path, name: str, model_dir: Path | None = None, label
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(p, target)
+    # pylib/: unpacked wheels (the server's tornado) copied onto the image's PYTHONPATH.
+    _wheels.unpack(list(wheels or []), dest / "pylib")
     if name == "runtime":
         if model_dir is None:
             raise KitError("the runtime image needs the optimized model directory")

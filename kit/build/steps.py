@@ -90,11 +90,21 @@ def base(state: BuildState) -> Done:
     return Done("reused", f"{ref} {info.id[7:19]}", BaseImage(ref, info.id, info.size))
 
 
+def server_wheels(manifest) -> list:
+    """tornado for the image's Python and architecture (downloaded once, cached on the host)."""
+    from kit.build.base import cache_dir
+    from kit.build.wheels import server_wheels as wheels_for
+
+    return wheels_for(manifest.stack.python, manifest.profile.architecture, cache_dir())
+
+
 def builder(state: BuildState) -> Done:
     """The builder image: base + kit/runtime, reused when its key matches. Value: BuilderImage."""
     m, engine = state.manifest, state.engine
     code = images.runtime_code_hash(state.kit_snapshot)
-    key = images.combine("builder", state.base.id, code, images.file_digest(images.dockerfile("builder")))
+    wheels = server_wheels(m)
+    key = images.combine("builder", state.base.id, code, images.file_digest(images.dockerfile("builder")),
+                         [w.name for w in wheels])
     tag = images.builder_tag(m.stack.name, key)
     if engine.image_exists(tag) and engine.image_inspect(tag).labels.get(lb.BUILDER_KEY) == key:
         status, image_id = "reused", engine.image_inspect(tag).id
@@ -102,7 +112,7 @@ def builder(state: BuildState) -> Done:
         with tempfile.TemporaryDirectory(prefix="kit-builder-") as ctx:
             images.assemble_context(Path(ctx), "builder",
                                     labels={lb.BUILDER_KEY: key, lb.KIT_VERSION: kit.__version__},
-                                    kit_snapshot=state.kit_snapshot)
+                                    kit_snapshot=state.kit_snapshot, wheels=wheels)
             image_id = images.build_image(engine, Path(ctx), tag, {"BASE_IMAGE": m.base_image},
                                           on_line=state.reporter.line)
         status = "ran"
@@ -228,8 +238,9 @@ def bake(state: BuildState) -> Done:
     created = opt.report.finished_at or utc_timestamp()
     labels = images.labels_for(m, opt.report, opt.model_digest, m.base_image, created)
     args = dict(images.serve_build_args(m), BASE_IMAGE=m.base_image)
+    wheels = server_wheels(m)
     key = images.combine("bake", opt.model_digest, state.base.id, state.builder.code_hash,
-                         images.file_digest(images.dockerfile("runtime")), labels, args)
+                         images.file_digest(images.dockerfile("runtime")), labels, args, [w.name for w in wheels])
     final = m.image_ref
     prev = state.previous_step("bake")
     if prev and prev.get("key") == key and engine.image_exists(final) \
@@ -237,7 +248,8 @@ def bake(state: BuildState) -> Done:
         return Done("reused", f"{final} {prev['image_id'][7:19]}", Baked(key, prev["image_id"], labels, final, None))
     temp = f"{m.image.repository}:kit-tmp-{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="kit-bake-", dir=state.workspace.work) as ctx:
-        images.assemble_context(Path(ctx), "runtime", opt.output.model, labels, kit_snapshot=state.kit_snapshot)
+        images.assemble_context(Path(ctx), "runtime", opt.output.model, labels, kit_snapshot=state.kit_snapshot,
+                                wheels=wheels)
         image_id = images.build_image(engine, Path(ctx), temp, args, on_line=state.reporter.line)
     return Done("ran", f"{temp} {image_id[7:19]}", Baked(key, image_id, labels, final, temp))
 
@@ -275,7 +287,9 @@ def smoke(state: BuildState) -> Done:
     name = f"kit-smoke-{m.name}-{uuid.uuid4().hex[:6]}"
     cid = None
     try:
-        cid = engine.run(state.baked.ref, name=name, env={"KIT_PORT": str(port), "KIT_HOST": "127.0.0.1"},
+        # Host networking: both ports must be free here (8500 may be another server's gRPC).
+        env = {"KIT_PORT": str(port), "KIT_GRPC_PORT": str(free_port()), "KIT_HOST": "127.0.0.1"}
+        cid = engine.run(state.baked.ref, name=name, env=env,
                          runtime=containers.container_runtime(m), labels={lb.SMOKE_CONTAINER: m.name})
         state.reporter.line(f"started {name} on 127.0.0.1:{port}; waiting for healthy")
         start = time.monotonic()

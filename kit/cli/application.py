@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 
 from kit import __version__
-from kit.cli import build, doctor, fleet, manifest, scan_log, serve
+from kit.cli import build, doctor, fleet, init, manifest, scan_log, serve
 from kit.cli.output import err, out
 from kit.errors import EXIT_INTERRUPTED, EXIT_INVALID, KitError
 
@@ -48,6 +48,7 @@ def _root(
 
 app.command("base")(build.base_command)
 app.command("build")(build.build_command)
+app.command("init")(init.init_command)
 app.command("validate")(manifest.validate_command)
 app.command("profiles")(manifest.profiles_command)
 app.command("push")(fleet.push_command)

@@ -36,6 +36,10 @@ def build_command(
     base_image: Optional[str] = typer.Option(None, "--base-image", metavar="REF", help="Override the base image of the builder and runtime images."),
     no_smoke: bool = typer.Option(False, "--no-smoke", help="Skip the smoke test (run, wait healthy, one prediction)."),
     json_out: bool = typer.Option(False, "--json", help="Print the build record (or the plan) as JSON; progress goes to stderr."),
+    host: Optional[str] = typer.Option(None, "--host", metavar="ENDPOINT", help="Docker engine to build on (default: "
+                                       "DOCKER_HOST or the local socket). The optimizer bind-mounts the model and .kit/ "
+                                       "paths, so they must exist at the same paths where that engine runs: see README, "
+                                       "'kit on the Nano'."),
 ):
     """Build the image: preflight, builder, optimize on this host, gate, bake, smoke test, record."""
     from kit.build import pipeline
@@ -45,7 +49,7 @@ def build_command(
     if dry_run:
         emit(plan(pipeline.load(manifest, base_image)), json_out, render_plan, lambda p: p.as_dict())
         return
-    record = pipeline.build(manifest, base_image=base_image, smoke=not no_smoke,
+    record = pipeline.build(manifest, base_image=base_image, smoke=not no_smoke, host=host,
                             reporter=ConsoleReporter(progress_console(json_out)))
     emit(record, json_out, render_build)
 

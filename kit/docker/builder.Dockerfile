@@ -3,7 +3,8 @@
 # the optimizer in it: docker run --runtime nvidia ... python3 -m kit.runtime.optimize
 #
 # The build context is a small directory kit assembles (never the repo root):
-#   kit/__init__.py, kit/runtime/**   the in-image half of kit (Python 3.6+)
+#   kit/__init__.py, kit/runtime/**   the in-image half of kit
+#   pylib/                            unpacked wheels it needs (tornado), from kit/build/wheels.py (Python 3.6+)
 ARG BASE_IMAGE=nvcr.io/nvidia/l4t-tensorflow:r32.4.4-tf2.3-py3
 FROM ${BASE_IMAGE}
 
@@ -13,6 +14,7 @@ ENV PYTHONPATH=/opt/kit/lib \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
+COPY pylib/ /opt/kit/lib/
 COPY kit/ /opt/kit/lib/kit/
 WORKDIR /tmp
 

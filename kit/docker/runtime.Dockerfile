@@ -7,6 +7,7 @@
 #
 # The build context is a small directory kit assembles (never the repo root):
 #   kit/__init__.py, kit/runtime/**   the in-image half of kit
+#   pylib/                            unpacked wheels it needs (tornado), from kit/build/wheels.py
 #   model/                            the optimized SavedModel (optimizer output)
 ARG BASE_IMAGE=nvcr.io/nvidia/l4t-tensorflow:r32.4.4-tf2.3-py3
 FROM ${BASE_IMAGE}
@@ -15,6 +16,7 @@ ENV PYTHONPATH=/opt/kit/lib \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
+COPY pylib/ /opt/kit/lib/
 COPY kit/ /opt/kit/lib/kit/
 
 # Serve settings from the manifest's serve section (defaults match kit's).

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import yaml
 
-from kit.manifest.problems import Problem, show
+from kit.manifest.problems import Problem, show, where
 
 MAX_BYTES = 1 << 20  # a manifest is a page of YAML; anything bigger is a mistake
 MAX_NODES = 20_000  # values in the document with aliases expanded (stops anchor bombs)
 MAX_DEPTH = 40  # nesting; manifests are 4 levels deep
+MAX_INT_DIGITS = 30  # far beyond any size in bytes; Python itself refuses to convert more than 4300 digits
 
 
 @dataclass
@@ -98,7 +99,18 @@ def _read_bytes(path: Path) -> bytes:
         raise _fatal(f"cannot read {path}: {e.strerror or e}", "check the path") from None
 
 
+def _utf16(raw: bytes) -> bool:
+    """UTF-16 text (a BOM, or NULs in every other byte of ASCII-range text), as some Windows editors save."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    head = raw[:200]
+    return len(head) >= 8 and (head[1::2].count(0) == len(head) // 2 or head[0::2].count(0) == len(head) // 2)
+
+
 def _decode(raw: bytes) -> str:
+    if _utf16(raw):
+        raise _fatal("the file is UTF-16 text; kit reads manifests as UTF-8",
+                     "save the manifest as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8 kit.yaml > kit-utf8.yaml`)")
     if b"\x00" in raw:
         raise _fatal("the file is binary (it contains NUL bytes), not YAML or JSON text",
                      "give the manifest file (YAML), e.g. manifests/examples/digits.yaml")
@@ -198,6 +210,12 @@ class _Walker:
             raise _too_deep()
         if path not in self.doc.positions:
             self.doc.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int":
+            digits = sum(c.isdigit() for c in node.value)
+            if digits > MAX_INT_DIGITS:  # Python refuses to convert past 4300 digits; no field needs 20
+                raise _fatal(f"the number at {where(path)} has {digits} digits; no manifest field takes more than "
+                             f"{MAX_INT_DIGITS}", "write an ordinary number (sizes also take units: 1GiB)",
+                             show(node.value[:20] + "..."), node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 self.walk(item, path + (i,), depth + 1)

@@ -229,12 +229,32 @@ def _escapes(text: str) -> bool:
     return os.path.normpath(expanded).split(os.sep)[0] == ".."
 
 
+def _escapes_by_link(ctx: Context, text: str) -> bool:
+    """A relative path whose real location (symlinks resolved) is outside the manifest's directory."""
+    expanded = os.path.expanduser(text)
+    if os.path.isabs(expanded):
+        return False
+    try:
+        base = os.path.realpath(str(ctx.base_dir))
+        real = os.path.realpath(os.path.join(base, expanded))
+    except (ValueError, OSError):  # a NUL byte, a loop: the existence checks report the path itself
+        return False
+    return os.path.commonpath([base, real]) != base
+
+
 def _path_problems(ctx: Context, path: tuple, what: str):
     text = ctx.get(path)
-    if isinstance(text, str) and _escapes(text):
+    if not isinstance(text, str):
+        return
+    if _escapes(text):
         yield Problem(path, f"{what} {text} leaves the manifest's directory (..): the build context holds only "
                       "what is under it", show(text),
                       f"move it under {ctx.base_dir}, or give an absolute path")
+    elif ctx.check_files and _escapes_by_link(ctx, text):
+        real = os.path.realpath(os.path.join(str(ctx.base_dir), os.path.expanduser(text)))
+        yield Problem(path, f"{what} {text} is a symbolic link out of the manifest's directory (to {real}): "
+                      "relative paths must stay inside it", show(text),
+                      f"give the absolute path {real}, or move the files under {ctx.base_dir}")
 
 
 @_check("Model", MODEL_PATH)
@@ -273,7 +293,7 @@ def _sample_problems(ctx: Context, path: tuple, what: str):
 @_check("Model", MODEL_PATH, files=True)
 def _saved_model(ctx: Context):
     text = ctx.get(MODEL_PATH)
-    if _escapes(text):
+    if _escapes(text) or _escapes_by_link(ctx, text):
         return  # reported by _model_path_inside
     resolved = ctx.resolve(text)
     fix_missing = ("export the model there (tf.saved_model.save), fix model.path (relative to the manifest), "

@@ -316,19 +316,25 @@ class Optimizer(object):
         source = ("samples %s" % s.parity.samples) if samples else ("random (seed %d)" % s.parity.seed)
         return inputs, feeds, source
 
-    def input_order(self, inputs):
-        """The positional order build()/calibration must yield (signature.positional_order)."""
+    def input_order(self, inputs, converter=None):
+        """The positional order build()/calibration must yield: from the converter's own load of the model
+        (signature.converter_input_order), else from a load of ours (signature.positional_order)."""
         s = self.spec
-        try:
-            order = sig_mod.positional_order(self.tf, s.model_dir, s.signature, s.tags, list(inputs))
-        except sig_mod.InputError as e:
-            raise Failure("inputs", EXIT_SPEC, str(e))
+        order = sig_mod.converter_input_order(converter, s.signature, list(inputs)) if converter else None
+        source = "converter"
+        if order is None:
+            source = "own load"
+            try:
+                order = sig_mod.positional_order(self.tf, s.model_dir, s.signature, s.tags, list(inputs))
+            except sig_mod.InputError as e:
+                raise Failure("inputs", EXIT_SPEC, str(e))
         self.report["input_order"] = order
+        self.report["input_order_source"] = source
         if order != sorted(order):
             say("inputs are fed in the signature function's order %s (not sorted)" % ", ".join(order))
         return order
 
-    def calibration_input_fn(self, inputs, order):
+    def calibration_input_fn(self, inputs, order_of):
         s = self.spec
         try:
             data = sig_mod.load_samples(s.calibration_samples, inputs)
@@ -338,6 +344,7 @@ class Optimizer(object):
         batch = max(s.batch_sizes)
 
         def calibration_input_fn():
+            order = order_of()  # called inside convert(), once the converter has loaded the model
             for start in range(0, max(rows - batch + 1, 1), batch):
                 yield sig_mod.ordered(sig_mod.take_rows(data, batch, start), order)
 
@@ -348,7 +355,6 @@ class Optimizer(object):
         s, r = self.spec, self.report
         params = trt_shim.conversion_parameters(s.precision, s.max_workspace_size_bytes,
                                                 s.minimum_segment_size, s.maximum_cached_engines)
-        order = self.timed("input_order", self.input_order, inputs)
         self.tmp = temp_path(s.output_dir)
         try:
             trt = trt_shim.import_trt()
@@ -356,10 +362,11 @@ class Optimizer(object):
             r["parameters"] = dict(params, api=api, converter_arguments=trt_shim.describe_arguments(kwargs))
             say("TF-TRT %s via %s" % (params["precision_mode"], api))
             if s.precision == "int8":
-                calib = self.calibration_input_fn(inputs, order)
+                calib = self.calibration_input_fn(inputs, lambda: self.input_order(inputs, converter))
                 self.timed("convert", converter.convert, calibration_input_fn=calib)
             else:
                 self.timed("convert", converter.convert)
+            order = self.timed("input_order", self.input_order, inputs, converter)
 
             def build_input_fn():
                 # One batch per batch size, ascending: an implicit-batch engine built for 8 would also

@@ -89,6 +89,7 @@ def new_report(spec_dict=None):
                       "memory_limit_applied": None, "environment": {}},
         "inputs": None,
         "input_order": None,
+        "input_order_source": None,
         "findings": None,
         "audit": None,
         "parity": None,

@@ -224,6 +224,19 @@ def positional_order(tf, model_dir, signature, tags, names):
     return keywords
 
 
+def converter_input_order(converter, signature, names):
+    """The order from the converter's OWN loaded model (TrtGraphConverterV2 keeps it as _saved_model after
+    convert() starts): a TF1 signature's map order can differ between two loads of the same SavedModel,
+    so an order read from another load is only a fallback. None when the converter does not expose it."""
+    loaded = getattr(converter, "_saved_model", None)
+    try:
+        fn = loaded.signatures[signature]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    keywords = [str(k) for k in (getattr(fn, "_arg_keywords", None) or [])]
+    return keywords if sorted(keywords) == sorted(names) else None
+
+
 def ordered(feed, order=None):
     """The positional tuple TF-TRT's input functions yield: arrays in `order` (positional_order)."""
     return tuple(feed[name] for name in (order or sorted(feed)))

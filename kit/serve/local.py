@@ -108,7 +108,9 @@ def serve_local(manifest, port: int | None = None, host: str = "127.0.0.1", anno
             announce(f"  gRPC             {host}:{grpc_port}  (tensorflow.serving.PredictionService, "
                      "ModelService; inference.GRPCInferenceService)")
         announce("Ctrl-C stops it (requests in flight finish first)")
-    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.serving.main"] + args, env=runtime_env())
+    # The server stops when kit dies, even by SIGKILL (it watches KIT_PARENT_PID, see main.py).
+    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.serving.main"] + args,
+                            env=dict(runtime_env(), KIT_PARENT_PID=str(os.getpid())))
 
     def forward(signum, _frame):
         # SIGTERM/SIGINT to kit reach the server, which drains and exits 0 (a terminal's

@@ -1,5 +1,5 @@
 """Fleet rollouts against real parts: Debian's docker-registry on 127.0.0.1 and
-three extra dockerd daemons as devices (tests/integration/fleet_harness.py).
+three extra dockerd daemons as devices (testkit/fleet_harness.py).
 
 Faked, because no Jetson exists here: dev-3's engine carries the label
 kit.l4t=32.4.4 in place of /etc/nv_tegra_release. Everything else is real:
@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-import fleet_harness as fh  # noqa: E402
+from testkit import fleet_harness as fh  # noqa: E402
 
 from kit.cli import main  # noqa: E402
 from kit.errors import DockerError  # noqa: E402

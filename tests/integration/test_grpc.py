@@ -5,6 +5,8 @@ TF Serving's own half_plus_two (TF1 signatures: predict, classify, regress) and
 the bundled digits CNN; every RPC and every error class a client can meet.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -240,3 +242,72 @@ def test_grpc_port_zero_turns_grpc_off(digits_dir):  # noqa: F811
         assert "gRPC listening" not in server.logs()
     finally:
         assert server.stop() == 0
+
+
+# ---- a JPEG model (tf.string decoded in the graph) and TF Serving's warm-up file -----------------
+
+
+def _jpeg_model(path):
+    class Jpeg(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        def serve(self, image_bytes):
+            images = tf.map_fn(lambda b: tf.cast(tf.io.decode_jpeg(b, channels=3), tf.float32), image_bytes,
+                               fn_output_signature=tf.TensorSpec([4, 4, 3], tf.float32))
+            return {"mean": tf.reduce_mean(images, axis=[1, 2, 3])}
+
+    module = Jpeg()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def _jpeg(value):
+    return tf.io.encode_jpeg(tf.constant(np.full((4, 4, 3), value, np.uint8))).numpy()
+
+
+def test_jpeg_model_starts_and_serves(tmp_path):
+    model = _jpeg_model(tmp_path / "jpeg" / "1")
+    server = Server(model, "jpeg", "1,4").wait_ready()
+    try:
+        assert "warm-up skipped" in server.logs() and "image_bytes" in server.logs()
+        import base64
+
+        status, _, body = server.predict({"instances": [{"b64": base64.b64encode(_jpeg(100)).decode()}]})
+        assert status == 200, body
+        assert abs(json.loads(body)["predictions"][0] - 100) < 3
+        status, _, body = server.predict({"instances": [{"b64": base64.b64encode(b"not a jpeg").decode()}]})
+        assert status == 400 and json.loads(body)["error"].startswith("the model rejected the input")
+    finally:
+        assert server.stop() == 0
+
+
+def test_tf_serving_warmup_file_is_replayed(tmp_path):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    model = _jpeg_model(tmp_path / "jpeg" / "1")
+    (model / "assets.extra").mkdir()
+    with tf.io.TFRecordWriter(str(model / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+        for n in (1, 4):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "jpeg"
+            request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([_jpeg(50)] * n))
+            writer.write(prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
+    server = Server(model, "jpeg", "1,4").wait_ready()
+    try:
+        logs = server.logs()
+        assert "warm-up: 2 requests from assets.extra/tf_serving_warmup_requests" in logs
+        assert "warm-up: batch size 4" in logs
+    finally:
+        assert server.stop() == 0
+
+
+def test_broken_warmup_file_fails_the_start(tmp_path):
+    model = _jpeg_model(tmp_path / "jpeg" / "1")
+    (model / "assets.extra").mkdir()
+    (model / "assets.extra" / "tf_serving_warmup_requests").write_bytes(b"\x50" + b"\0" * 20)
+    server = Server(model, "jpeg", "1")
+    try:
+        assert server.proc.wait(120) == 1
+        assert "past the end of the file" in server.logs()
+    finally:
+        server.stop()

@@ -14,7 +14,6 @@ with a fast model.
 """
 
 import base64
-import http.client
 import json
 import os
 import re
@@ -23,7 +22,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,6 +30,7 @@ import numpy as np
 import pytest
 
 from kit.net import free_port
+from testkit.server import ServerProcess as Server
 from kit.runtime.serving.protocol import v2_binary_request, v2_decode_response
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,91 +42,6 @@ if not HALF_PLUS_TWO.is_dir():
 # The interpreter the server process runs on: this one, or the twin's (scripts/test sets it to
 # .venv-twin/bin/python: Python 3.6 + TF 2.3.1, the Jetson's Python side).
 SERVER_PYTHON = os.environ.get("KIT_SERVER_PYTHON") or sys.executable
-
-
-class Server(object):
-    """A running `python -m kit.runtime.serving.main` with its log in a temp file."""
-
-    def __init__(self, model_dir, name, batch_sizes="1,4,8", env=None, args=()):
-        self.port = free_port()
-        self.grpc_port = free_port()
-        self.name = name
-        self.log = tempfile.NamedTemporaryFile(prefix="kit-serve-", suffix=".log", delete=False)
-        full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="1", PYTHONPATH=str(REPO))
-        full_env.update(env or {})
-        cmd = [SERVER_PYTHON, "-m", "kit.runtime.serving.main", "--model-dir", str(model_dir), "--model-name", name,
-               "--host", "127.0.0.1", "--port", str(self.port), "--grpc-port", str(self.grpc_port),
-               "--batch-sizes", batch_sizes] + list(args)
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO))
-
-    def logs(self):
-        return Path(self.log.name).read_text(errors="replace")
-
-    def connect(self, timeout=30):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-
-    def request(self, method, path, body=None, headers=None, conn=None):
-        own = conn is None
-        conn = conn or self.connect()
-        try:
-            if isinstance(body, (dict, list)):
-                body = json.dumps(body).encode()
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            data = response.read()
-            return response.status, dict((k.lower(), v) for k, v in response.getheaders()), data
-        finally:
-            if own:
-                conn.close()
-
-    def get(self, path):
-        return self.request("GET", path)
-
-    def predict(self, body, **kwargs):
-        return self.request("POST", "/v1/models/%s:predict" % self.name, body, **kwargs)
-
-    def wait_live(self, timeout=30):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            assert self.proc.poll() is None, "server exited early:\n" + self.logs()
-            try:
-                if self.get("/v2/health/live")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("server never became live:\n" + self.logs())
-
-    def wait_ready(self, timeout=90):
-        self.wait_live()
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            assert self.proc.poll() is None, "server exited early:\n" + self.logs()
-            if self.get("/v2/health/ready")[0] == 200:
-                return self
-            time.sleep(0.1)
-        raise AssertionError("server never became ready:\n" + self.logs())
-
-    def metrics(self):
-        status, _, body = self.get("/metrics")
-        assert status == 200
-        values = {}
-        for line in body.decode().splitlines():
-            if line and not line.startswith("#"):
-                key, value = line.rsplit(" ", 1)
-                values[key] = float(value)
-        return values
-
-    def stop(self, timeout=30):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            os.unlink(self.log.name)
 
 
 def batches_by_size(metrics):
@@ -318,9 +232,15 @@ def test_protocol_level_garbage_and_missing_length(digits):
         s.sendall(b"THIS IS NOT HTTP\r\n\r\n")
         reply = s.recv(4096)
     assert reply.startswith(b"HTTP/1.1 400")
+    # Chunked bodies are read (tornado implements them completely), a POST without either length is 411.
+    body = json.dumps(GOOD).encode()
     with socket.create_connection(("127.0.0.1", digits.port), timeout=10) as s:
         s.sendall(b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  b"2\r\n{}\r\n0\r\n\r\n")
+                  + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 200") and b'"predictions"' in reply
+    with socket.create_connection(("127.0.0.1", digits.port), timeout=10) as s:
+        s.sendall(b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\n\r\n")
         reply = s.recv(4096)
     assert reply.startswith(b"HTTP/1.1 411") and b"Content-Length" in reply
     assert digits.predict(GOOD)[0] == 200
@@ -349,22 +269,25 @@ def test_http_details_keep_alive_versions_expect_and_header_limits(digits):
         for _ in range(2):  # the same connection serves both
             s.sendall(keep)
             reply = s.recv(65536)
-            assert reply.startswith(b"HTTP/1.1 200") and b"Connection: keep-alive" in reply
+            assert reply.startswith(b"HTTP/1.1 200") and b"connection: keep-alive" in reply.lower()
     with socket.create_connection(("127.0.0.1", digits.port), timeout=10) as s:
         s.sendall(b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                   b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
-        assert s.recv(4096).startswith(b"HTTP/1.1 100 Continue")
+        assert s.recv(4096).startswith(b"HTTP/1.1 100 ")
         s.sendall(body)
         assert s.recv(65536).startswith(b"HTTP/1.1 200")
-    folded = (b"POST /v1/models/digits:predict HTTP/1.1\r\nX-Note: one\r\n two\r\nContent-Length: %d\r\n\r\n"
+    folded = (b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\nX-Note: one\r\n two\r\nContent-Length: %d\r\n\r\n"
               % len(body)) + body
-    assert _raw_exchange(digits.port, folded).startswith(b"HTTP/1.1 200")
-    many = b"GET /v2/health/live HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n"
+    # Obsolete line folding (RFC 9112 5.2): tornado >= 6.4 refuses it with 400, 6.1 joins the lines.
+    reply = _raw_exchange(digits.port, folded)
+    assert reply.startswith(b"HTTP/1.1 400") or (reply.startswith(b"HTTP/1.1 200") and b"predictions" in reply)
+    many = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n"
     assert _raw_exchange(digits.port, many).startswith(b"HTTP/1.1 431")
-    twice = b"POST /v1/models/digits:predict HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+    twice = b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
     reply = _raw_exchange(digits.port, twice)
     assert reply.startswith(b"HTTP/1.1 400") and b"conflicting Content-Length" in reply
-    assert _raw_exchange(digits.port, b"GET /v2/health/live HTTP/2.0\r\n\r\n").startswith(b"HTTP/1.1 505")
+    # HTTP/2 (or any version but 1.x) in an HTTP/1 request line is refused, as tornado frames it: 400.
+    assert _raw_exchange(digits.port, b"GET /v2/health/live HTTP/2.0\r\n\r\n").startswith(b"HTTP/1.1 400")
     assert digits.predict(GOOD)[0] == 200
 
 

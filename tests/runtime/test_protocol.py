@@ -108,7 +108,7 @@ def test_strings_plain_and_b64():
     ({"signature_name": "two", "instances": [[1, 2, 3]]}, 400, "several inputs"),
     ({"signature_name": "two", "instances": [{"a": [1.5, 2, 3], "b": 1}]}, 400, "got numbers, expected integers"),
     ({"signature_name": "two", "instances": [{"a": [1, 2, 3], "b": 1}, [1]]}, 400, "mix named"),
-    ({"signature_name": "two", "inputs": {"a": [[1, 2, 3]], "b": [1.0, 2.0]}}, 400, "same size in dimension 0"),
+    ({"signature_name": "two", "inputs": {"a": [[1, 2, 3]] * (LIMIT + 1), "b": [1.0]}}, 400, "too many instances"),
     ({"signature_name": "flags", "instances": [{"f": 1, "u": 3}]}, 400, "expected true/false"),
     ({"signature_name": "flags", "instances": [{"f": True, "u": 300}]}, 400, "values must lie in [0, 255]"),
     ({"signature_name": "text", "instances": [{"b64": "%%%"}]}, 400, "invalid base64"),
@@ -124,6 +124,14 @@ def test_tfserving_errors_are_400_with_a_clear_message(body, status, words):
 def test_shape_error_names_the_expected_shape():
     err = error_of(tfs, {"instances": [[[1, 2]]]})
     assert "input 'x' has shape [1, 1, 2] but the model expects [-1, 2]" in err.message
+
+
+def test_columnar_inputs_may_differ_in_dimension_0():
+    """TF Serving feeds columnar inputs as sent; kit runs such a request alone, unpadded."""
+    parsed = tfs({"signature_name": "two", "inputs": {"a": [[1, 2, 3]], "b": [1.0, 2.0]}})
+    assert not parsed.batchable and parsed.inputs["a"].shape == (1, 3) and parsed.inputs["b"].shape == (2,)
+    # the row format cannot express it, and a same-size columnar request still batches
+    assert tfs({"signature_name": "two", "inputs": {"a": [[1, 2, 3]], "b": [1.0]}}).batchable
 
 
 def test_fixed_shape_signature_is_not_batched():

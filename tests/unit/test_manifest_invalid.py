@@ -25,6 +25,8 @@ EXPECTED = {
     "only-comments.yaml": (TOP, "the file is empty", None, False),
     "binary-garbage.yaml": (TOP, "the file is binary", None, False),
     "not-utf8.yaml": (TOP, "not UTF-8 text", "UTF-8", False),
+    "utf16-text.yaml": (TOP, "the file is UTF-16 text", "save the manifest as UTF-8", False),
+    "integer-5000-digits.yaml": (TOP, "the number at optimize -> batch_sizes -> 0 has 5000 digits", "ordinary number", False),
     "not-a-mapping.yaml": (TOP, "top level must be a mapping of fields", None, False),
     "scalar-document.yaml": (TOP, "found the single value", None, False),
     "yaml-syntax-error.yaml": (TOP, "YAML syntax error at line 14, column 15", "indentation", False),

@@ -70,3 +70,14 @@ def render_profiles(rows, console: Console) -> None:
     console.print(pinned)
     for st in stacks.values():
         console.print(Text(f"base image ({st['name']}): {st['base_image']}"), soft_wrap=True)
+
+
+def render_init(result, console) -> None:
+    console.print(f"[green]wrote[/] {result.path}  ({result.name}, {result.device}, signature {result.signature})",
+                  highlight=False)
+    for key, spec in result.inputs.items():
+        console.print(f"  input {key}: shape {spec['shape']}, {spec['dtype']}", highlight=False)
+    if result.unknown_dims:
+        console.print(f"[yellow]edit first:[/] {', '.join(result.unknown_dims)} has a dimension the model leaves "
+                      "unknown (null): give the size you serve", highlight=False)
+    console.print("next: set image.repository, then `kit validate` and `kit build` it", highlight=False)

@@ -89,6 +89,7 @@ class Pending(object):
         self._results = [None] * parts
         self._remaining = parts
         self._error = None
+        self._callbacks = []
 
     def _complete(self, index, outputs=None, error=None):
         with self._lock:
@@ -97,8 +98,19 @@ class Pending(object):
             self._results[index] = outputs
             self._remaining -= 1
             done = self._remaining == 0
+            callbacks = self._callbacks if done else ()
         if done:
             self._event.set()
+            for callback in callbacks:
+                callback()
+
+    def add_done_callback(self, callback):
+        """Call callback() once every part completed (at once if they have; else on the worker thread)."""
+        with self._lock:
+            if self._remaining > 0:
+                self._callbacks.append(callback)
+                return
+        callback()
 
     def done(self):
         return self._event.is_set()

@@ -206,6 +206,15 @@ def _tfserving_file():
     f.message("RegressionRequest", [("model_spec", 1, spec, ""), ("input", 2, ".tensorflow.serving.Input", "")])
     f.message("RegressionResponse", [("model_spec", 2, spec, ""),
                                      ("result", 1, ".tensorflow.serving.RegressionResult", "")])
+    # prediction_log.proto (TF Serving's warm-up file holds these)
+    for name, request, response in [("PredictLog", "PredictRequest", "PredictResponse"),
+                                    ("ClassifyLog", "ClassificationRequest", "ClassificationResponse"),
+                                    ("RegressLog", "RegressionRequest", "RegressionResponse")]:
+        f.message(name, [("request", 1, ".tensorflow.serving." + request, ""),
+                         ("response", 2, ".tensorflow.serving." + response, "")])
+    f.message("PredictionLog", [("classify_log", 2, ".tensorflow.serving.ClassifyLog", "oneof:log_type"),
+                                ("regress_log", 3, ".tensorflow.serving.RegressLog", "oneof:log_type"),
+                                ("predict_log", 6, ".tensorflow.serving.PredictLog", "oneof:log_type")])
     return f.proto
 
 

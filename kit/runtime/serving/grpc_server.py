@@ -101,11 +101,9 @@ def _model(state):
     return state.model
 
 
-def predict(state, request):
-    _check_spec(state, request.model_spec)
-    inference.check_ready(state)
-    model = state.model
-    signature = protocol.pick_signature(model, request.model_spec.signature_name or None)
+def parse_predict(state, request):
+    """A PredictRequest -> (ParsedRequest, output keys); checks names, dtypes, shapes, sizes."""
+    signature = protocol.pick_signature(state.model, request.model_spec.signature_name or None)
     protocol.check_names(signature, request.inputs, "the request's inputs")
     inputs = OrderedDict()
     for key in signature.inputs:
@@ -124,18 +122,23 @@ def predict(state, request):
         if key not in signature.outputs:
             raise RequestError(400, "output_filter names '%s', which signature '%s' does not have (it has %s)"
                                % (key, signature.key, ", ".join("'%s'" % k for k in signature.outputs)))
+    return parsed, wanted
+
+
+def predict(state, request):
+    _check_spec(state, request.model_spec)
+    inference.check_ready(state)
+    parsed, wanted = parse_predict(state, request)
     outputs = inference.run(state, parsed)
     response = messages()["tensorflow.serving.PredictResponse"]()
-    _fill_spec(state, response.model_spec, signature.key)
+    _fill_spec(state, response.model_spec, parsed.signature.key)
     for key in wanted:
-        from_numpy(outputs[key], signature.outputs[key].dtype_name, response.outputs[key])
+        from_numpy(outputs[key], parsed.signature.outputs[key].dtype_name, response.outputs[key])
     return response
 
 
-def _examples_request(state, request, method):
-    """Classify/Regress: the model spec, the signature (of `method`), the serialized tf.Examples."""
-    _check_spec(state, request.model_spec)
-    inference.check_ready(state)
+def parse_examples(state, request, method):
+    """A ClassificationRequest / RegressionRequest -> ParsedRequest of serialized tf.Examples."""
     signature = protocol.pick_signature(state.model, request.model_spec.signature_name or None)
     kind = request.input.WhichOneof("kind")
     if kind is None:
@@ -147,8 +150,14 @@ def _examples_request(state, request, method):
         serialized = examples.with_context([e.SerializeToString() for e in listing.examples],
                                            listing.context.SerializeToString(),
                                            messages()["tensorflow.Example"])
-    parsed = examples.parsed_request(signature, method, serialized, state.config.max_instances)
-    return signature, parsed.rows, inference.run(state, parsed)
+    return examples.parsed_request(signature, method, serialized, state.config.max_instances)
+
+
+def _examples_request(state, request, method):
+    _check_spec(state, request.model_spec)
+    inference.check_ready(state)
+    parsed = parse_examples(state, request, method)
+    return parsed.signature, parsed.rows, inference.run(state, parsed)
 
 
 def classify(state, request):
@@ -208,13 +217,6 @@ def get_model_metadata(state, request):
     return response
 
 
-def model_state(state):
-    """TF Serving's version state: AVAILABLE only once warm (inference answers), else LOADING / END."""
-    if state.failed or state.draining:
-        return "END" if state.failed else "UNLOADING"
-    return "AVAILABLE" if state.ready else "LOADING"
-
-
 def get_model_status(state, request):
     _check_spec(state, request.model_spec)
     response = messages()["tensorflow.serving.GetModelStatusResponse"]()
@@ -223,7 +225,7 @@ def get_model_status(state, request):
         status.version = int(state.config.model_version)
     except ValueError:
         pass
-    status.state = _STATE_NUMBERS[model_state(state)]
+    status.state = _STATE_NUMBERS[inference.model_state(state)]
     if state.failed:
         status.status.error_code = 13  # tensorflow.error.INTERNAL
         status.status.error_message = state.failed

@@ -42,9 +42,21 @@ def check_ready(state):
                           % state.batcher.max_queue, "queue_full")
 
 
+def model_state(state):
+    """TF Serving's version state: AVAILABLE only once warm (when inference answers), LOADING before."""
+    if state.failed:
+        return "END"
+    if state.draining:
+        return "UNLOADING"
+    return "AVAILABLE" if state.ready else "LOADING"
+
+
 def model_error_text(error):
     """TensorFlow's message without the Python call stack it sometimes carries; never cut short."""
     text = str(getattr(error, "message", None) or error).strip()
+    # TF 2.3 appends a "Function call stack:" paragraph (Python frames, not the model's message).
+    paragraphs = [p for p in text.split("\n\n") if not p.strip().startswith("Function call stack:")]
+    text = "\n\n".join(paragraphs).strip()
     return text or type(error).__name__
 
 
@@ -52,7 +64,7 @@ def run(state, parsed):
     """Queue `parsed` (a ParsedRequest), wait for its outputs (key -> numpy array)."""
     batcher = state.batcher
     try:
-        pending = batcher.submit(parsed.signature.key, parsed.inputs, parsed.rows, parsed.signature.batchable)
+        pending = batcher.submit(parsed.signature.key, parsed.inputs, parsed.rows, parsed.batchable)
     except QueueFull:
         raise unavailable(state, "overloaded: the request queue is full (%d items); retry later"
                           % batcher.max_queue, "queue_full")

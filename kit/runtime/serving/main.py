@@ -26,7 +26,20 @@ wins over the variable, the variable over the default.
   --max-queue          KIT_MAX_QUEUE         64         queue bound in ITEMS: one per request, or
                                                         one per chunk of a split request; beyond
                                                         it requests get 503 + Retry-After
-  --max-body           KIT_MAX_BODY          64MiB      request body limit (413 beyond)
+  --max-body           KIT_MAX_BODY          64MiB      binary (KServe v2 binary tensor) body limit
+                                                        (413 beyond)
+  --max-json-body      KIT_MAX_JSON_BODY     16MiB      JSON body limit, checked before parsing (413
+                                                        beyond; never above --max-body)
+  --max-buffered       KIT_MAX_BUFFERED      256MiB     bytes all request bodies may hold together
+                                                        (503 + Retry-After beyond)
+  --max-connections    KIT_MAX_CONNECTIONS   2048       open connections (beyond: 503 and close)
+  --max-header-bytes   KIT_MAX_HEADER_BYTES  64KiB      request line + headers, in total (closed
+                                                        beyond)
+  --max-headers        KIT_MAX_HEADERS       100        header lines per request (431 beyond)
+  --idle-timeout       KIT_IDLE_TIMEOUT      20s        deadline for a request's headers, which is
+                                                        also the keep-alive idle timeout (closed)
+  --body-timeout       KIT_BODY_TIMEOUT      60s        deadline for a request's body (closed)
+  --decode-threads     KIT_DECODE_THREADS    2          threads that parse bodies above 64 KiB
   --max-instances      KIT_MAX_INSTANCES     max-queue x largest batch size: examples per
                                                         request (400 beyond)
   --input-shapes       KIT_INPUT_SHAPES      ""         per-example shapes for unknown dims, used
@@ -34,7 +47,8 @@ wins over the variable, the variable over the default.
   --no-warmup          KIT_WARMUP=0                     ready at once (no warm-up; not for TF-TRT)
   --drain-timeout      KIT_DRAIN_TIMEOUT     30s        how long SIGTERM waits for requests in flight
   --no-log-scan        KIT_LOG_SCAN=0                   do not tee stderr to count TF-TRT events
-  --access-log         KIT_ACCESS_LOG=1                 log every request to stderr
+  --access-log         KIT_ACCESS_LOG=1                 log every request to stderr (escaped)
+                       KIT_PARENT_PID                   stop (SIGTERM) when this parent process dies
   --probe                                               GET /v2/health/ready on KIT_HOST:KIT_PORT;
                                                         exit 0 on 200, else 1 (HEALTHCHECK)
 
@@ -137,6 +151,14 @@ def build_parser():
     p.add_argument("--max-batch-delay", default=_env("KIT_MAX_BATCH_DELAY", "2ms"))
     p.add_argument("--max-queue", default=_env("KIT_MAX_QUEUE", "64"))
     p.add_argument("--max-body", default=_env("KIT_MAX_BODY", "64MiB"))
+    p.add_argument("--max-json-body", default=_env("KIT_MAX_JSON_BODY", "16MiB"))
+    p.add_argument("--max-buffered", default=_env("KIT_MAX_BUFFERED", "256MiB"))
+    p.add_argument("--max-connections", default=_env("KIT_MAX_CONNECTIONS", "2048"))
+    p.add_argument("--max-header-bytes", default=_env("KIT_MAX_HEADER_BYTES", "64KiB"))
+    p.add_argument("--max-headers", default=_env("KIT_MAX_HEADERS", "100"))
+    p.add_argument("--idle-timeout", default=_env("KIT_IDLE_TIMEOUT", "20s"))
+    p.add_argument("--body-timeout", default=_env("KIT_BODY_TIMEOUT", "60s"))
+    p.add_argument("--decode-threads", default=_env("KIT_DECODE_THREADS", "2"))
     p.add_argument("--max-instances", default=_env("KIT_MAX_INSTANCES", "0"))
     p.add_argument("--input-shapes", default=_env("KIT_INPUT_SHAPES", ""))
     p.add_argument("--drain-timeout", default=_env("KIT_DRAIN_TIMEOUT", "30s"))
@@ -191,6 +213,21 @@ class Config(object):
         # A request can never be larger than what the whole queue holds.
         self.max_instances = min(max_instances, capacity) if max_instances > 0 else capacity
         self.max_body = parse_size(args.max_body, "max body")
+        # The JSON limit defaults to 16 MiB but never exceeds the body limit (a smaller KIT_MAX_BODY wins).
+        self.max_json_body = min(parse_size(args.max_json_body, "max JSON body"), self.max_body)
+        self.max_buffered = parse_size(args.max_buffered, "max buffered")
+        self.max_header_bytes = parse_size(args.max_header_bytes, "max header bytes")
+        self.max_connections = _positive_int(args.max_connections, "max connections")
+        self.max_headers = _positive_int(args.max_headers, "max headers")
+        self.decode_threads = _positive_int(args.decode_threads, "decode threads")
+        self.idle_timeout = parse_duration(args.idle_timeout, "idle timeout")
+        self.body_timeout = parse_duration(args.body_timeout, "body timeout")
+        if min(self.max_body, self.max_buffered, self.max_header_bytes) < 1024:
+            raise ConfigError("body, buffered and header limits must be at least 1KiB")
+        if self.idle_timeout <= 0 or self.body_timeout <= 0:
+            raise ConfigError("idle and body timeouts must be positive")
+        self.drain_limit = 1 << 20  # an oversized body up to this much beyond the limit is read and dropped
+        self.backlog = 1024
         from kit.runtime.model import parse_shapes
 
         try:
@@ -204,6 +241,35 @@ class Config(object):
         # Test-only hooks, see the module docstring.
         self.test_warmup_delay = parse_duration(_env("KIT_TEST_WARMUP_DELAY", "0"), "KIT_TEST_WARMUP_DELAY")
         self.test_infer_delay = parse_duration(_env("KIT_TEST_INFER_DELAY", "0"), "KIT_TEST_INFER_DELAY")
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent():
+    """When KIT_PARENT_PID is set (kit serve --local sets it), get SIGTERM as soon as that parent dies,
+    even by SIGKILL, so no orphaned server keeps holding the port (Linux prctl PR_SET_PDEATHSIG)."""
+    expected = _env("KIT_PARENT_PID")
+    if not expected or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        log.warning("cannot ask to be stopped with the parent: errno %d", ctypes.get_errno())
+    if str(os.getppid()) != expected.strip():
+        os.kill(os.getpid(), signal.SIGTERM)  # the parent died before prctl took effect
+
+
+def _positive_int(text, what):
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ConfigError("%s: %r is not an integer" % (what, text))
+    if value < 1:
+        raise ConfigError("%s must be >= 1, got %d" % (what, value))
+    return value
 
 
 def main(argv=None):
@@ -222,6 +288,7 @@ def main(argv=None):
         return 2
     from kit.runtime.serving.transport import run
 
+    die_with_parent()
     return run(config)
 
 

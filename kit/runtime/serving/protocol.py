@@ -32,6 +32,12 @@ from collections import OrderedDict
 
 import numpy as np
 
+from kit.runtime.serving import fastjson
+
+
+MAX_RANK = 32  # numpy's limit on dimensions
+MAX_ELEMENTS = 1 << 40  # beyond any body the server accepts; keeps the shape arithmetic within int64
+
 
 class RequestError(Exception):
     """A client error: answered with `status` and {"error": message}."""
@@ -60,21 +66,53 @@ class ParsedRequest(object):
         self.request_id = None
         self.outputs = list(signature.outputs)
         self.binary = {}
+        # False: run as sent, alone (no padding, splitting or sharing a batch).
+        self.batchable = signature.batchable
 
 
 # ---- shared validation ----------------------------------------------------------
+
+
+def _refuse_constant(name):
+    raise ValueError("%s is not valid JSON (send finite numbers)" % name)
+
+
+def _finite_float(text):
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number %s is out of range for a float" % text[:40])
+    return value
 
 
 def _load_json(body, what="request body"):
     if not body:
         raise RequestError(400, "empty %s: send a JSON object" % what)
     try:
-        data = json.loads(body.decode("utf-8") if isinstance(body, (bytes, bytearray, memoryview)) else body)
+        data = json.loads(body.decode("utf-8") if isinstance(body, (bytes, bytearray, memoryview)) else body,
+                          parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise RequestError(400, "the %s nests JSON arrays or objects too deeply" % what)
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(400, "malformed JSON in the %s: %s" % (what, e))
     if not isinstance(data, dict):
         raise RequestError(400, "the %s must be a JSON object, got %s" % (what, type(data).__name__))
     return data
+
+
+def _load_json_fast(body, what="request body"):
+    """Like _load_json, with large dense numeric arrays decoded by numpy (see fastjson): -> Decoded."""
+    if not body:
+        raise RequestError(400, "empty %s: send a JSON object" % what)
+    try:
+        decoded = fastjson.loads(body if isinstance(body, (bytes, memoryview)) else bytes(body))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(400, "malformed JSON in the %s: %s" % (what, e))
+    if not isinstance(decoded.data, dict):
+        raise RequestError(400, "the %s must be a JSON object, got %s" % (what, type(decoded.data).__name__))
+    return decoded
+
+
+_NO_ARRAYS = fastjson.Decoded(None, {})
 
 
 def _shape_list(shape):
@@ -124,6 +162,14 @@ def finish_inputs(fmt, signature, inputs, max_instances):
     if not batchable:
         return ParsedRequest(fmt, signature, inputs, 1)
     sizes = set(int(a.shape[0]) for a in inputs.values())
+    if len(sizes) != 1 and fmt in ("columnar", "grpc"):
+        # TF Serving feeds columnar inputs as they are: their 0th dimensions need not agree.
+        if max(sizes) > max_instances:
+            raise RequestError(400, "too many instances: %d in one request, the limit is %d (split the request)"
+                               % (max(sizes), max_instances))
+        parsed = ParsedRequest(fmt, signature, inputs, max(sizes))
+        parsed.batchable = False
+        return parsed
     if len(sizes) != 1:
         raise RequestError(400, "all inputs must have the same size in dimension 0 (the batch), got %s"
                            % ", ".join("'%s': %d" % (k, a.shape[0]) for k, a in inputs.items()))
@@ -195,10 +241,13 @@ _KIND_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": "numbers"
                "O": "mixed values"}
 
 
-def json_to_array(value, info):
+def json_to_array(value, info, decoded=_NO_ARRAYS):
     """A JSON value -> a numpy array of the input's dtype; 400 on the wrong kind of value."""
     if info.numpy_dtype is None:
         raise RequestError(400, "input '%s' has dtype %s, which has no JSON form" % (info.key, info.dtype_name))
+    value = decoded.resolve(value)
+    if isinstance(value, np.ndarray):
+        return _fast_array(value, info)
     if info.is_string:
         return _string_array(value, info.key)
     try:
@@ -225,6 +274,24 @@ def json_to_array(value, info):
     return array.astype(target, copy=False)
 
 
+def _fast_array(array, info):
+    """An array fastjson decoded (float64 from number text) -> the input's dtype, with json_to_array's rules."""
+    target = info.numpy_dtype
+    if info.is_string:
+        raise RequestError(400, "input '%s' is a string tensor: each value must be a JSON string or "
+                                "{\"b64\": \"...\"}, got numbers" % info.key)
+    if target.kind == "f":
+        return array.astype(target)
+    if target.kind == "b" or not np.array_equal(array, np.floor(array)):
+        raise RequestError(400, "input '%s' has dtype %s: got numbers, expected %s"
+                           % (info.key, info.dtype_name, "true/false" if target.kind == "b" else "integers"))
+    limits = np.iinfo(target)
+    if array.min() < limits.min or array.max() > limits.max:
+        raise RequestError(400, "input '%s' has dtype %s: values must lie in [%d, %d]"
+                           % (info.key, info.dtype_name, limits.min, limits.max))
+    return array.astype(target)
+
+
 # ---- TensorFlow Serving REST ------------------------------------------------------
 
 
@@ -246,7 +313,8 @@ def _is_named(instance, signature):
 
 
 def parse_tfserving(body, model, max_instances):
-    data = _load_json(body)
+    decoded = _load_json_fast(body)
+    data = decoded.data
     signature = _pick_signature(model, data.get("signature_name"))
     has_rows, has_cols = "instances" in data, "inputs" in data
     if has_rows == has_cols:
@@ -259,38 +327,39 @@ def parse_tfserving(body, model, max_instances):
     keys = list(signature.inputs)
     inputs = OrderedDict()
     if has_rows:
-        instances = data["instances"]
-        if not isinstance(instances, list):
+        instances = decoded.resolve(data["instances"])
+        if not isinstance(instances, (list, np.ndarray)):
             raise RequestError(400, "\"instances\" must be a list (one entry per example)")
-        if not instances:
+        if not len(instances):
             raise RequestError(400, "empty batch: \"instances\" is an empty list")
         if len(instances) > max_instances:
             raise RequestError(400, "too many instances: %d in one request, the limit is %d (split the request)"
                                % (len(instances), max_instances))
-        named = _is_named(instances[0], signature)
-        if any(_is_named(i, signature) != named for i in instances):
+        named = isinstance(instances, list) and _is_named(instances[0], signature)
+        if isinstance(instances, list) and any(_is_named(i, signature) != named for i in instances):
             raise RequestError(400, "instances mix named (objects) and unnamed values: use one form")
         if named:
             for i, instance in enumerate(instances):
                 _check_names(signature, instance, "instance %d" % i)
             for key in keys:
-                inputs[key] = json_to_array([instance[key] for instance in instances], signature.inputs[key])
+                inputs[key] = json_to_array([instance[key] for instance in instances], signature.inputs[key],
+                                            decoded)
         else:
             if len(keys) != 1:
                 raise RequestError(400, "signature '%s' takes several inputs (%s): each instance must be an object "
                                         "naming them" % (signature.key, ", ".join(keys)))
-            inputs[keys[0]] = json_to_array(instances, signature.inputs[keys[0]])
+            inputs[keys[0]] = json_to_array(instances, signature.inputs[keys[0]], decoded)
         return finish_inputs("row", signature, inputs, max_instances)
-    columns = data["inputs"]
+    columns = decoded.resolve(data["inputs"])
     if isinstance(columns, dict) and not (list(columns) == ["b64"] and len(keys) == 1):
         _check_names(signature, columns, "\"inputs\"")
         for key in keys:
-            inputs[key] = json_to_array(columns[key], signature.inputs[key])
+            inputs[key] = json_to_array(columns[key], signature.inputs[key], decoded)
     else:
         if len(keys) != 1:
             raise RequestError(400, "signature '%s' takes several inputs (%s): \"inputs\" must be an object naming "
                                     "them" % (signature.key, ", ".join(keys)))
-        inputs[keys[0]] = json_to_array(columns, signature.inputs[keys[0]])
+        inputs[keys[0]] = json_to_array(columns, signature.inputs[keys[0]], decoded)
     return finish_inputs("columnar", signature, inputs, max_instances)
 
 
@@ -384,7 +453,8 @@ def parse_v2(body, model, max_instances, header_length=None):
     else:
         hlen = _header_length(header_length, len(body))
         header, binary = bytes(view[:hlen]), view[hlen:]
-    data = _load_json(header, "inference request header")
+    decoded = _load_json_fast(header, "inference request header")
+    data = decoded.data
     params = _v2_params(data, "the request")
     signature = _pick_signature(model, params.get("signature_name"))
     raw_inputs = data.get("inputs")
@@ -406,6 +476,15 @@ def parse_v2(body, model, max_instances, header_length=None):
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                                   for d in shape):
             raise RequestError(400, "input '%s': \"shape\" must be a list of non-negative integers" % key)
+        if len(shape) > MAX_RANK:
+            raise RequestError(400, "input '%s': shape has %d dimensions, at most %d are supported"
+                               % (key, len(shape), MAX_RANK))
+        elements = 1
+        for d in shape:
+            elements *= d
+        if elements > MAX_ELEMENTS:
+            raise RequestError(400, "input '%s': shape %s holds %d elements, more than any request can carry "
+                               "(at most %d)" % (key, _shape_list(shape), elements, MAX_ELEMENTS))
         datatype = tensor.get("datatype")
         if datatype != info.v2_datatype:
             raise RequestError(400, "input '%s' has datatype %s but the model expects %s"
@@ -438,7 +517,7 @@ def parse_v2(body, model, max_instances, header_length=None):
         else:
             if "data" not in tensor:
                 raise RequestError(400, "input '%s' has neither \"data\" nor a binary_data_size parameter" % key)
-            array = json_to_array(tensor["data"], info)
+            array = json_to_array(tensor["data"], info, decoded)
             if array.size != count:
                 raise RequestError(400, "input '%s': \"data\" has %d elements but shape %s needs %d"
                                    % (key, array.size, _shape_list(shape), count))
@@ -543,6 +622,7 @@ def encode_binary_tensor(array):
 # Shared with the gRPC front.
 pick_signature = _pick_signature
 check_names = _check_names
+load_json = _load_json
 
 
 # ---- client helpers (tests, benchmarks, the bench client) ----------------------------

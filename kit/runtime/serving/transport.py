@@ -1,35 +1,53 @@
-"""HTTP front of the model server: routes, request bodies, responses, lifecycle.
+"""HTTP front of the model server: tornado's HTTP/1.1 server, kit's limits, lifecycle.
 
-stdlib http.server with socketserver.ThreadingMixIn (one thread per
-connection, daemon threads), HTTP/1.1 keep-alive, TCP_NODELAY. Handler
-threads parse and validate; the single inference worker in batching.py runs
-the model. Configuration and the list of endpoints: see serve.py.
+One event loop holds every connection (an idle or slow connection costs
+memory, not a thread). tornado does the HTTP/1.1 framing, keep-alive and
+chunked bodies; kit adds what a 4 GB device needs on top:
+
+- a connection cap (beyond it: 503 and close), header bytes and header count,
+  a header deadline that is also the keep-alive idle timeout, a body deadline;
+- body limits checked from Content-Length before a byte is read and again as
+  bytes arrive (JSON and binary separately), a budget for the bytes all
+  bodies hold together (memory grows as bytes arrive, never from a header);
+- strict framing: Content-Length digits only, Transfer-Encoding only
+  `chunked`, never both; a GET's body is read and dropped;
+- an accept loop that backs off on EMFILE instead of spinning.
+
+The loop never runs the model: large bodies are parsed in a small thread
+pool, inference runs on the micro-batcher's worker (batching.py), whose
+completion is bridged back to the loop. Routes are in routes.py, formats in
+protocol.py. Configuration: main.py.
 """
 
-import json
+import errno
 import logging
 import re
 import signal
-import socketserver
+import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from concurrent.futures import ThreadPoolExecutor
+
+from tornado import web
+from tornado.concurrent import Future
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
+from tornado.netutil import bind_sockets
 
 from kit import __version__
-from kit.runtime.serving import protocol
-from kit.runtime.serving.batching import BatchPlan, MicroBatcher, QueueFull, Stopped
 from kit.runtime.logtap import ENGINE_BUILD, NATIVE_FALLBACK, StderrTap, line_classifier
-from kit.runtime.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from kit.runtime.serving import protocol, routes
+from kit.runtime.serving.batching import BatchPlan, MicroBatcher, QueueFull, Stopped
 from kit.runtime.serving.metrics import ServerMetrics
 
 log = logging.getLogger("kit.serve")
 
-_V1 = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<rest>/metadata|:[A-Za-z]+)?$")
-_V2_MODEL = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<rest>/ready|/infer)?$")
-
-# Responses up to this size go out in one write (fewer syscalls, no Nagle interplay).
-_SINGLE_WRITE = 256 * 1024
-RETRY_AFTER_SECONDS = 1
+SERVER_HEADER = "kit-serve/" + __version__  # no Python or library version: nothing to fingerprint
+INLINE_PARSE_BYTES = 64 * 1024  # bodies up to this size are parsed on the loop; larger ones in the pool
+_DIGITS = re.compile(r"^[0-9]+$")
+_ACCEPT_PAUSE = 0.1  # seconds the accept loop rests when the process is out of file descriptors
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class ServerState(object):
@@ -48,7 +66,9 @@ class ServerState(object):
                                      ready=lambda: self.ready and not self.draining)
         self._inflight = 0
         self._inflight_cond = threading.Condition()
-        self.arriving = 0  # POST requests being received or parsed, not yet queued or answered
+        # Requests fully received and being parsed, not yet queued: a partial batch waits only for these
+        # (never for a body still arriving, which may take as long as its client likes).
+        self.arriving = 0
         self._arriving_lock = threading.Lock()
 
     def arrival(self, delta):
@@ -79,409 +99,378 @@ class ServerState(object):
         return self.ready and not self.draining
 
 
-class ThreadingServer(socketserver.ThreadingMixIn, HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+class BodyBudget(object):
+    """Bytes held by request bodies of all connections together (taken as they arrive, on the loop)."""
 
-    def __init__(self, address, handler, state):
-        self.state = state
-        HTTPServer.__init__(self, address, handler)
+    def __init__(self, limit):
+        self.limit = limit
+        self.used = 0
 
-    def server_bind(self):
-        # HTTPServer.server_bind resolves the host's FQDN, which can hang for seconds on a
-        # device without DNS; the name is only cosmetic.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-    def handle_error(self, request, client_address):
-        log.exception("unhandled error while serving %s", client_address)
-
-
-def _json(data):
-    return json.dumps(data, separators=(",", ":")).encode("utf-8")
-
-
-_MAX_HEADERS = 100
-_MAX_LINE = 65536
-
-
-class Headers(object):
-    """Request headers, looked up case-insensitively (a plain dict: cheaper than email.message)."""
-
-    def __init__(self):
-        self._values = {}
-
-    def add(self, name, value):
-        key = name.lower()
-        if key in self._values and key == "content-length" and self._values[key] != value:
-            raise ValueError("conflicting Content-Length headers")
-        self._values[key] = value
-
-    def get(self, name, default=None):
-        return self._values.get(name.lower(), default)
-
-    def __contains__(self, name):
-        return name.lower() in self._values
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "kit-serve/" + __version__
-    disable_nagle_algorithm = True
-    timeout = 120  # idle keep-alive connections are closed after this many seconds
-
-    # ---- plumbing ----------------------------------------------------------
-
-    @property
-    def state(self):
-        return self.server.state
-
-    def log_message(self, fmt, *args):
-        if self.server.state.config.access_log:
-            log.info("%s %s", self.address_string(), fmt % args)
-
-    def parse_request(self):
-        """Request line and headers, parsed directly: http.server's email-based header parser
-        costs a large share of a small request's CPU. Sets what BaseHTTPRequestHandler expects."""
-        self.command = None
-        self.request_version = "HTTP/1.0"
-        self.close_connection = True
-        line = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        self.requestline = line
-        parts = line.split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            self.send_error(400, "bad request line %r" % line[:100])
+    def take(self, n):
+        if self.used + n > self.limit:
             return False
-        command, path, version = parts
-        if version not in ("HTTP/1.0", "HTTP/1.1"):
-            self.send_error(505, "HTTP version %s is not supported (use HTTP/1.1)" % version[:20])
-            return False
-        self.command, self.path, self.request_version = command, path, version
-        headers = Headers()
-        last = None
-        for _ in range(_MAX_HEADERS + 1):
-            raw = self.rfile.readline(_MAX_LINE + 1)
-            if len(raw) > _MAX_LINE:
-                self.send_error(431, "a header line is longer than %d bytes" % _MAX_LINE)
-                return False
-            if raw in (b"\r\n", b"\n", b""):
-                break
-            text = raw.decode("iso-8859-1").rstrip("\r\n")
-            if text[:1] in (" ", "\t") and last is not None:  # obsolete line folding
-                headers.add(last, (headers.get(last) or "") + " " + text.strip())
-                continue
-            name, sep, value = text.partition(":")
-            if not sep or not name or name != name.strip():
-                self.send_error(400, "bad header line %r" % text[:100])
-                return False
-            try:
-                headers.add(name, value.strip())
-            except ValueError as e:
-                self.send_error(400, str(e))
-                return False
-            last = name
-        else:
-            self.send_error(431, "more than %d headers" % _MAX_HEADERS)
-            return False
-        self.headers = headers
-        connection = (headers.get("Connection") or "").lower()
-        if version == "HTTP/1.1":
-            self.close_connection = "close" in connection
-        else:
-            self.close_connection = "keep-alive" not in connection
-        if version == "HTTP/1.1" and (headers.get("Expect") or "").lower() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.used += n
         return True
 
-    def send_error(self, code, message=None, explain=None):
-        """http.server's own errors (bad request line, unsupported method) as JSON too."""
-        self.close_connection = True
-        self._send(code, [_json({"error": message or self.responses.get(code, ("error",))[0]})],
-                   {"Content-Type": "application/json"}, endpoint="other")
+    def give(self, n):
+        self.used -= n
 
-    def _send(self, code, parts, headers, endpoint):
-        if self.state.draining:
-            self.close_connection = True
-        length = sum(len(p) for p in parts)
-        reason = self.responses.get(code, ("",))[0]
-        lines = ["HTTP/1.1 %d %s" % (code, reason), "Server: " + self.version_string(),
-                 "Content-Length: %d" % length]
-        for name, value in headers.items():
-            lines.append("%s: %s" % (name, value))
-        if self.close_connection:
-            lines.append("Connection: close")
-        elif getattr(self, "request_version", "") == "HTTP/1.0":
-            lines.append("Connection: keep-alive")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        if length <= _SINGLE_WRITE:
-            self.wfile.write(head + b"".join(parts))
-        else:
-            # Large tensors go out straight from their buffers: no joined copy.
-            self.wfile.write(head + parts[0] if len(parts[0]) <= _SINGLE_WRITE else head)
-            for part in (parts[1:] if len(parts[0]) <= _SINGLE_WRITE else parts):
-                self.wfile.write(part)
-        if hasattr(self, "requestline"):
-            self.log_request(code, length)
-        self.state.metrics.record_request(endpoint, code)
 
-    def _send_json(self, code, data, endpoint, headers=None):
-        all_headers = {"Content-Type": "application/json"}
-        all_headers.update(headers or {})
-        self._send(code, [_json(data)], all_headers, endpoint)
+def printable(text, limit=300):
+    """`text` safe for a log line: control and non-ASCII characters as escapes, cut to `limit`."""
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return "".join(c if " " <= c <= "~" else ("\\x%02x" % ord(c) if ord(c) < 256 else "\\u%04x" % ord(c))
+                   for c in text)
 
-    def _error(self, code, message, endpoint, headers=None):
-        self._send_json(code, {"error": message}, endpoint, headers)
 
-    def _unavailable(self, message, endpoint, reason):
-        self.state.metrics.rejected.inc(1, reason)
-        self._error(503, message, endpoint, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+def framing_problem(request, max_headers):
+    """(status, message) when the request's framing is refused (RFC 9112), else None."""
+    headers = request.headers
+    count = sum(1 for _ in headers.get_all())
+    if count > max_headers:
+        return 431, "more than %d headers" % max_headers
+    if request.version == "HTTP/1.1" and len(headers.get_list("Host")) != 1:
+        return 400, "an HTTP/1.1 request needs exactly one Host header (RFC 9112 section 3.2)"
+    codings = headers.get_list("Transfer-Encoding")
+    lengths = [v.strip() for joined in headers.get_list("Content-Length") for v in joined.split(",")]
+    if codings:
+        if len(codings) > 1 or codings[0].strip().lower() != "chunked":
+            return 501, ("Transfer-Encoding %r is not supported: send a Content-Length or Transfer-Encoding: "
+                         "chunked, once" % printable(", ".join(codings), 100))
+        if lengths:
+            return 400, "both Transfer-Encoding and Content-Length: send one of them (RFC 9112 section 6.3)"
+        if request.version != "HTTP/1.1":
+            return 400, "Transfer-Encoding needs HTTP/1.1"
+    if lengths:
+        bad = [v for v in lengths if not _DIGITS.match(v)]
+        if bad:
+            return 400, "invalid Content-Length %r: digits only" % printable(bad[0], 40)
+        if len(set(int(v) for v in lengths)) > 1:
+            return 400, "conflicting Content-Length headers"
+    return None
 
-    def _read_body(self, endpoint):
-        """The request body as a bytearray, or None after answering an error."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            self.close_connection = True
-            self._error(411, "chunked transfer encoding is not supported: send a Content-Length", endpoint)
-            return None
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            self.close_connection = True
-            self._error(411, "a Content-Length header is required", endpoint)
-            return None
-        try:
-            length = int(raw)
-            if length < 0:
-                raise ValueError(raw)
-        except ValueError:
-            self.close_connection = True
-            self._error(400, "invalid Content-Length %r" % raw, endpoint)
-            return None
-        limit = self.state.config.max_body
-        if length > limit:
-            # Drain a moderately oversized body so the client reads our answer; close on huge ones.
-            if length <= 4 * limit:
-                self._discard(length)
-            else:
-                self.close_connection = True
-            self._error(413, "request body of %d bytes exceeds the limit of %d bytes (KIT_MAX_BODY)"
-                        % (length, limit), endpoint)
-            return None
-        body = bytearray(length)
-        view = memoryview(body)
-        got = 0
-        while got < length:
-            n = self.rfile.readinto(view[got:])
-            if not n:
-                self.close_connection = True
-                return None  # the client went away mid-body
-            got += n
-        return body
 
-    def _discard(self, length):
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 20))
-            if not chunk:
-                break
-            length -= len(chunk)
+@web.stream_request_body
+class KitHandler(web.RequestHandler):
+    SUPPORTED_METHODS = ("GET", "POST")
 
-    # ---- routing -------------------------------------------------------------
+    def initialize(self, kit):
+        self.kit = kit
+        self.route = None
+        self._body = None       # bytearray for an inference body; None when the body is dropped
+        self._received = 0
+        self._held = 0          # bytes taken from the body budget
+        self._limit = 0
+        self._limit_name = ""
+        self._refusal = None    # a Response decided before the body was read (sent once it was drained)
+        self._entered = False
+        self._arriving = False
+        self._done = False
 
-    def do_GET(self):
-        self._dispatch("GET")
+    # ---- plumbing ------------------------------------------------------------
 
-    def do_POST(self):
-        self._dispatch("POST")
+    def set_default_headers(self):
+        self.set_header("Server", SERVER_HEADER)
+        if self.request.version == "HTTP/1.0" and self.request.headers.get("Connection", "").lower() != "keep-alive":
+            self.set_header("Connection", "close")
+
+    def compute_etag(self):
+        return None  # responses are computed per request: hashing them buys nothing
+
+    def _close_after(self):
+        """Close the connection once this response is out (tornado adds Connection: close for HTTP/1.1)."""
+        self.set_header("Connection", "close")
+        # tornado has no public switch for it; this is the flag its own keep-alive decision uses.
+        self.request.connection._disconnect_on_finish = True
+
+    def _send(self, response, close=False):
+        if self._finished:
+            return
+        state = self.kit.state
+        if close or state.draining:
+            self._close_after()
+        self.set_status(response.status)
+        for name, value in response.headers.items():
+            self.set_header(name, value)
+        if response.rejected:
+            state.metrics.rejected.inc(1, response.rejected)
+        parts = response.parts
+        self.write(parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts))
+        state.metrics.record_request(response.endpoint, response.status)
+        self.finish()
+
+    def _refuse_now(self, status, message, endpoint="other", headers=None):
+        """Answer before (or instead of) reading the rest of the body, then close the connection."""
+        self._drop_body()
+        self._send(routes.error(status, message, endpoint, headers), close=True)
+
+    def _drop_body(self):
+        self._body = None
+        if self._held:
+            self.kit.budget.give(self._held)
+            self._held = 0
 
     def _end_arrival(self):
-        """This request is queued or answered: the worker need not wait for it any longer."""
         if self._arriving:
             self._arriving = False
-            self.state.arrival(-1)
-            if self.state.batcher is not None:
-                self.state.batcher.wake()
+            self.kit.state.arrival(-1)
+            batcher = self.kit.state.batcher
+            if batcher is not None:
+                batcher.wake()
 
-    def _dispatch(self, method):
-        state = self.state
-        state.enter()
-        # A POST may be an inference request on its way to the queue: a partial batch waits for it.
-        self._arriving = method == "POST"
-        if self._arriving:
-            state.arrival(1)
+    def _release(self):
+        if self._done:
+            return
+        self._done = True
+        self._drop_body()
+        self._end_arrival()
+        if self._entered:
+            self.kit.state.leave()
+
+    def on_finish(self):
+        self._release()
+
+    def on_connection_close(self):
+        self._release()
+
+    def write_error(self, status_code, **kwargs):
+        """tornado's own errors (unsupported method, a bug in a handler) as JSON too."""
+        error = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(error, web.HTTPError) or error is None:
+            message = self._reason
+            if status_code == 405:
+                self.set_header("Allow", "GET, POST")
+                message = "method %s is not allowed: use GET or POST" % printable(self.request.method, 20)
+        else:
+            message = "internal server error: %s: %s" % (type(error).__name__, error)
+        self.set_header("Content-Type", "application/json")
+        self.kit.state.metrics.record_request("other", status_code)
+        self._close_after()
+        self.finish(routes.encode_json({"error": message}))
+
+    def log_exception(self, typ, value, tb):
+        if isinstance(value, web.HTTPError):
+            return
+        log.error("internal error on %s %s", printable(self.request.method, 20), printable(self.request.uri),
+                  exc_info=(typ, value, tb))
+
+    # ---- headers: framing, limits ----------------------------------------------
+
+    def prepare(self):
+        kit, request = self.kit, self.request
+        config = kit.state.config
+        kit.state.enter()
+        self._entered = True
+        problem = framing_problem(request, config.max_headers)
+        if problem:
+            return self._refuse_now(*problem)
+        self.route = routes.resolve(request.path)
+        method = request.method
+        inference = self.route.is_inference(method)
+        raw_length = request.headers.get("Content-Length")
+        length = int(raw_length.split(",")[0]) if raw_length is not None else None
+        chunked = "Transfer-Encoding" in request.headers
+        if method == "POST" and length is None and not chunked:
+            return self._refuse_now(411, "a Content-Length header is required", self.route.endpoint)
+        binary = inference and self.route.kind == "v2" and "Inference-Header-Content-Length" in request.headers
+        self._limit, self._limit_name = ((config.max_body, "KIT_MAX_BODY") if binary
+                                         else (config.max_json_body, "KIT_MAX_JSON_BODY"))
+        if length is not None and length > self._limit:
+            message = "request body of %d bytes exceeds the limit of %d bytes (%s)" % (length, self._limit,
+                                                                                       self._limit_name)
+            if length > self._limit + config.drain_limit:
+                return self._refuse_now(413, message, self.route.endpoint)
+            # Slightly oversized: read and drop it so the client reads the answer on a usable connection.
+            self._refusal = routes.error(413, message, self.route.endpoint)
+            request.connection.set_max_body_size(length)
+            return None
+        request.connection.set_max_body_size(self._limit if length is None else max(length, 1))
+        if inference and self._refusal is None:
+            self._body = bytearray()
+        return None
+
+    def data_received(self, chunk):
+        if self._finished:
+            return
+        n = len(chunk)
+        self._received += n
+        if self._received > self._limit and self._refusal is None:  # a chunked body grew past the limit
+            return self._refuse_now(413, "request body exceeds the limit of %d bytes (%s)"
+                                    % (self._limit, self._limit_name), self.route.endpoint)
+        if self._body is None:
+            return None  # dropped: a GET's body, a refused or non-inference request
+        if not self.kit.budget.take(n):
+            self.kit.state.metrics.rejected.inc(1, "body_budget")
+            return self._refuse_now(503, "overloaded: request bodies in flight hold %d bytes (KIT_MAX_BUFFERED); "
+                                    "retry later" % self.kit.budget.limit, self.route.endpoint,
+                                    {"Retry-After": str(routes.RETRY_AFTER_SECONDS)})
+        self._held += n
+        self._body += chunk
+        return None
+
+    # ---- the answer -------------------------------------------------------------
+
+    async def get(self):
+        await self._respond()
+
+    async def post(self):
+        await self._respond()
+
+    async def _respond(self):
+        if self._finished:
+            return
+        if self._refusal is not None:
+            return self._send(self._refusal)
+        state, route, method = self.kit.state, self.route, self.request.method
+        if not route.is_inference(method):
+            return self._send(routes.answer(state, method, route))
+        started = time.monotonic()
+        body = self._body
+        plan = routes.inference(state, route, body, self.request.headers.get("Inference-Header-Content-Length"))
+        if isinstance(plan, routes.Response):
+            return self._send(plan)
+        self._arriving = True
+        state.arrival(1)
         try:
-            self._route(method, self.path.split("?", 1)[0])
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception as e:  # a bug must cost one request, not the server
-            log.exception("internal error on %s %s", method, self.path)
-            self.close_connection = True
             try:
-                self._error(500, "internal server error: %s: %s" % (type(e).__name__, e), "other")
-            except Exception:
-                pass
+                if len(body) > INLINE_PARSE_BYTES:
+                    parsed = await IOLoop.current().run_in_executor(self.kit.pool, plan.parse)
+                else:
+                    parsed = plan.parse()
+            except protocol.RequestError as e:
+                return self._send(routes.error(e.status, e.message, plan.endpoint, e.headers))
+            try:
+                pending = state.batcher.submit(parsed.signature.key, parsed.inputs, parsed.rows,
+                                               getattr(parsed, "batchable", parsed.signature.batchable))
+            except QueueFull:
+                return self._send(routes.queue_full(state, plan.endpoint))
+            except Stopped:
+                return self._send(routes.unavailable("the server is shutting down", plan.endpoint, "draining"))
         finally:
             self._end_arrival()
-            state.leave()
-
-    def _route(self, method, path):
-        if method == "POST" and path != "" and not (path.startswith("/v1/") or path.startswith("/v2/")):
-            body = self._read_body("other")
-            if body is not None:
-                self._error(404, "no such endpoint: POST %s" % path, "other")
-            return
-        m = _V1.match(path)
-        if m:
-            return self._v1(method, m.group("name"), m.group("version"), m.group("rest") or "")
-        m = _V2_MODEL.match(path)
-        if m:
-            return self._v2(method, m.group("name"), m.group("version"), m.group("rest") or "")
-        if method == "GET":
-            if path == "/v2/health/live":
-                return self._send_json(200, {"live": True}, "health")
-            if path == "/v2/health/ready":
-                if self.state.is_ready():
-                    return self._send_json(200, {"ready": True}, "health")
-                return self._send_json(503, {"ready": False, "error": self._not_ready_reason()}, "health")
-            if path == "/metrics":
-                return self._send(200, [self.state.metrics.render()], {"Content-Type": METRICS_CONTENT_TYPE},
-                                  "metrics")
-            if path in ("/v2", "/v2/"):
-                return self._send_json(200, {"name": "kit", "version": __version__,
-                                             "extensions": ["binary_tensor_data"]}, "v2")
-            return self._error(404, "no such endpoint: GET %s" % path, "other")
-        body = self._read_body("other")
-        if body is not None:
-            self._error(404, "no such endpoint: POST %s" % path, "other")
-
-    def _not_ready_reason(self):
-        state = self.state
-        if state.draining:
-            return "the server is shutting down"
-        if state.model is None:
-            return "the model is loading"
-        return "the model is warming up at batch sizes %s" % ",".join(str(b) for b in state.config.batch_sizes)
-
-    def _check_model(self, name, version, endpoint, versions_word="version"):
-        """Answer 404 for a model/version this server does not hold; True when it is ours."""
-        config = self.state.config
-        if name != config.model_name:
-            self._error(404, "Servable not found for request: Latest(%s) (this server serves '%s')"
-                        % (name, config.model_name), endpoint)
-            return False
-        if version is not None and version != config.model_version:
-            self._error(404, "Servable not found for request: Specific(%s, %s) (serving %s %s)"
-                        % (name, version, versions_word, config.model_version), endpoint)
-            return False
-        return True
-
-    # ---- TensorFlow Serving REST ---------------------------------------------
-
-    def _v1(self, method, name, version, rest):
-        endpoint = "v1"
-        state = self.state
-        if method == "POST":
-            body = self._read_body(endpoint)
-            if body is None:
-                return
-            if rest != ":predict":
-                verb = rest[1:] if rest.startswith(":") else rest
-                if rest in (":classify", ":regress"):
-                    return self._error(501, "the %s API is not implemented: use :predict" % verb, endpoint)
-                return self._error(404, "no such endpoint: POST %s" % self.path, endpoint)
-            if not self._check_model(name, version, endpoint):
-                return
-            return self._infer(body, "v1", lambda: protocol.parse_tfserving(body, state.model,
-                                                                            state.config.max_instances))
-        if rest not in ("", "/metadata"):
-            return self._error(405, "use POST for %s" % rest, endpoint, {"Allow": "POST"})
-        if not self._check_model(name, version, endpoint):
-            return
-        if rest == "":
-            if state.model is None:
-                status = {"model_version_status": [{"version": state.config.model_version, "state": "LOADING",
-                                                    "status": {"error_code": "OK", "error_message": ""}}]}
-                return self._send_json(200, status, endpoint)
-            return self._send_json(200, state.model.tfserving_status(), endpoint)
-        if state.model is None:
-            return self._unavailable("model '%s' is loading" % name, endpoint, "not_ready")
-        return self._send_json(200, state.model.tfserving_metadata(), endpoint)
-
-    # ---- KServe v2 ------------------------------------------------------------
-
-    def _v2(self, method, name, version, rest):
-        endpoint = "v2"
-        state = self.state
-        if method == "POST":
-            body = self._read_body(endpoint)
-            if body is None:
-                return
-            if rest != "/infer":
-                return self._error(405, "use GET for %s" % (rest or "model metadata"), endpoint, {"Allow": "GET"})
-            if not self._check_model(name, version, endpoint):
-                return
-            header_length = self.headers.get("Inference-Header-Content-Length")
-            return self._infer(body, "v2", lambda: protocol.parse_v2(body, state.model, state.config.max_instances,
-                                                                     header_length))
-        if rest == "/infer":
-            return self._error(405, "use POST for /infer", endpoint, {"Allow": "POST"})
-        if not self._check_model(name, version, endpoint):
-            return
-        if rest == "/ready":
-            if state.is_ready():
-                return self._send_json(200, {"name": name, "ready": True}, endpoint)
-            return self._send_json(503, {"name": name, "ready": False, "error": self._not_ready_reason()}, endpoint)
-        if state.model is None:
-            return self._unavailable("model '%s' is loading" % name, endpoint, "not_ready")
-        return self._send_json(200, state.model.v2_metadata(), endpoint)
-
-    # ---- inference -------------------------------------------------------------
-
-    def _infer(self, body, endpoint, parse):
-        state = self.state
-        start = time.monotonic()
-        # While draining, a request already received is still served (its connection then closes);
-        # new connections are no longer accepted and readiness says 503.
-        if not state.ready:
-            return self._unavailable("model '%s' is not ready: %s" % (state.config.model_name,
-                                                                       self._not_ready_reason()),
-                                     endpoint, "not_ready")
-        batcher = state.batcher
-        if not batcher.has_room():
-            return self._unavailable("overloaded: the request queue is full (%d items); retry later"
-                                     % batcher.max_queue, endpoint, "queue_full")
+        await _completion(pending)
         try:
-            parsed = parse()
-        except protocol.RequestError as e:
-            return self._error(e.status, e.message, endpoint, e.headers)
-        try:
-            pending = batcher.submit(parsed.signature.key, parsed.inputs, parsed.rows, parsed.signature.batchable)
-        except QueueFull:
-            return self._unavailable("overloaded: the request queue is full (%d items); retry later"
-                                     % batcher.max_queue, endpoint, "queue_full")
-        except Stopped:
-            return self._unavailable("the server is shutting down", endpoint, "draining")
-        self._end_arrival()
-        try:
-            outputs = pending.wait()
+            outputs = pending.wait(0)
         except Exception as e:
-            # TensorFlow's InvalidArgumentError means the input was wrong (e.g. a bad tf.Example).
-            if type(e).__name__ == "InvalidArgumentError":
-                return self._error(400, "the model rejected the input: %s" % _first_line(e), endpoint)
-            log.error("inference failed: %s: %s", type(e).__name__, e)
-            return self._error(500, "inference failed: %s: %s" % (type(e).__name__, _first_line(e)), endpoint)
-        if parsed.fmt == "v2":
-            parts, headers = protocol.v2_response(parsed, outputs, state.model)
-        else:
-            parts, headers = [protocol.tfserving_response(parsed, outputs)], {"Content-Type": "application/json"}
-        self._send(200, parts, headers, endpoint)
-        state.metrics.request_latency.observe(time.monotonic() - start)
+            if type(e).__name__ != "InvalidArgumentError":
+                log.error("inference failed: %s: %s", type(e).__name__, e)
+            return self._send(routes.inference_failure(e, plan.endpoint))
+        self._send(routes.inference_response(parsed, outputs, state.model))
+        state.metrics.request_latency.observe(time.monotonic() - started)
 
 
-def _first_line(error):
-    """The useful line of an error: TF >= 2.4 puts the op's message in the last paragraph, after a call stack;
-    TF 2.3 puts it first, then a "Function call stack:" paragraph (dropped)."""
-    text = str(getattr(error, "message", None) or error).strip()
-    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip() and not p.strip().startswith("Function call stack:")]
-    return paragraphs[-1].splitlines()[0].strip() if paragraphs else type(error).__name__
+def _completion(pending):
+    """A loop Future resolved when the batcher's worker completes `pending`."""
+    loop = IOLoop.current()
+    future = Future()
+
+    def resolve():
+        if not future.done():
+            future.set_result(None)
+
+    pending.add_done_callback(lambda: loop.add_callback(resolve))
+    return future
+
+
+class KitHTTPServer(HTTPServer):
+    """tornado's HTTPServer with a connection cap and an accept loop that survives EMFILE."""
+
+    def configure_kit(self, max_connections, rejected):
+        self.max_connections = max_connections
+        self.open_connections = 0
+        self._rejected = rejected
+        self._listening = {}
+        self._last_fd_warning = 0.0
+
+    def handle_stream(self, stream, address):
+        if self.open_connections >= self.max_connections:
+            self._rejected.inc(1, "connections")
+            body = routes.encode_json({"error": "overloaded: %d connections are open (KIT_MAX_CONNECTIONS); retry "
+                                                "later" % self.max_connections})
+            head = ("HTTP/1.1 503 Service Unavailable\r\nServer: %s\r\nContent-Type: application/json\r\n"
+                    "Content-Length: %d\r\nRetry-After: %d\r\nConnection: close\r\n\r\n"
+                    % (SERVER_HEADER, len(body), routes.RETRY_AFTER_SECONDS)).encode("latin-1")
+            stream.write(head + body).add_done_callback(lambda _: stream.close())
+            return
+        self.open_connections += 1
+        HTTPServer.handle_stream(self, stream, address)
+
+    def on_close(self, server_conn):
+        self.open_connections -= 1
+        HTTPServer.on_close(self, server_conn)
+
+    # ---- accepting --------------------------------------------------------------
+
+    def listen_on(self, sockets):
+        for sock in sockets:
+            self._listening[sock.fileno()] = sock
+            self._resume(sock)
+
+    def _resume(self, sock):
+        if sock.fileno() in self._listening:
+            IOLoop.current().add_handler(sock, self._on_acceptable, IOLoop.READ)
+
+    def _on_acceptable(self, sock, events):
+        for _ in range(128):  # a burst of connections must not starve requests on open ones
+            try:
+                connection, address = sock.accept()
+            except BlockingIOError:
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as e:
+                if e.errno not in _OUT_OF_FDS:
+                    raise
+                # Out of file descriptors: the pending connection stays in the backlog; rest instead of spinning.
+                now = time.monotonic()
+                if now - self._last_fd_warning > 10:
+                    self._last_fd_warning = now
+                    log.warning("cannot accept connections: %s; pausing accept for %.1f s", e, _ACCEPT_PAUSE)
+                IOLoop.current().remove_handler(sock)
+                IOLoop.current().call_later(_ACCEPT_PAUSE, self._resume, sock)
+                return
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stream = IOStream(connection, max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
+            self.handle_stream(stream, address)
+
+    def stop_listening(self):
+        for fd, sock in list(self._listening.items()):
+            try:
+                IOLoop.current().remove_handler(sock)
+            except (KeyError, ValueError):
+                pass
+            sock.close()
+        self._listening.clear()
+
+
+class Kit(object):
+    """What every handler needs: the shared state, the body budget, the parse pool."""
+
+    def __init__(self, state):
+        self.state = state
+        self.budget = BodyBudget(state.config.max_buffered)
+        self.pool = ThreadPoolExecutor(max_workers=state.config.decode_threads)
+
+
+def _access_log(config):
+    def log_request(handler):
+        if config.access_log:
+            request = handler.request
+            log.info('%s "%s %s %s" %d %.1fms', request.remote_ip, printable(request.method, 20),
+                     printable(request.uri), printable(request.version, 20), handler.get_status(),
+                     1000.0 * request.request_time())
+    return log_request
+
+
+def make_server(kit):
+    config = kit.state.config
+    app = web.Application([(r".*", KitHandler, {"kit": kit})], log_function=_access_log(config),
+                          compress_response=False)
+    server = KitHTTPServer(app, max_header_size=config.max_header_bytes, max_body_size=config.max_body,
+                           idle_connection_timeout=config.idle_timeout, body_timeout=config.body_timeout,
+                           chunk_size=64 * 1024, max_buffer_size=config.max_header_bytes + 256 * 1024)
+    server.configure_kit(config.max_connections, kit.state.metrics.rejected)
+    return server
 
 
 # ---- lifecycle ---------------------------------------------------------------------
@@ -491,7 +480,7 @@ def _load_and_warm(state, on_failure):
     """Load the model, warm it up at every built batch size, start the worker, turn ready."""
     config = state.config
     try:
-        from kit.runtime.model import Model, example_inputs
+        from kit.runtime.model import Model
 
         started = time.monotonic()
         model = Model.load(config.model_dir, config.model_name, config.model_version, config.signature)
@@ -501,24 +490,27 @@ def _load_and_warm(state, on_failure):
 
         def run(signature_key, inputs):
             if config.test_infer_delay and state.ready:
-                time.sleep(config.test_infer_delay)  # test-only hook, see serve.py
+                time.sleep(config.test_infer_delay)  # test-only hook, see main.py
             return model.run(signature_key, inputs)
 
         batcher = MicroBatcher(run, state.plan, config.max_batch_delay, config.max_queue,
                                on_batch=state.metrics.record_batch, arriving=lambda: state.arriving)
         signature = model.signature(config.signature)
-        if config.warmup:
-            started = time.monotonic()
-            sizes = config.batch_sizes if signature.batchable else [1]
-            for size in sizes:
-                t0 = time.monotonic()
-                model.run(signature.key, example_inputs(signature, size, config.input_shapes))
-                log.info("warm-up: batch size %d ran in %.3f s", size, time.monotonic() - t0)
-                if config.test_warmup_delay:
-                    time.sleep(config.test_warmup_delay)  # test-only hook, see serve.py
+        from kit.runtime.serving import warmup
+
+        runs, how = warmup.plan(state, signature)
+        log.info("%s", how)
+        started = time.monotonic()
+        for key, inputs in runs:
+            t0 = time.monotonic()
+            model.run(key, inputs)
+            first = next(iter(inputs.values()))
+            log.info("warm-up: batch size %d (signature %s) ran in %.3f s", first.shape[0] if first.ndim else 1,
+                     key, time.monotonic() - t0)
+            if config.test_warmup_delay:
+                time.sleep(config.test_warmup_delay)  # test-only hook, see main.py
+        if runs:
             state.metrics.warmup_seconds.set(round(time.monotonic() - started, 3))
-        else:
-            log.warning("warm-up disabled: the first requests may be slow (TF-TRT could build engines)")
         if not signature.batchable:
             log.warning("signature %s has no free batch dimension: requests run one at a time, unpadded",
                         signature.key)
@@ -534,32 +526,49 @@ def _load_and_warm(state, on_failure):
         on_failure()
 
 
+def _start_log_scan(state):
+    classify = line_classifier()
+
+    def on_line(line):
+        kind = classify(line)
+        if kind == ENGINE_BUILD:
+            state.metrics.engine_builds.inc()
+        elif kind == NATIVE_FALLBACK:
+            state.metrics.native_fallbacks.inc()
+
+    try:
+        return StderrTap(on_line).start()
+    except OSError as e:
+        log.warning("cannot watch stderr for TF-TRT events: %s", e)
+        return None
+
+
+def _raise_fd_limit(connections):
+    """Let the soft open-file limit hold the connection cap (the hard limit stays as it is)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = connections + 256  # listening sockets, model files, gRPC, logs
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard),
+                                                        hard))
+    except (ImportError, ValueError, OSError) as e:
+        log.warning("cannot raise the open-file limit: %s", e)
+
+
 def run(config):
     """Serve until SIGTERM/SIGINT; return the process exit code."""
+    _raise_fd_limit(config.max_connections)
     state = ServerState(config)
-    tap = None
-    if config.log_scan:
-        classify = line_classifier()
-
-        def on_line(line):
-            kind = classify(line)
-            if kind == ENGINE_BUILD:
-                state.metrics.engine_builds.inc()
-            elif kind == NATIVE_FALLBACK:
-                state.metrics.native_fallbacks.inc()
-
-        try:
-            tap = StderrTap(on_line).start()
-        except OSError as e:
-            log.warning("cannot watch stderr for TF-TRT events: %s", e)
+    tap = _start_log_scan(state) if config.log_scan else None
     try:
-        server = ThreadingServer((config.host, config.port), Handler, state)
+        sockets = bind_sockets(config.port, address=config.host, backlog=config.backlog)
     except OSError as e:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, e)
         if tap:
             tap.stop()
         return 1
-    log.info("listening on %s:%d (model '%s' loading)", config.host, server.server_address[1], config.model_name)
     grpc_server = None
     if config.grpc_port:
         from kit.runtime.serving import grpc_server as grpc_front
@@ -568,36 +577,48 @@ def run(config):
             grpc_server, bound = grpc_front.start(state, config.host, config.grpc_port)
         except OSError as e:
             log.error("%s", e)
-            server.server_close()
+            for sock in sockets:
+                sock.close()
             if tap:
                 tap.stop()
             return 1
         log.info("gRPC listening on %s:%d", config.host, bound)
+    loop = IOLoop.current()
+    kit = Kit(state)
+    server = make_server(kit)
+    server.listen_on(sockets)
+    log.info("listening on %s:%d (model '%s' loading; at most %d connections)", config.host,
+             sockets[0].getsockname()[1], config.model_name, config.max_connections)
+    outcome = {"drained": True}
 
-    def begin_shutdown(*_):
-        if not state.draining:
-            state.draining = True
-            threading.Thread(target=server.shutdown, name="kit-shutdown", daemon=True).start()
+    def drain():
+        if grpc_server is not None:
+            # New RPCs are refused at once; those in flight get up to the drain timeout.
+            grpc_server.stop(config.drain_timeout).wait(config.drain_timeout + 1)
+        outcome["drained"] = state.wait_idle(config.drain_timeout)
+        if state.batcher is not None:
+            outcome["drained"] = state.batcher.stop(timeout=max(1.0, config.drain_timeout)) and outcome["drained"]
+        loop.add_callback(loop.stop)
 
-    signal.signal(signal.SIGTERM, begin_shutdown)
-    signal.signal(signal.SIGINT, begin_shutdown)
-    loader = threading.Thread(target=_load_and_warm, args=(state, begin_shutdown), name="kit-loader", daemon=True)
+    def begin_shutdown():
+        if state.draining:
+            return
+        state.draining = True
+        server.stop_listening()
+        log.info("shutting down: finishing requests in flight")
+        threading.Thread(target=drain, name="kit-drain", daemon=True).start()
+
+    # asyncio's own signal handling wakes the loop (a plain signal.signal handler would not).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.asyncio_loop.add_signal_handler(signum, begin_shutdown)
+    loader = threading.Thread(target=_load_and_warm, args=(state, lambda: loop.add_callback(begin_shutdown)),
+                              name="kit-loader", daemon=True)
     loader.start()
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-    log.info("shutting down: finishing requests in flight")
-    if grpc_server is not None:
-        # New RPCs are refused at once; those in flight get up to the drain timeout.
-        grpc_server.stop(config.drain_timeout).wait(config.drain_timeout + 1)
-    drained = state.wait_idle(config.drain_timeout)
-    if state.batcher is not None:
-        drained = state.batcher.stop(timeout=max(1.0, config.drain_timeout)) and drained
-    if not drained:
+    loop.start()
+    kit.pool.shutdown(wait=False)
+    if not outcome["drained"]:
         log.warning("requests were still in flight after %.0f s; exiting anyway", config.drain_timeout)
     log.info("stopped")
     if tap:
         tap.stop()
     return 1 if state.failed else 0
-
