@@ -1,6 +1,6 @@
 """`kit rollout` onto a real Docker swarm: three dockerd in their own network
 namespaces, joined in one swarm, the registry on the bridge's address
-(tests/integration/swarm_harness.py).
+(testkit/swarm_harness.py).
 
 Faked, because no Jetson exists here: nothing in these tests (the devices are
 cpu devices; a node declared jetson-nano is refused on its real facts).
@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-import fleet_harness as fh  # noqa: E402
-import swarm_harness as sh  # noqa: E402
+from testkit import fleet_harness as fh  # noqa: E402
+from testkit import swarm_harness as sh  # noqa: E402
 
 from kit.cli import main  # noqa: E402
 from kit.docker_api import connect  # noqa: E402

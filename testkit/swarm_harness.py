@@ -40,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-import fleet_harness as fh
+from testkit import fleet_harness as fh
 from kit.net import free_port
 
 SUBNET_PREFIX = "10.214"  # issue 14; a /24 of it per harness
