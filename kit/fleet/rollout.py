@@ -27,7 +27,6 @@ import dataclasses
 import fcntl
 import threading
 import time
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from kit.fleet import compose
 from kit.fleet import state as st
 from kit.fleet.facts import DeviceFacts, connected, read_facts, unreachable
 from kit.fleet.gate import Decision, check
-from kit.fleet.status import Deployment, deployment
+from kit.fleet.status import Deployment, deployment, device_address, ready
 from kit.manifest.load import FleetDevice, FleetManifest
 from kit.net import DEFAULT_PORT, http_json
 from kit.units import utc_timestamp
@@ -50,7 +49,6 @@ Progress = Callable[[str, str, str], None]
 DEFAULT_START_PERIOD = 300.0  # seconds: a Nano loading TF and engines is slow
 SMOKE_TIMEOUT = 60.0
 POLL = 0.25  # seconds between container state reads while waiting for health
-READY_TIMEOUT = 2.0  # seconds for one readiness probe from the control host
 
 UPDATE, UNCHANGED, REFUSED, UNREACHABLE = "update", "unchanged", "refused", "unreachable"
 
@@ -104,15 +102,6 @@ class RolloutResult:
         return d
 
 
-def device_address(host: str) -> str:
-    """Where the device's model port is reached from here: 127.0.0.1 for a local
-    unix socket, else the endpoint's host name (tcp://HOST:2375, ssh://user@HOST)."""
-    if host.startswith("unix://") or host.startswith("npipe://"):
-        return "127.0.0.1"
-    parsed = urllib.parse.urlparse(host)
-    return parsed.hostname or "127.0.0.1"
-
-
 # ---- smoke -----------------------------------------------------------------------------
 
 
@@ -137,15 +126,6 @@ def _http_json(url: str, payload: dict | None = None, timeout: float = SMOKE_TIM
     if not isinstance(reply.body, dict):
         raise RolloutError(f"{url}: the reply is not a JSON object: {str(reply.body)[:200]}")
     return reply.body
-
-
-def ready(address: str, port: int, timeout: float = READY_TIMEOUT) -> bool:
-    """GET /v2/health/ready answers 200: what the image's own health probe checks."""
-    try:
-        with urllib.request.urlopen(f"http://{address}:{port}/v2/health/ready", timeout=timeout) as r:
-            return r.status == 200
-    except (OSError, ValueError):
-        return False
 
 
 def smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT) -> dict:

@@ -6,6 +6,8 @@ v1 and Compose v2 alike)."""
 
 from __future__ import annotations
 
+import urllib.parse
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +16,8 @@ from kit import labels as lb
 from kit.errors import DockerError
 from kit.fleet import compose
 from kit.fleet.state import fleet_dir, load_record
+
+READY_TIMEOUT = 2.0  # seconds for one readiness probe from the control host
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class Deployment:
     started_at: str | None = None
     exit_code: int | None = None
     labels: dict | None = None  # the running image's labels
+    port: int | None = None  # KIT_PORT in the container's environment
 
     @property
     def exists(self) -> bool:
@@ -36,6 +41,31 @@ class Deployment:
     @property
     def healthy(self) -> bool:
         return self.status == "running" and self.health in ("healthy", None)
+
+
+def device_address(host: str) -> str:
+    """Where the device's model port is reached from here: 127.0.0.1 for a local
+    unix socket, else the endpoint's host name (tcp://HOST:2375, ssh://user@HOST)."""
+    if host.startswith("unix://") or host.startswith("npipe://"):
+        return "127.0.0.1"
+    parsed = urllib.parse.urlparse(host)
+    return parsed.hostname or "127.0.0.1"
+
+
+def ready(address: str, port: int, timeout: float = READY_TIMEOUT) -> bool:
+    """GET /v2/health/ready answers 200: what the image's own health probe checks."""
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}/v2/health/ready", timeout=timeout) as r:
+            return r.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def ready_while_starting(dep: Deployment, host: str) -> bool:
+    """Docker still says `starting` (its first probe comes one interval after start)
+    but the server already answers ready: as healthy, as the rollout judged it."""
+    return (dep.status == "running" and dep.health == "starting" and dep.restart_count == 0
+            and dep.port is not None and ready(device_address(host), dep.port))
 
 
 def deployment(engine, fleet: str, with_labels: bool = False) -> Deployment:
@@ -55,7 +85,9 @@ def deployment(engine, fleet: str, with_labels: bool = False) -> Deployment:
             labels = engine.image_inspect(d.get("Image") or c.image).labels
         except DockerError:
             labels = {}
-    return Deployment(container=c.id, image=c.image, status=c.status, health=c.health,
+    env = dict(e.partition("=")[::2] for e in (d.get("Config") or {}).get("Env") or [])
+    port = int(env["KIT_PORT"]) if str(env.get("KIT_PORT", "")).isdigit() else None
+    return Deployment(container=c.id, image=c.image, status=c.status, health=c.health, port=port,
                       restart_count=int(d.get("RestartCount") or 0), started_at=state.get("StartedAt"),
                       exit_code=state.get("ExitCode"), labels=labels)
 
@@ -109,7 +141,8 @@ def device_status(device, fleet: str, record=None) -> DeviceStatus:
     if not dep.exists:
         return DeviceStatus(device.name, device.host, True, **last)
     labels = dep.labels or {}
-    return DeviceStatus(device.name, device.host, True, digest=dep.image, state=dep.status, healthy=dep.healthy,
+    healthy = dep.healthy or ready_while_starting(dep, device.host)
+    return DeviceStatus(device.name, device.host, True, digest=dep.image, state=dep.status, healthy=healthy,
                         model=labels.get(lb.OCI_TITLE),
                         version=labels.get(lb.OCI_VERSION), **last)
 
