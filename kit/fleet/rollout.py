@@ -224,7 +224,11 @@ class _Rollout:
     def spec(self, device: FleetDevice, port: int, image: str | None = None, health=None, nvidia=None):
         return service_spec(self.fleet, self.resolved, self.fp, device.name, port, image=image or self.digest_ref,
                             health=health, nvidia=device.device != "cpu" if nvidia is None else nvidia,
-                            grpc_port=self.grpc_port)
+                            grpc_port=self.device_grpc_port(device))
+
+    def device_grpc_port(self, device: FleetDevice) -> int | None:
+        """The device's own gRPC port when the fleet gives one, else the image's (KIT_GRPC_PORT)."""
+        return device.grpc_port if device.grpc_port is not None else self.grpc_port
 
     def plan_device(self, device: FleetDevice, dry_run: bool) -> DevicePlan:
         self.progress(device.name, "facts", f"connecting to {device.host}")
@@ -374,9 +378,10 @@ class _Rollout:
                 phase = "smoke"
                 self._step(name, phase, f"one prediction on http://{address}:{plan.port}")
                 smoke(address, plan.port, self.model)
-                if self.grpc_port:
-                    self._step(name, phase, f"gRPC readiness on {address}:{self.grpc_port}")
-                    grpc_smoke(address, self.grpc_port, self.model)
+                grpc_port = self.device_grpc_port(plan.device)
+                if grpc_port:
+                    self._step(name, phase, f"gRPC readiness on {address}:{grpc_port}")
+                    grpc_smoke(address, grpc_port, self.model)
                 files.write_last_good(plan.compose_text)
         except KitError as e:
             touched = name in self.rollback_to

@@ -187,7 +187,8 @@ def _build_fleet(file: Path, ctx: Context) -> FleetManifest:
     g = ctx.get
     devices = tuple(
         FleetDevice(name=d["name"], host=d["host"], device=d["device"],
-                    port=int(d["port"]) if d.get("port") is not None else None, labels=dict(d.get("labels", {})))
+                    port=int(d["port"]) if d.get("port") is not None else None, labels=dict(d.get("labels", {})),
+                    grpc_port=int(d["grpc_port"]) if d.get("grpc_port") is not None else None)
         for d in g(("devices",))
     )
     return FleetManifest(

@@ -106,6 +106,7 @@ class FleetDevice:
     device: str  # profile name
     port: int | None = None  # None: the model's serve.port
     labels: dict = field(default_factory=dict)
+    grpc_port: int | None = None  # None: the model's serve.grpc_port
 
 
 @dataclass(frozen=True)

@@ -403,7 +403,9 @@ def test_real_kit_build_image_rolls_out(engine, fleet, tf_base, tmp_path, capsys
     try:
         # ports of their own: the fixture fleet "lab" keeps serving on the devices' ports
         ports = {d.name: free_port() for d in fleet.devices}
-        entries = [{"name": d.name, "host": d.host, "device": "cpu", "port": ports[d.name]} for d in fleet.devices]
+        # The three devices share this host's network: a gRPC port each too (8500 would clash).
+        entries = [{"name": d.name, "host": d.host, "device": "cpu", "port": ports[d.name], "grpc_port": free_port()}
+                   for d in fleet.devices]
         path = fleet.write_fleet(tmp_path / "fleet" / "fleet.yaml", "digits", pushed["ref"], devices=entries,
                                  health_timeout="180s")
         code = main(["rollout", str(path), "--json"])

@@ -141,7 +141,7 @@ def test_schema_defaults_equal_dataclass_defaults(kind, path, cls, name, convert
 def test_every_optional_field_has_a_default_or_says_why():
     """Optional fields carry `default`, except those resolved from other fields (documented)."""
     resolved_elsewhere = {("optimize", "maximum_cached_engines"), ("optimize", "calibration", "samples"),
-                          ("devices", "port"), ("optimize", "calibration"), ("swarm",)}
+                          ("devices", "port"), ("devices", "grpc_port"), ("optimize", "calibration"), ("swarm",)}
     for kind in KINDS:
         for path, obj in _objects(load_schema(kind)):
             section = tuple(p for p in path if p not in ("properties", "items", "$defs"))
