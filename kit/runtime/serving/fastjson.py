@@ -154,13 +154,14 @@ def _parse_span(span):
     return flat.reshape(shape)
 
 
-def loads(body, min_bytes=_MIN_BYTES):
-    """Decode a JSON body (bytes); large dense numeric arrays come back as numpy arrays via Decoded.resolve."""
+def loads(body, min_bytes=_MIN_BYTES, **hooks):
+    """Decode a JSON body (bytes); large dense numeric arrays come back as numpy arrays via Decoded.resolve.
+    hooks go to json.loads (parse_constant, parse_float: the server refuses NaN and out-of-range floats)."""
     if isinstance(body, memoryview):
         body = body.tobytes()
     if len(body) < min_bytes * 2 or b"\\" in body:
         # Small bodies gain nothing; with backslashes a quote could be escaped and the string test below fails.
-        return Decoded(json.loads(body.decode("utf-8")), {})
+        return Decoded(json.loads(body.decode("utf-8"), **hooks), {})
     nonce = "kit-array-" + binascii.hexlify(os.urandom(8)).decode("ascii") + "-"
     arrays = {}
     pieces = []
@@ -183,6 +184,6 @@ def loads(body, min_bytes=_MIN_BYTES):
         pieces.append(b'"' + key.encode("ascii") + b'"')
         last = end
     if not arrays:
-        return Decoded(json.loads(body.decode("utf-8")), {})
+        return Decoded(json.loads(body.decode("utf-8"), **hooks), {})
     pieces.append(body[last:])
-    return Decoded(json.loads(b"".join(pieces).decode("utf-8")), arrays)
+    return Decoded(json.loads(b"".join(pieces).decode("utf-8"), **hooks), arrays)

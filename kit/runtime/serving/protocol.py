@@ -104,7 +104,10 @@ def _load_json_fast(body, what="request body"):
     if not body:
         raise RequestError(400, "empty %s: send a JSON object" % what)
     try:
-        decoded = fastjson.loads(body if isinstance(body, (bytes, memoryview)) else bytes(body))
+        decoded = fastjson.loads(body if isinstance(body, (bytes, memoryview)) else bytes(body),
+                                 parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise RequestError(400, "the %s nests JSON arrays or objects too deeply" % what)
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(400, "malformed JSON in the %s: %s" % (what, e))
     if not isinstance(decoded.data, dict):
