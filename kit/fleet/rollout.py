@@ -203,6 +203,20 @@ def _fleet_lock(root: Path):
         yield
 
 
+def record_plans(record: st.RolloutRecord, plans) -> None:
+    """Every planned device in the record before anything runs: refused, unreachable and
+    unchanged ones with their reason; updates start as their current digest."""
+    for p in plans:
+        rec = st.DeviceRecord(name=p.device.name, host=p.device.host, before=p.running, after=p.running)
+        if p.action == REFUSED:
+            rec.result, rec.reason, rec.phase = st.REFUSED, p.reason, "gate"
+        elif p.action == UNREACHABLE:
+            rec.result, rec.reason, rec.phase = st.UNTOUCHED, p.reason, "facts"
+        elif p.action == UNCHANGED:
+            rec.result, rec.reason, rec.phase = st.UNCHANGED, p.reason, "gate"
+        record.devices[p.device.name] = rec
+
+
 class _Rollout:
     def __init__(self, fleet: FleetManifest, resolved, progress: Progress | None):
         self.fleet = fleet
@@ -423,15 +437,7 @@ class _Rollout:
     def run(self, plans: list[DevicePlan], image: str) -> st.RolloutRecord:
         record = st.RolloutRecord(fleet=self.fleet.name, image=image, digest_ref=self.digest_ref,
                                   on_failure=self.fleet.rollout.on_failure)
-        for p in plans:
-            rec = st.DeviceRecord(name=p.device.name, host=p.device.host, before=p.running, after=p.running)
-            if p.action == REFUSED:
-                rec.result, rec.reason, rec.phase = st.REFUSED, p.reason, "gate"
-            elif p.action == UNREACHABLE:
-                rec.result, rec.reason, rec.phase = st.UNTOUCHED, p.reason, "facts"
-            elif p.action == UNCHANGED:
-                rec.result, rec.reason, rec.phase = st.UNCHANGED, p.reason, "gate"
-            record.devices[p.device.name] = rec
+        record_plans(record, plans)
         self.store = st.RecordStore(self.root / "rollout.json", record)
         self.store.save()
 

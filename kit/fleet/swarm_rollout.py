@@ -144,19 +144,11 @@ class SwarmRollout:
             engine.set_node_labels(p.facts.swarm_node_id, labels)
 
     def run(self, engine, plans, image: str) -> st.RolloutRecord:
-        from kit.fleet.rollout import REFUSED, UNCHANGED, UNREACHABLE, UPDATE
+        from kit.fleet.rollout import UPDATE, record_plans
 
         record = st.RolloutRecord(fleet=self.fleet.name, image=image, digest_ref=self.digest_ref,
                                   on_failure=self.fleet.rollout.on_failure, orchestrator="swarm")
-        for p in plans:
-            rec = st.DeviceRecord(name=p.device.name, host=p.device.host, before=p.running, after=p.running)
-            if p.action == REFUSED:
-                rec.result, rec.reason, rec.phase = st.REFUSED, p.reason, "gate"
-            elif p.action == UNREACHABLE:
-                rec.result, rec.reason, rec.phase = st.UNTOUCHED, p.reason, "facts"
-            elif p.action == UNCHANGED:
-                rec.result, rec.reason, rec.phase = st.UNCHANGED, p.reason, "gate"
-            record.devices[p.device.name] = rec
+        record_plans(record, plans)
         self.store = st.RecordStore(self.root / "rollout.json", record)
         self.store.save()
 
