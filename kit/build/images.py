@@ -37,7 +37,9 @@ VIDEO_GID = 44
 
 # The build args runtime.Dockerfile declares for the serve settings.
 SERVE_BUILD_ARGS = ("KIT_MODEL_NAME", "KIT_MODEL_VERSION", "KIT_SIGNATURE", "KIT_PORT", "KIT_GRPC_PORT", "KIT_BATCH_SIZES",
-                    "KIT_MAX_BATCH_DELAY", "KIT_MAX_QUEUE")
+                    "KIT_MAX_BATCH_DELAY", "KIT_MAX_QUEUE", "KIT_MAX_CONNECTIONS", "KIT_MAX_HEADER_BYTES",
+                    "KIT_MAX_HEADERS", "KIT_MAX_JSON_BODY", "KIT_MAX_BODY", "KIT_MAX_BUFFERED", "KIT_IDLE_TIMEOUT",
+                    "KIT_BODY_TIMEOUT")
 
 # 1980-01-01: a fixed mtime for every file put in a build context.
 FIXED_MTIME = 315532800
@@ -221,6 +223,7 @@ def serve_build_args(manifest) -> dict[str, str]:
         "KIT_BATCH_SIZES": ",".join(str(b) for b in manifest.optimize.batch_sizes),
         "KIT_MAX_BATCH_DELAY": _seconds(manifest.serve.max_batch_delay),
         "KIT_MAX_QUEUE": str(manifest.serve.max_queue),
+        **manifest.serve.limit_settings(),
     }
 
 
