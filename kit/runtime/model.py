@@ -96,8 +96,11 @@ class TensorInfo(object):
 class Signature(object):
     """A serving signature: its inputs and outputs (sorted by key) and its function."""
 
-    def __init__(self, key, method_name, inputs, outputs, function):
+    def __init__(self, key, method_name, inputs, outputs, function, checks_shapes=True):
         self.key = key
+        # False for TF1 graphs: TF Serving feeds their tensors without checking the static shape (a
+        # [-1, 1] input takes [3]); TF2 functions refuse a tensor that does not fit, so kit checks first.
+        self.checks_shapes = checks_shapes
         self.method_name = method_name
         self.inputs = inputs  # OrderedDict key -> TensorInfo
         self.outputs = outputs
@@ -179,6 +182,7 @@ class Model(object):
         except Exception as e:  # TF raises many kinds; report them as one
             raise ModelError("TensorFlow could not load the SavedModel in %s: %s" % (path, e))
         functions = dict(loaded.signatures.items())
+        tf1 = not len(meta_graph.object_graph_def.nodes)  # TF1's builder writes no object graph
         signatures = OrderedDict()
         for key in sorted(meta_graph.signature_def):
             if key in _INTERNAL_SIGNATURES or key not in functions:
@@ -186,7 +190,8 @@ class Model(object):
             sdef = meta_graph.signature_def[key]
             inputs = OrderedDict((k, _tensor_info(k, sdef.inputs[k])) for k in sorted(sdef.inputs))
             outputs = OrderedDict((k, _tensor_info(k, sdef.outputs[k])) for k in sorted(sdef.outputs))
-            signatures[key] = Signature(key, sdef.method_name, inputs, outputs, functions[key])
+            signatures[key] = Signature(key, sdef.method_name, inputs, outputs, functions[key],
+                                        checks_shapes=not tf1)
         if default_signature not in signatures:
             raise ModelError(
                 "the SavedModel in %s has no signature %r (it has: %s)"

@@ -6,6 +6,7 @@ the bundled digits CNN; every RPC and every error class a client can meet.
 """
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -311,3 +312,39 @@ def test_broken_warmup_file_fails_the_start(tmp_path):
         assert "past the end of the file" in server.logs()
     finally:
         server.stop()
+
+
+def test_status_says_loading_until_warm_on_rest_and_grpc(tmp_path):
+    """TF Serving's AVAILABLE means inference answers: REST status, gRPC GetModelStatus and KServe v2 ready agree."""
+    server = Server(HALF_PLUS_TWO, "half_plus_two", "1,4", env={"KIT_TEST_WARMUP_DELAY": "1.5"})
+    channel = grpc.insecure_channel("127.0.0.1:%d" % server.grpc_port)
+    try:
+        server.wait_live()
+        status_stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        triton = tritongrpc.InferenceServerClient("127.0.0.1:%d" % server.grpc_port)
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "half_plus_two"})
+        seen = set()
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                grpc_state = status_stub.GetModelStatus(request, timeout=10).model_version_status[0].state
+            except grpc.RpcError:
+                time.sleep(0.05)  # the gRPC port opens with the HTTP one; retry until it answers
+                continue
+            rest_state = json.loads(server.get("/v1/models/half_plus_two")[2])["model_version_status"][0]["state"]
+            ready = server.get("/v2/health/ready")[0] == 200
+            if grpc_state == get_model_status_pb2.ModelVersionStatus.LOADING and rest_state == "LOADING":
+                seen.add("loading")
+                assert not triton.is_model_ready("half_plus_two")
+                assert server.predict({"instances": [[1.0]]})[0] == 503
+            if ready:
+                break
+            time.sleep(0.1)
+        assert "loading" in seen and ready
+        assert status_stub.GetModelStatus(request, timeout=10).model_version_status[0].state == \
+            get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        assert json.loads(server.get("/v1/models/half_plus_two")[2])["model_version_status"][0]["state"] == "AVAILABLE"
+        assert triton.is_model_ready("half_plus_two")
+    finally:
+        channel.close()
+        assert server.stop() == 0

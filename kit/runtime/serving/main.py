@@ -59,7 +59,9 @@ Test-only hooks (environment only, never set them in production):
 
 Endpoints (see the README for formats and errors):
   POST /v1/models/NAME[/versions/V]:predict       TF Serving predict, row or columnar JSON
-  GET  /v1/models/NAME[/versions/V]               TF Serving model status
+  POST /v1/models/NAME[/versions/V]:classify      TF Serving classify ("examples", "context")
+  POST /v1/models/NAME[/versions/V]:regress       TF Serving regress ("examples", "context")
+  GET  /v1/models/NAME[/versions/V]               TF Serving model status (LOADING until warm)
   GET  /v1/models/NAME[/versions/V]/metadata      TF Serving signature_def metadata
   POST /v2/models/NAME[/versions/V]/infer         KServe v2 JSON and binary tensor extension
   GET  /v2/models/NAME[/versions/V]               KServe v2 model metadata
