@@ -16,7 +16,7 @@ from kit.manifest.load import (FleetManifest, ModelManifest, Optimize, Parity, R
                           inspect, load_any, load_fleet, load_model)
 from kit.profiles import CPU_STACK, JETPACK_441
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "manifests"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "manifests"
 VALID = FIXTURES / "valid"
 INVALID = FIXTURES / "invalid"
 GiB = 1024**3

@@ -89,7 +89,7 @@ def test_mem_limit_comes_from_the_kit_memory_limit_label_of_the_built_image(tmp_
     from kit.profiles import MEMORY_RESERVE_BYTES
     from kit.fleet.registry import ResolvedImage
 
-    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "manifests" / "valid" / "model.json"
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "manifests" / "valid" / "model.json"
     model = load_model(fixture, check_files=False)  # optimize.memory_limit: 4GiB
     report = {"optimization": "tensorrt", "precision": "fp32", "batch_sizes": [2], "engines": 1,
               "environment": {"tensorflow": "2.3.1+nv20.12", "tensorrt": "7.1.3", "cuda": "10.2",

@@ -13,7 +13,7 @@ from kit.manifest.load import load_model
 from kit.manifest.savedmodel import read_signatures
 from kit.manifest.scaffold import init_manifest, model_name
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 HALF_PLUS_TWO = Path(os.environ.get("KIT_SHARED", REPO.parent / "shared")) / "testdata/tf-serving-half-plus-two/00000123"
 if not HALF_PLUS_TWO.is_dir():
     HALF_PLUS_TWO = Path("/work/shared/testdata/tf-serving-half-plus-two/00000123")
