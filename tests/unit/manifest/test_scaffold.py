@@ -98,14 +98,14 @@ def test_model_names_from_directories(tmp_path):
 
 @pytest.mark.tf
 def test_reader_agrees_with_tensorflow_on_tf2_models(saved_models):
-    from kit.runtime.model import _read_saved_model_proto, _tensor_info
+    from kit.runtime.model import read_saved_model_proto, tensor_info
 
     for key in ("cnn", "two_inputs", "dynamic"):
-        meta = _read_saved_model_proto(saved_models[key])
+        meta = read_saved_model_proto(saved_models[key])
         ours = read_signatures(Path(saved_models[key]))
         assert sorted(ours) == sorted(k for k in meta.signature_def if k != "__saved_model_init_op")
         for name, sig in ours.items():
-            want = {k: _tensor_info(k, v) for k, v in meta.signature_def[name].inputs.items()}
+            want = {k: tensor_info(k, v) for k, v in meta.signature_def[name].inputs.items()}
             for t in sig.inputs:
                 shape = [-1 if d is None else d for d in t.shape]
                 assert shape == want[t.key].shape, (key, t.key)
