@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 from kit import labels as lb
 from kit.docker_api import Engine
 from kit.errors import DockerError, KitError, PreflightError, UsageError
-from kit.profiles import CPU_STACK
+from kit.profiles import CPU_STACK, CPU_STACKS, TWIN_STACK
 from kit.units import utc_timestamp
 
 Progress = Callable[[str], None]
@@ -373,14 +373,26 @@ def _build_tf(engine: Engine, image: str, tensorflow: str, debian: BaseImage, pr
 
 
 def build_bases(tensorflow: str | None = None, force: bool = False, progress: Progress | None = None,
-                host: str | None = None) -> BasesResult:
-    """Core of `kit base`: make sure both CPU bases exist (reuse, or build)."""
+                host: str | None = None, stack: str | None = None) -> BasesResult:
+    """Core of `kit base`: make sure the Debian base and the stack's TensorFlow base exist (reuse, or build).
+    stack: cpu (default; --tensorflow picks its TensorFlow) or twin (its pins are fixed)."""
     from kit.docker_api import connect
 
+    stack = stack or CPU_STACK.name
+    if stack not in CPU_STACKS:
+        raise UsageError(f"--stack must be one of {', '.join(CPU_STACKS)}, got {stack!r}")
+    if stack == TWIN_STACK.name and tensorflow not in (None, TWIN_STACK.tensorflow):
+        raise UsageError(f"the twin stack pins TensorFlow {TWIN_STACK.tensorflow}; --tensorflow does not apply",
+                         hint="drop --tensorflow, or build a cpu base: kit base --tensorflow VERSION")
     tensorflow = tensorflow or CPU_STACK.tensorflow
     if not _VERSION.match(tensorflow):
         raise UsageError(f"--tensorflow must be a full version like {CPU_STACK.tensorflow}, got {tensorflow!r}")
     with connect(host) as engine:
         debian = debian_base(engine, progress, force=force)
-        tf = tf_base(engine, tensorflow, progress, force=force, debian=debian)
+        if stack == TWIN_STACK.name:
+            from kit.build.twin_base import twin_base
+
+            tf = twin_base(engine, progress, force=force, debian=debian)
+        else:
+            tf = tf_base(engine, tensorflow, progress, force=force, debian=debian)
     return BasesResult(debian, tf)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from kit.errors import PreflightError, UsageError
+from kit.runtime.logtap import engine_build_vmodule
 
 
 def require_tensorflow() -> None:
@@ -82,7 +83,11 @@ def runtime_env() -> dict:
     # The server imports kit.runtime from this checkout/installation, whatever the cwd.
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    # As in the runtime image: without this VLOG, TF 2.3.1 never prints an engine built at run time,
+    # and the server's kit_trt_engine_builds_total would stay 0 through a 30-minute first request.
+    # VLOG lines pass only at TF_CPP_MIN_LOG_LEVEL 0 (a level the user set is kept: it hides them).
+    env["TF_CPP_VMODULE"] = engine_build_vmodule(env.get("TF_CPP_VMODULE"))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
     return env
 
 
