@@ -103,6 +103,10 @@ def serve_local(manifest, port: int | None = None, host: str = "127.0.0.1", anno
     if grpc_port:
         _check_port_free(host, grpc_port)
     args = runtime_args(manifest, port=port, host=host, grpc_port=grpc_port)
+    env = dict(runtime_env(), KIT_PARENT_PID=str(os.getpid()))
+    if announce and env["TF_CPP_MIN_LOG_LEVEL"].strip() not in ("", "0"):
+        announce(f"warning: TF_CPP_MIN_LOG_LEVEL={env['TF_CPP_MIN_LOG_LEVEL']} hides TensorFlow's VLOG lines: "
+                 "engines TF-TRT builds at run time will not be logged or counted (unset it, or set 0)")
     if announce:
         base = f"http://{host}:{port}"
         announce(f"serving {manifest.name} from {manifest.model.path}")
@@ -114,8 +118,7 @@ def serve_local(manifest, port: int | None = None, host: str = "127.0.0.1", anno
                      "ModelService; inference.GRPCInferenceService)")
         announce("Ctrl-C stops it (requests in flight finish first)")
     # The server stops when kit dies, even by SIGKILL (it watches KIT_PARENT_PID, see main.py).
-    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.serving.main"] + args,
-                            env=dict(runtime_env(), KIT_PARENT_PID=str(os.getpid())))
+    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.serving.main"] + args, env=env)
 
     def forward(signum, _frame):
         # SIGTERM/SIGINT to kit reach the server, which drains and exits 0 (a terminal's
