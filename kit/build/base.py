@@ -66,7 +66,7 @@ class BasesResult:
         return {"debian": asdict(self.debian), "tensorflow": asdict(self.tensorflow)}
 
 
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
     pass
 
 
@@ -95,7 +95,7 @@ def dockerfile_path(name: str) -> Path:
 
 
 @contextlib.contextmanager
-def _exclusive(image: str, progress: Progress):
+def exclusive(image: str, progress: Progress):
     """One builder per image on this machine: parallel test sessions or two
     `kit base` runs wait for each other instead of building twice."""
     lock_dir = Path(tempfile.gettempdir()) / "kit-locks"
@@ -109,7 +109,7 @@ def _exclusive(image: str, progress: Progress):
         yield
 
 
-def _remove_stale_temps(engine: Engine, image: str) -> None:
+def remove_stale_temps(engine: Engine, image: str) -> None:
     # Under the lock, a temporary tag can only be left over from a killed run.
     for ref in engine.image_refs(f"{image}-tmp-*"):
         engine.remove_image(ref, force=True)
@@ -155,7 +155,7 @@ def ensure_debian_base(engine: Engine, progress: Progress | None = None, force: 
 
 
 def debian_base(engine: Engine, progress: Progress | None = None, force: bool = False) -> BaseImage:
-    progress = progress or _quiet
+    progress = progress or quiet
     start = time.monotonic()
 
     def reused() -> BaseImage:
@@ -167,10 +167,10 @@ def debian_base(engine: Engine, progress: Progress | None = None, force: bool = 
     if engine.image_exists(DEBIAN_BASE) and not force:
         return reused()
     debootstrap = _debootstrap_preflight()
-    with _exclusive(DEBIAN_BASE, progress):
+    with exclusive(DEBIAN_BASE, progress):
         if engine.image_exists(DEBIAN_BASE) and not force:
             return reused()  # made by the run we waited for
-        _remove_stale_temps(engine, DEBIAN_BASE)
+        remove_stale_temps(engine, DEBIAN_BASE)
         return _assemble_debian(engine, progress, debootstrap, start)
 
 
@@ -244,7 +244,7 @@ def _verify_python(engine: Engine, image: str, python: str) -> None:
 # ---- the TensorFlow CPU base --------------------------------------------------------------
 
 
-def _manylinux_platforms() -> list[str]:
+def manylinux_platforms() -> list[str]:
     # pip does not expand manylinux_2_X to older tags: list every one bookworm's glibc runs.
     return ["manylinux2014_x86_64"] + [f"manylinux_2_{m}_x86_64" for m in range(DEBIAN_GLIBC_MINOR, 16, -1)]
 
@@ -252,7 +252,7 @@ def _manylinux_platforms() -> list[str]:
 def download_wheels(tensorflow: str, python: str, progress: Progress | None = None) -> Path:
     """tensorflow-cpu==X, numpy and their dependencies as wheels for the image's
     Python, in ~/.cache/kit/wheels/<tf>/ (reused; written atomically)."""
-    progress = progress or _quiet
+    progress = progress or quiet
     dest = cache_dir() / "wheels" / f"tf{tensorflow}-py{python}"
     if dest.is_dir() and any(dest.glob("tensorflow_cpu-*.whl")):
         progress(f"wheels: reused {dest} ({len(list(dest.glob('*.whl')))} wheels)")
@@ -264,7 +264,7 @@ def download_wheels(tensorflow: str, python: str, progress: Progress | None = No
         argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
                 "--only-binary=:all:", "--python-version", python, "--implementation", "cp",
                 "--abi", "cp" + python.replace(".", ""), "--dest", str(tmp)]
-        for plat in _manylinux_platforms():
+        for plat in manylinux_platforms():
             argv += ["--platform", plat]
         argv += [f"tensorflow-cpu=={tensorflow}", "numpy"]
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -283,7 +283,7 @@ def download_wheels(tensorflow: str, python: str, progress: Progress | None = No
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)  # same filesystem: no copy of a few hundred MB
     except OSError:
@@ -298,7 +298,7 @@ def ensure_tf_base(engine: Engine, tensorflow: str = CPU_STACK.tensorflow, progr
 
 def tf_base(engine: Engine, tensorflow: str = CPU_STACK.tensorflow, progress: Progress | None = None,
             force: bool = False, debian: BaseImage | None = None) -> BaseImage:
-    progress = progress or _quiet
+    progress = progress or quiet
     if not _VERSION.match(tensorflow or ""):
         raise UsageError(f"--tensorflow must be a full version like {CPU_STACK.tensorflow}, got {tensorflow!r}")
     image = tf_base_image(tensorflow)
@@ -313,10 +313,10 @@ def tf_base(engine: Engine, tensorflow: str = CPU_STACK.tensorflow, progress: Pr
     if engine.image_exists(image) and not force:
         return reused()
     debian = debian or debian_base(engine, progress)
-    with _exclusive(image, progress):
+    with exclusive(image, progress):
         if engine.image_exists(image) and not force:
             return reused()  # made by the run we waited for
-        _remove_stale_temps(engine, image)
+        remove_stale_temps(engine, image)
         return _build_tf(engine, image, tensorflow, debian, progress, force, start)
 
 
@@ -337,7 +337,7 @@ def _build_tf(engine: Engine, image: str, tensorflow: str, debian: BaseImage, pr
     try:
         (context / "wheels").mkdir()
         for whl in wheels.glob("*.whl"):
-            _link_or_copy(whl, context / "wheels" / whl.name)
+            link_or_copy(whl, context / "wheels" / whl.name)
         shutil.copy2(dockerfile_path(TF_BASE_DOCKERFILE), context / "Dockerfile")
         progress(f"{image}: docker build (installs the wheels into /opt/kit/venv; a few minutes)")
         engine.build(

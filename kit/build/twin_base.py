@@ -91,7 +91,7 @@ def copy_python(prefix: Path, dest: Path) -> int:
     def ignore(directory: str, names: list[str]) -> list[str]:
         return [n for n in names if n in _SKIP_DIRS or _SKIP_FILES.search(n)]
 
-    shutil.copytree(prefix, dest, symlinks=True, ignore=ignore, copy_function=bases._link_or_copy)
+    shutil.copytree(prefix, dest, symlinks=True, ignore=ignore, copy_function=bases.link_or_copy)
     (dest / "lib/python3.6/site-packages").mkdir(parents=True, exist_ok=True)
     return sum(p.stat().st_size for p in dest.rglob("*") if p.is_file() and not p.is_symlink())
 
@@ -143,7 +143,7 @@ def _pip(argv: list[str], what: str) -> None:
 def download_wheels(progress: bases.Progress | None = None) -> Path:
     """Every pin of twin-requirements.txt as a cp36 x86-64 wheel, plus the file itself as requirements.txt,
     in ~/.cache/kit/wheels/twin-<hash>/ (reused while the file is unchanged; written atomically)."""
-    progress = progress or bases._quiet
+    progress = progress or bases.quiet
     text = requirements_path().read_text()
     pins = read_requirements(text)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -193,7 +193,7 @@ def ensure_twin_base(engine: Engine, progress: bases.Progress | None = None, for
 
 def twin_base(engine: Engine, progress: bases.Progress | None = None, force: bool = False,
               debian: bases.BaseImage | None = None) -> bases.BaseImage:
-    progress = progress or bases._quiet
+    progress = progress or bases.quiet
     image = TWIN_STACK.base_image
     start = time.monotonic()
 
@@ -207,10 +207,10 @@ def twin_base(engine: Engine, progress: bases.Progress | None = None, force: boo
         return reused()
     prefix, version = find_python()  # before anything slow: a host without Python 3.6 hears it first
     debian = debian or bases.debian_base(engine, progress)
-    with bases._exclusive(image, progress):
+    with bases.exclusive(image, progress):
         if engine.image_exists(image) and not force:
             return reused()
-        bases._remove_stale_temps(engine, image)
+        bases.remove_stale_temps(engine, image)
         return _build(engine, image, prefix, version, progress, force, start)
 
 
@@ -231,7 +231,7 @@ def _build(engine: Engine, image: str, prefix: Path, version: str, progress: bas
         progress(f"{image}: Python {version} from {prefix} ({copied / 1e6:.0f} MB without site-packages and tests)")
         (context / "wheels").mkdir()
         for f in wheels.iterdir():
-            bases._link_or_copy(f, context / "wheels" / f.name)
+            bases.link_or_copy(f, context / "wheels" / f.name)
         pip_wheel = next(w.name for w in wheels.glob("pip-*.whl"))
         shutil.copy2(bases.dockerfile_path(TWIN_DOCKERFILE), context / "Dockerfile")
         progress(f"{image}: docker build (installs the pinned wheels into /opt/kit/venv; a few minutes)")
