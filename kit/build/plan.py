@@ -61,7 +61,7 @@ def plan(manifest) -> BuildPlan:
          "reuse_key": "optimized model digest + base id + kit code + labels + serve settings"},
         {"step": "smoke", "image": "<temporary tag>", "network": "host", "runtime": runtime or "runc",
          "env": {"KIT_PORT": "<free port>", "KIT_HOST": "127.0.0.1"},
-         "request": f"POST /v1/models/{manifest.name}:predict (first parity sample, or zeros)",
+         "request": f"POST /v1/models/{manifest.model_name}:predict (first parity sample, or zeros)",
          "health_timeout_seconds": health_timeout(manifest)},
         {"step": "record", "path": str(ws.record)},
     ]
