@@ -158,7 +158,7 @@ def _is_unreachable(e: BaseException) -> bool:
                                    "ssh: ", "Cannot connect"))
 
 
-def _translate(e: BaseException, doing: str, host: str) -> DockerError:
+def as_docker_error(e: BaseException, doing: str, host: str) -> DockerError:
     """Turn any SDK / requests exception into a DockerError with a useful hint."""
     import docker.errors as de
     import requests
@@ -204,7 +204,7 @@ def translate_errors(doing: str, host: str):
     except DockerError:
         raise
     except (de.DockerException, requests.exceptions.RequestException, OSError) as e:
-        raise _translate(e, doing, host) from e
+        raise as_docker_error(e, doing, host) from e
 
 
 _errors = translate_errors  # short internal name
@@ -226,7 +226,7 @@ def repository_and_tag(ref: str) -> tuple[str, str | None]:
     return (ref, None) if digest else (repository, tag)
 
 
-class _LineSplitter:
+class LineSplitter:
     """Feeds text chunks in, calls `emit` once per complete line."""
 
     def __init__(self, emit: LineCallback | None):
@@ -398,7 +398,7 @@ class _Images(_Connection):
         network (the default bridge may not exist) and never pull the base:
         bases are assembled offline and must already be present.
         """
-        splitter = _LineSplitter(on_line)
+        splitter = LineSplitter(on_line)
         image_id = None
         doing = f"building {tag}"
         with _errors(doing, self.host):
@@ -415,7 +415,7 @@ class _Images(_Connection):
                 if "error" in chunk:
                     splitter.close()
                     tail = [ln for ln in splitter.lines if ln.strip()][-15:]
-                    base = _failed_from(splitter.lines, buildargs or {})
+                    base = failed_base_image(splitter.lines, buildargs or {})
                     if base:  # the engine tried to pull a FROM image it does not have
                         raise DockerError(f"{doing}: base image {base} is not on this engine and could not be "
                                           f"pulled: {chunk['error'].strip()}", details=tail,
@@ -735,7 +735,7 @@ class _Containers(_Connection):
         once it exited, whatever its exit code. The container is removed
         afterwards unless keep=True. On timeout it is killed (DockerError)."""
         cid = self.run(image, command, **run_kwargs)
-        splitter = _LineSplitter(on_line)
+        splitter = LineSplitter(on_line)
         stream_error: list[BaseException] = []
 
         def follow():
@@ -784,7 +784,7 @@ class Engine(_Images, _Containers):
     Methods return plain results or raise DockerError."""
 
 
-def _failed_from(lines: Sequence[str], buildargs: Mapping[str, str]) -> str | None:
+def failed_base_image(lines: Sequence[str], buildargs: Mapping[str, str]) -> str | None:
     """The image of a FROM step when it is the last step the build log reached."""
     steps = [ln for ln in lines if ln.startswith("Step ")]
     if not steps:

@@ -63,7 +63,7 @@ def plan(manifest) -> BuildPlan:
         {"step": "smoke", "image": "<temporary tag>", "network": "host", "runtime": runtime or "runc",
          "env": {"KIT_PORT": "<free port>", "KIT_HOST": "127.0.0.1 (unix:// engine), 0.0.0.0 (tcp://, ssh://)"},
          "address": "127.0.0.1, or the endpoint's host for tcp:// and ssh://",
-         "request": f"POST /v1/models/{manifest.name}:predict (first parity sample, or zeros)",
+         "request": f"POST /v1/models/{manifest.model_name}:predict (first parity sample, or zeros)",
          "health_timeout_seconds": health_timeout(manifest)},
         {"step": "record", "path": str(ws.record)},
     ]

@@ -242,8 +242,10 @@ def bake(state: BuildState) -> Done:
     labels = images.labels_for(m, opt.report, opt.model_digest, m.base_image, created)
     args = dict(images.serve_build_args(m), BASE_IMAGE=m.base_image)
     wheels = server_wheels(m)
+    samples = m.serve.warmup_samples
     key = images.combine("bake", opt.model_digest, state.base.id, state.builder.code_hash,
-                         images.file_digest(images.dockerfile("runtime")), labels, args, [w.name for w in wheels])
+                         images.file_digest(images.dockerfile("runtime")), labels, args, [w.name for w in wheels],
+                         images.file_digest(samples) if samples else None)
     final = m.image_ref
     prev = state.previous_step("bake")
     if prev and prev.get("key") == key and engine.image_exists(final) \
@@ -252,7 +254,7 @@ def bake(state: BuildState) -> Done:
     temp = f"{m.image.repository}:kit-tmp-{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="kit-bake-", dir=state.workspace.work) as ctx:
         images.assemble_context(Path(ctx), "runtime", opt.output.model, labels, kit_snapshot=state.kit_snapshot,
-                                wheels=wheels)
+                                wheels=wheels, warmup_samples=samples)
         image_id = images.build_image(engine, Path(ctx), temp, args, on_line=state.reporter.line)
     return Done("ran", f"{temp} {image_id[7:19]}", Baked(key, image_id, labels, final, temp))
 
@@ -300,7 +302,7 @@ def smoke(state: BuildState) -> Done:
         start = time.monotonic()
         engine.wait_healthy(cid, timeout=health_timeout(m), interval=1.0)
         ready = time.monotonic() - start
-        result = predict_and_compare(port, m.name, m.model.signature, state.reference,
+        result = predict_and_compare(port, m.model_name, m.model.signature, state.reference,
                                      m.optimize.parity.max_abs_error, host=address)
     except KitError as e:
         raise _smoke_failure(state, e, cid) from None

@@ -108,7 +108,7 @@ class RolloutResult:
 _ZERO = {"DT_STRING": "", "DT_BOOL": False}
 
 
-def _example(tensor: dict):
+def zero_example(tensor: dict):
     """Zeros of one example of a TF Serving metadata tensor (unknown dims as 1)."""
     dims = [int(d.get("size", -1)) for d in (tensor.get("tensor_shape") or {}).get("dim", [])]
     zero = _ZERO.get(tensor.get("dtype"), 0.0 if "FLOAT" in str(tensor.get("dtype")) or
@@ -137,7 +137,7 @@ def smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT) -
     name = "serving_default" if "serving_default" in sigs else next(iter(sigs), None)
     if name is None:
         raise RolloutError(f"{base}/metadata lists no signature")
-    inputs = {key: [_example(t)] for key, t in (sigs[name].get("inputs") or {}).items()}
+    inputs = {key: [zero_example(t)] for key, t in (sigs[name].get("inputs") or {}).items()}
     body = _http_json(base + ":predict", {"signature_name": name, "inputs": inputs}, timeout=timeout)
     outputs = body.get("outputs", body.get("predictions"))
     if "error" in body or not outputs:
@@ -191,7 +191,7 @@ def grpc_smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEO
 
 
 @contextlib.contextmanager
-def _fleet_lock(root: Path):
+def fleet_lock(root: Path):
     """One rollout per fleet at a time (on this machine)."""
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "lock", "w") as f:
@@ -217,7 +217,7 @@ def record_plans(record: st.RolloutRecord, plans) -> None:
         record.devices[p.device.name] = rec
 
 
-class _Rollout:
+class ComposeRollout:
     def __init__(self, fleet: FleetManifest, resolved, progress: Progress | None):
         self.fleet = fleet
         self.resolved = resolved
@@ -507,11 +507,11 @@ def rollout(fleet_path: str | Path, image: str | None = None, dry_run: bool = Fa
     (progress or _quiet)("*", "resolve", f"resolving {ref} to a digest")
     resolved = resolve(ref)
     (progress or _quiet)("*", "resolve", f"{ref} is {resolved.digest_ref}")
-    run = _Rollout(fleet, resolved, progress)
+    run = ComposeRollout(fleet, resolved, progress)
     if dry_run:
         plans = run.plan(dry_run=True)
         return RolloutResult(fleet.name, ref, resolved.digest_ref, True, "planned", "", plans)
-    with _fleet_lock(run.root):
+    with fleet_lock(run.root):
         plans = run.plan(dry_run=False)
         record = run.run(plans, ref)
     return RolloutResult(fleet.name, ref, resolved.digest_ref, False, record.status, record.reason, plans,

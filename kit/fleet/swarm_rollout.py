@@ -300,7 +300,7 @@ def st_write(path, text: str) -> None:
 def rollout_swarm(fleet: FleetManifest, ref: str, dry_run: bool, progress=None):
     from kit.docker_api import connect
     from kit.fleet.registry import resolve
-    from kit.fleet.rollout import RolloutResult, _fleet_lock
+    from kit.fleet.rollout import RolloutResult, fleet_lock
 
     say = progress or _quiet
     say("*", "resolve", f"resolving {ref} to a digest through the swarm manager {fleet.swarm.manager}")
@@ -312,7 +312,7 @@ def rollout_swarm(fleet: FleetManifest, ref: str, dry_run: bool, progress=None):
         if dry_run:
             plans = run.plan(engine)
             return RolloutResult(fleet.name, ref, resolved.digest_ref, True, "planned", "", plans)
-        with _fleet_lock(run.root):
+        with fleet_lock(run.root):
             plans = run.plan(engine)
             record = run.run(engine, plans, ref)
     finally:
