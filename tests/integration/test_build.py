@@ -20,9 +20,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
 from kit.build import images
+from testkit import manifests
 
 pytestmark = pytest.mark.docker
 
@@ -65,22 +65,14 @@ def trained_example(dest: Path, epochs: int | None = None) -> Path:
 
 def write_manifest(dest: Path, *, version="0.1.0", device="cpu", model="./digits/saved_model",
                    parity="./digits/parity.npy", repository=REPOSITORY, **extra) -> Path:
-    doc = yaml.safe_load((EXAMPLE / "digits.yaml").read_text())
-    doc["metadata"]["version"] = version
-    doc["model"]["path"] = model
-    doc["image"]["repository"] = repository
-    if parity is None:
-        doc["optimize"].pop("parity", None)
-    else:
-        doc["optimize"]["parity"] = {"samples": parity}
+    """dest/kit.yaml: the bundled example's manifest for a copy of it in dest (`extra` replaces whole sections)."""
+    doc = manifests.digits_example(metadata={"version": version}, model={"path": model},
+                                   image={"repository": repository},
+                                   optimize={"parity": None if parity is None else {"samples": parity}})
     if device != "cpu":
-        doc["target"] = {"device": device, "jetpack": "4.4.1"}
-        doc["optimize"]["precision"] = "fp16"
-    for k, v in extra.items():
-        doc[k] = v
-    path = dest / "kit.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+        doc = manifests.merged(doc, {"target": {"device": device, "jetpack": "4.4.1"}, "optimize": {"precision": "fp16"}})
+    doc.update(extra)
+    return manifests.write_model(dest / "kit.yaml", doc)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from kit.cli import main
 from kit.docker_api import EngineInfo, RunResult
 from kit.errors import DockerError
 from kit.runtime.trt_smoke import RESULT_PREFIX
+from testkit import manifests
 
 SMOKE_OK = {"ok": True, "exit_code": 0, "optimization": "tensorrt", "engines": 1,
             "findings_summary": ["1 candidate segment(s)", "1 engine(s) built"], "error": None}
@@ -92,14 +93,9 @@ def test_manifest_memory_limit_against_meminfo(tmp_path):
     manifest.parent.mkdir()
     (manifest.parent / "sm").mkdir()
     (manifest.parent / "sm" / "saved_model.pb").write_bytes(b"")
-    manifest.write_text("""apiVersion: kit/v1
-kind: Model
-metadata: {name: big}
-model: {path: ./sm}
-target: {device: jetson-nano, jetpack: "4.4.1"}
-optimize: {precision: fp16, batch_sizes: [1], max_workspace_size: 1GiB, memory_limit: 3GiB}
-image: {repository: registry.example.com/big}
-""")
+    manifests.write_model(manifest, manifests.model_doc(**manifests.NANO), metadata={"name": "big"},
+                          model={"path": "./sm"}, optimize={"max_workspace_size": "1GiB", "memory_limit": "3GiB"},
+                          image={"repository": "registry.example.com/big"})
     report = run_doctor(tmp_path / "root", FakeNanoEngine(), manifest_path=manifest)
     c = by_name(report)["memory"]
     # 2.5 GiB available + 1.9 GiB swap vs 3 GiB + 1 GiB reserve: fits only with swap
