@@ -183,35 +183,36 @@ def _engine_facts(engine, facts: dict, base: str, manifest, trt_smoke: bool, loc
             facts["base_pullable"] = False
             facts["base_detail"] = f"{base} is not present and cannot be pulled: {e.message}"
     if trt_smoke:
-        facts["trt_smoke"] = run_trt_smoke(engine, base, facts, local)
+        facts["trt_smoke"] = run_trt_smoke(engine, base, facts)
 
 
-def _smoke_image(engine, base: str, present: bool, local: bool):
-    """(image, mounts) to run the smoke in: the newest builder image of the stack, else the base with kit mounted."""
-    from kit.docker_api import Mount
+def _smoke_image(engine, base: str, present: bool):
+    """(image, uploads) to run the smoke in: the newest builder image of the stack, else the base
+    with kit copied in (through the engine's API: a device reached over ssh:// gets it too)."""
+    from kit.docker_api import Upload
 
     builders = engine.image_refs(f"kit/builder:{JETPACK_441.name}-*")
     if builders:
         return builders[-1], []
-    if present and local:
+    if present:
         import kit
 
-        return base, [Mount(str(Path(kit.__file__).parent), "/opt/kit-doctor/kit", read_only=True)]
+        return base, [Upload(str(Path(kit.__file__).parent), "/opt/kit-doctor/kit")]
     return None, []
 
 
-def run_trt_smoke(engine, base: str, facts: dict, local: bool) -> dict:
+def run_trt_smoke(engine, base: str, facts: dict) -> dict:
     """The tiny TF-TRT conversion, in a container with the nvidia runtime; its JSON result."""
     from kit.runtime.trt_smoke import RESULT_PREFIX
 
     if "nvidia" not in facts.get("runtimes", ()):
         return {"skipped": "the nvidia runtime is not registered, so no container here can reach a GPU or TensorRT"}
-    image, mounts = _smoke_image(engine, base, bool(facts.get("base_present")), local)
+    image, uploads = _smoke_image(engine, base, bool(facts.get("base_present")))
     if image is None:
         return {"skipped": f"no kit/builder:{JETPACK_441.name}-* image and {base} is not present here"}
-    env = {"PYTHONPATH": "/opt/kit-doctor"} if mounts else {}
+    env = {"PYTHONPATH": "/opt/kit-doctor"} if uploads else {}
     result = engine.run_to_completion(image, ["python3", "-m", "kit.runtime.trt_smoke"], runtime="nvidia",
-                                      mounts=mounts, env=env, entrypoint=[], timeout=3600)
+                                      uploads=uploads, env=env, entrypoint=[], timeout=3600)
     for line in reversed(result.logs.splitlines()):
         if line.startswith(RESULT_PREFIX):
             out = json.loads(line[len(RESULT_PREFIX):])
