@@ -63,11 +63,13 @@ def preflight(state: BuildState) -> Done:
 
 
 def _pull_base(state: BuildState, ref: str) -> None:
-    from kit.profiles import CPU_STACK
+    from kit.profiles import CPU_STACKS
 
-    if ref == CPU_STACK.base_image:
-        raise PreflightError(f"the CPU base image {ref} is not present",
-                             hint="assemble it once: kit base (a few minutes; offline after the wheels)")
+    for stack in CPU_STACKS.values():
+        if ref == stack.base_image:  # made by `kit base`, never pulled
+            option = "" if stack.name == "cpu" else f" --stack {stack.name}"
+            raise PreflightError(f"the {stack.name} base image {ref} is not present",
+                                 hint=f"assemble it once: kit base{option} (a few minutes; offline after the wheels)")
     state.reporter.line(f"{ref} is not present: pulling it")
     try:
         state.engine.pull(ref, on_line=state.reporter.line)
@@ -87,7 +89,27 @@ def base(state: BuildState) -> Done:
         raise PreflightError(f"the base image {ref} is {info.architecture}, but {m.profile.name} runs "
                              f"{m.profile.architecture}",
                              hint="build on the device itself, or pass --base-image for this architecture")
+    _check_base_python(m, ref, info.labels)
     return Done("reused", f"{ref} {info.id[7:19]}", BaseImage(ref, info.id, info.size))
+
+
+def _check_base_python(manifest, ref: str, labels: dict) -> None:
+    """A base that states its Python (kit's offline bases do) must carry the stack's: the server's wheels
+    (tornado) are fetched for the stack's Python, and the optimizer checks the stack's TensorFlow."""
+    stated = lb.value(labels, lb.PYTHON)
+    want = manifest.stack.python
+    if stated and stated.split(".")[:2] != want.split(".")[:2]:
+        other = [s.name for s in _cpu_stacks() if s.python.split(".")[:2] == stated.split(".")[:2]]
+        hint = (f"set target.stack: {other[0]} in the manifest" if other and not manifest.profile.tensorrt
+                else f"use a base image with Python {want}")
+        raise PreflightError(f"the base image {ref} carries Python {stated}, but the {manifest.stack.name} stack "
+                             f"runs Python {want}", hint=hint)
+
+
+def _cpu_stacks():
+    from kit.profiles import CPU_STACKS
+
+    return list(CPU_STACKS.values())
 
 
 def server_wheels(manifest) -> list:
@@ -155,9 +177,11 @@ def _run_optimizer(state: BuildState, key: str) -> None:
     partial = state.workspace.optimize_partial
     shutil.rmtree(partial.dir, ignore_errors=True)
     partial.dir.mkdir(parents=True)
+    # Copied in and out, never bind-mounted: the engine may be a device that does not see this disk.
     result = state.engine.run_to_completion(
         state.builder.tag, containers.optimize_command(), on_line=state.reporter.line, timeout=OPTIMIZE_TIMEOUT,
-        mounts=containers.optimize_mounts(m, state.workspace.spec, partial.dir),
+        uploads=containers.optimize_uploads(m, state.workspace.spec),
+        downloads=containers.optimize_downloads(partial.dir),
         runtime=containers.container_runtime(m), user=containers.container_user(m),
         name=f"kit-optimize-{m.name}-{uuid.uuid4().hex[:6]}",
     )
@@ -219,7 +243,8 @@ def reference(state: BuildState) -> Done:
     with tempfile.TemporaryDirectory(prefix="kit-reference-", dir=ws.work) as tmp:
         result = state.engine.run_to_completion(
             state.builder.tag, containers.reference_command(m), on_line=state.reporter.line,
-            timeout=REFERENCE_TIMEOUT, mounts=containers.reference_mounts(m, tmp),
+            timeout=REFERENCE_TIMEOUT, uploads=containers.reference_uploads(m),
+            downloads=containers.reference_downloads(tmp),
             runtime=containers.container_runtime(m), user=containers.container_user(m),
             # One inference: don't let TF reserve the Jetson's shared memory up front.
             env={"TF_FORCE_GPU_ALLOW_GROWTH": "true", "TF_CPP_MIN_LOG_LEVEL": "1"},
@@ -287,18 +312,20 @@ def smoke(state: BuildState) -> Done:
     m, engine = state.manifest, state.engine
     port = free_port()
     name = f"kit-smoke-{m.name}-{uuid.uuid4().hex[:6]}"
+    address, bind = containers.smoke_address(engine.host)
     cid = None
     try:
-        # Host networking: both ports must be free here (8500 may be another server's gRPC).
-        env = {"KIT_PORT": str(port), "KIT_GRPC_PORT": str(free_port()), "KIT_HOST": "127.0.0.1"}
+        # Host networking: both ports must be free (8500 may be another server's gRPC). They are
+        # picked free here; on a remote device a taken port makes the server exit, and its log says so.
+        env = {"KIT_PORT": str(port), "KIT_GRPC_PORT": str(free_port()), "KIT_HOST": bind}
         cid = engine.run(state.baked.ref, name=name, env=env,
                          runtime=containers.container_runtime(m), labels={lb.SMOKE_CONTAINER: m.name})
-        state.reporter.line(f"started {name} on 127.0.0.1:{port}; waiting for healthy")
+        state.reporter.line(f"started {name} on {address}:{port}; waiting for healthy")
         start = time.monotonic()
         engine.wait_healthy(cid, timeout=health_timeout(m), interval=1.0)
         ready = time.monotonic() - start
         result = predict_and_compare(port, m.model_name, m.model.signature, state.reference,
-                                     m.optimize.parity.max_abs_error)
+                                     m.optimize.parity.max_abs_error, host=address)
     except KitError as e:
         raise _smoke_failure(state, e, cid) from None
     finally:

@@ -14,10 +14,21 @@ def base_command(
     tensorflow: Optional[str] = typer.Option(
         None, "--tensorflow", metavar="VERSION", help="TensorFlow version for the CPU base (default: the CPU stack's, 2.17.1)."
     ),
+    stack: str = typer.Option(
+        "cpu", "--stack", metavar="STACK",
+        help="cpu: Debian's Python 3.11 + tensorflow-cpu (kit/tf-cpu-base:tf2.17.1). twin: the JetPack 4.4.1 twin, "
+             "the Jetson's Python side on x86-64 (this host's pyenv Python 3.6.15, tensorflow-cpu 2.3.1, numpy 1.16.1, "
+             "protobuf 3.8.0: kit/tf-cpu-base:tf2.3.1-py3.6), for manifests with `target.stack: twin`. "
+             "See docs/twin.md.",
+    ),
     force: bool = typer.Option(False, "--force", help="Rebuild the bases even when present."),
     json_out: bool = typer.Option(False, "--json", help="Machine output (progress goes to stderr)."),
 ):
-    """Assemble the offline CPU bases: Debian (debootstrap) and TensorFlow (wheels from PyPI). Reused when present."""
+    """Assemble the offline CPU bases: Debian (debootstrap) and TensorFlow (wheels from PyPI). Reused when present.
+
+    `kit base --stack twin` assembles the twin base instead of the cpu one: `kit build` of a manifest with
+    `target: {device: cpu, stack: twin}` then runs the optimizer and the server on Python 3.6 + TensorFlow 2.3.1,
+    as on a Jetson (no TensorRT: the model stays native)."""
     from kit.build.base import build_bases
     from kit.cli.views.build import render_bases
 
@@ -26,20 +37,21 @@ def base_command(
     def progress(line: str) -> None:
         console.print(line, style="dim" if line.startswith("  |") else None, markup=False, highlight=False, soft_wrap=True)
 
-    result = build_bases(tensorflow=tensorflow, force=force, progress=progress)
+    result = build_bases(tensorflow=tensorflow, force=force, progress=progress, stack=stack)
     emit(result, json_out, render_bases, lambda r: r.to_dict())
 
 
 def build_command(
     manifest: Path = typer.Argument(..., help="The model manifest (kind: Model)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (images, mounts, commands, env); run nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (images, files copied in and out, commands, env); run nothing."),
     base_image: Optional[str] = typer.Option(None, "--base-image", metavar="REF", help="Override the base image of the builder and runtime images."),
     no_smoke: bool = typer.Option(False, "--no-smoke", help="Skip the smoke test (run, wait healthy, one prediction)."),
     json_out: bool = typer.Option(False, "--json", help="Print the build record (or the plan) as JSON; progress goes to stderr."),
-    host: Optional[str] = typer.Option(None, "--host", metavar="ENDPOINT", help="Docker engine to build on (default: "
-                                       "DOCKER_HOST or the local socket). The optimizer bind-mounts the model and .kit/ "
-                                       "paths, so they must exist at the same paths where that engine runs: see README, "
-                                       "'kit on the Nano'."),
+    host: Optional[str] = typer.Option(None, "--host", metavar="ENDPOINT", help="Docker engine to build on: unix:///PATH, "
+                                       "tcp://HOST:PORT or ssh://USER@HOST (default: DOCKER_HOST or the local socket). "
+                                       "The model goes to that engine through the Docker API, the optimized model "
+                                       "comes back into .kit/, and the smoke test calls the device at the endpoint's "
+                                       "host: see README, 'kit on the Nano'."),
 ):
     """Build the image: preflight, builder, optimize on this host, gate, bake, smoke test, record."""
     from kit.build import pipeline

@@ -231,7 +231,8 @@ def test_dry_run_prints_the_plan_and_runs_nothing(engine, tmp_path):
     assert list(steps) == ["preflight", "base", "builder", "optimize", "gate", "reference", "bake", "smoke", "record"]
     opt = steps["optimize"]
     assert opt["command"] == ["python3", "-m", "kit.runtime.optimize", "--spec", "/in/spec.json"]
-    assert any(m.endswith("-> /in/saved_model (ro)") for m in opt["mounts"])
+    assert any(m.endswith("-> /in/saved_model") for m in opt["copied_in"])
+    assert opt["copied_out"] == [f"/out -> {tmp_path / '.kit' / 'digits' / 'optimize.partial'}"]
     assert opt["network"] == "host" and opt["runtime"] == "runc"
     assert steps["bake"]["build_args"]["KIT_BATCH_SIZES"] == "1,8"
     assert steps["bake"]["image"] == f"{REPOSITORY}-dry:0.1.0-cpu-native"

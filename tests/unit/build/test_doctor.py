@@ -3,6 +3,7 @@ engine's `docker info` answers (FakeNanoEngine below) are THE mocked things (no 
 every fact is read through kit.build.preflight's readers and judged. Then the real verdict here."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -114,12 +115,13 @@ def test_failed_smoke_reports_the_log_findings(tmp_path):
     assert c.fix == "lower max_workspace_size" and report.exit_code == 3
 
 
-def test_smoke_falls_back_to_the_base_image_with_kit_mounted(tmp_path):
+def test_smoke_falls_back_to_the_base_image_with_kit_copied_in(tmp_path):
     engine = FakeNanoEngine()
     run_doctor(tmp_path, engine, trt_smoke=True)
     image, _, kw = engine.ran[0]
     assert image == "nvcr.io/nvidia/l4t-tensorflow:r32.4.4-tf2.3-py3"
-    assert kw["mounts"][0].target == "/opt/kit-doctor/kit" and kw["env"] == {"PYTHONPATH": "/opt/kit-doctor"}
+    assert kw["uploads"][0].target == "/opt/kit-doctor/kit" and kw["env"] == {"PYTHONPATH": "/opt/kit-doctor"}
+    assert (Path(kw["uploads"][0].source) / "runtime" / "trt_smoke.py").is_file()
 
 
 def test_base_missing_and_not_pullable_fails(tmp_path):
