@@ -394,7 +394,7 @@ def start(state, host, port, workers=8):
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-grpc"),
         handlers=handlers,
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1),
-                 ("grpc.so_reuseport", 0)],
+                 ("grpc.so_reuseport", 1 if config.reuse_port else 0)],
         # Beyond this many RPCs in flight new ones get RESOURCE_EXHAUSTED at once: memory stays bounded.
         maximum_concurrent_rpcs=config.max_queue + workers,
     )
