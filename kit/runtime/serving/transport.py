@@ -171,8 +171,8 @@ class KitHandler(web.RequestHandler):
 
     def set_default_headers(self):
         self.set_header("Server", SERVER_HEADER)
-        if self.kit.state.config.slot:
-            self.set_header("Kit-Slot", self.kit.state.config.slot)
+        if self.application.settings.get("kit_slot"):  # runs before initialize(): no self.kit yet
+            self.set_header("Kit-Slot", self.application.settings["kit_slot"])
         if self.request.version == "HTTP/1.0" and self.request.headers.get("Connection", "").lower() != "keep-alive":
             self.set_header("Connection", "close")
 
@@ -470,7 +470,7 @@ def _access_log(config):
 def make_server(kit):
     config = kit.state.config
     app = web.Application([(r".*", KitHandler, {"kit": kit})], log_function=_access_log(config),
-                          compress_response=False)
+                          compress_response=False, kit_slot=config.slot)
     server = KitHTTPServer(app, max_header_size=config.max_header_bytes, max_body_size=config.max_body,
                            idle_connection_timeout=config.idle_timeout, body_timeout=config.body_timeout,
                            chunk_size=64 * 1024, max_buffer_size=config.max_header_bytes + 256 * 1024)
