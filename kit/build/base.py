@@ -244,7 +244,7 @@ def _verify_python(engine: Engine, image: str, python: str) -> None:
 # ---- the TensorFlow CPU base --------------------------------------------------------------
 
 
-def _manylinux_platforms() -> list[str]:
+def manylinux_platforms() -> list[str]:
     # pip does not expand manylinux_2_X to older tags: list every one bookworm's glibc runs.
     return ["manylinux2014_x86_64"] + [f"manylinux_2_{m}_x86_64" for m in range(DEBIAN_GLIBC_MINOR, 16, -1)]
 
@@ -264,7 +264,7 @@ def download_wheels(tensorflow: str, python: str, progress: Progress | None = No
         argv = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
                 "--only-binary=:all:", "--python-version", python, "--implementation", "cp",
                 "--abi", "cp" + python.replace(".", ""), "--dest", str(tmp)]
-        for plat in _manylinux_platforms():
+        for plat in manylinux_platforms():
             argv += ["--platform", plat]
         argv += [f"tensorflow-cpu=={tensorflow}", "numpy"]
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -37,7 +37,10 @@ VIDEO_GID = 44
 
 # The build args runtime.Dockerfile declares for the serve settings.
 SERVE_BUILD_ARGS = ("KIT_MODEL_NAME", "KIT_MODEL_VERSION", "KIT_SIGNATURE", "KIT_PORT", "KIT_GRPC_PORT", "KIT_BATCH_SIZES",
-                    "KIT_MAX_BATCH_DELAY", "KIT_MAX_QUEUE")
+                    "KIT_MAX_BATCH_DELAY", "KIT_MAX_QUEUE", "KIT_WARMUP", "KIT_WARMUP_SAMPLES")
+
+# serve.warmup samples inside the runtime image (the context's warmup/ directory).
+WARMUP_DIR = "/opt/kit/warmup"
 
 # 1980-01-01: a fixed mtime for every file put in a build context.
 FIXED_MTIME = 315532800
@@ -177,7 +180,8 @@ def label_instruction(labels: dict) -> str:
 
 
 def assemble_context(dest: Path, name: str, model_dir: Path | None = None, labels: dict | None = None,
-                     kit_snapshot: Path | None = None, wheels: list[Path] | None = None) -> Path:
+                     kit_snapshot: Path | None = None, wheels: list[Path] | None = None,
+                     warmup_samples: Path | None = None) -> Path:
     """Fill the empty directory `dest` with a build context for `name` ("builder"
     or "runtime"): Dockerfile, kit/, and (runtime) model/. Labels become one
     LABEL instruction appended to the Dockerfile: config only, after the last
@@ -198,6 +202,10 @@ def assemble_context(dest: Path, name: str, model_dir: Path | None = None, label
         if model_dir is None:
             raise KitError("the runtime image needs the optimized model directory")
         _copy_tree(Path(model_dir), dest / "model")
+        # warmup/: serve.warmup samples (empty when the manifest names none; the Dockerfile copies it either way).
+        (dest / "warmup").mkdir()
+        if warmup_samples is not None:
+            shutil.copyfile(warmup_samples, dest / "warmup" / f"samples{Path(warmup_samples).suffix.lower()}")
     _normalize(dest)
     return dest
 
@@ -213,7 +221,7 @@ def builder_tag(stack_name: str, key: str) -> str:
 def serve_build_args(manifest) -> dict[str, str]:
     """The KIT_* serve settings runtime.Dockerfile bakes in as ENV."""
     return {
-        "KIT_MODEL_NAME": manifest.name,
+        "KIT_MODEL_NAME": manifest.model_name,
         "KIT_MODEL_VERSION": _model_version(manifest.version),
         "KIT_SIGNATURE": manifest.model.signature,
         "KIT_PORT": str(manifest.serve.port),
@@ -221,7 +229,15 @@ def serve_build_args(manifest) -> dict[str, str]:
         "KIT_BATCH_SIZES": ",".join(str(b) for b in manifest.optimize.batch_sizes),
         "KIT_MAX_BATCH_DELAY": _seconds(manifest.serve.max_batch_delay),
         "KIT_MAX_QUEUE": str(manifest.serve.max_queue),
+        "KIT_WARMUP": "1" if manifest.serve.warmup else "0",
+        "KIT_WARMUP_SAMPLES": warmup_samples_in_image(manifest) or "",
     }
+
+
+def warmup_samples_in_image(manifest) -> str | None:
+    """Where the image holds the manifest's serve.warmup samples (None: it has none)."""
+    samples = manifest.serve.warmup_samples
+    return f"{WARMUP_DIR}/samples{samples.suffix.lower()}" if samples else None
 
 
 def _seconds(value: float) -> str:

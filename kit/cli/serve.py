@@ -18,6 +18,8 @@ def serve_command(
     grpc_port: Optional[int] = typer.Option(None, "--grpc-port", help="gRPC port (default: the manifest's "
                                             "serve.grpc_port, 8500); 0 turns gRPC off."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    warmup: bool = typer.Option(True, "--warmup/--no-warmup", help="--no-warmup: ready at once, without the "
+                                "manifest's serve.warmup (the first requests may be slow)."),
 ):
     """Serve a model on this host: TF Serving REST and gRPC, KServe v2 REST and gRPC, as the runtime image does
     (foreground)."""
@@ -29,7 +31,7 @@ def serve_command(
     from kit.manifest.load import load_model
     from kit.serve.local import serve_local
 
-    code = serve_local(load_model(manifest), port=port, host=host, grpc_port=grpc_port,
+    code = serve_local(load_model(manifest), port=port, host=host, grpc_port=grpc_port, warmup=warmup,
                        announce=lambda line: err.print(line, highlight=False, markup=False))
     if code != 0:
         raise KitError(f"the model server exited with code {code}", hint="its log above says why")

@@ -8,6 +8,7 @@
 # The build context is a small directory kit assembles (never the repo root):
 #   kit/__init__.py, kit/runtime/**   the in-image half of kit
 #   pylib/                            unpacked wheels it needs (tornado), from kit/build/wheels.py
+#   warmup/                           serve.warmup samples (empty when there are none)
 #   model/                            the optimized SavedModel (optimizer output)
 ARG BASE_IMAGE=nvcr.io/nvidia/l4t-tensorflow:r32.4.4-tf2.3-py3
 FROM ${BASE_IMAGE}
@@ -28,6 +29,8 @@ ARG KIT_GRPC_PORT=8500
 ARG KIT_BATCH_SIZES=1
 ARG KIT_MAX_BATCH_DELAY=2ms
 ARG KIT_MAX_QUEUE=64
+ARG KIT_WARMUP=1
+ARG KIT_WARMUP_SAMPLES=
 # TF_CPP_VMODULE: TF 2.3.1 logs "Building a new TensorRT engine" (an engine built at run time, ~30 min on a
 # Nano) only at VLOG(1) of trt_engine_op; the server counts those lines (kit_trt_engine_builds_total).
 # TF_GPU_ALLOCATOR stays unset: TensorFlow's BFC allocator, sized by the memory limit, stays in charge.
@@ -41,7 +44,9 @@ ENV TF_CPP_VMODULE=trt_engine_op=1 \
     KIT_GRPC_PORT=${KIT_GRPC_PORT} \
     KIT_BATCH_SIZES=${KIT_BATCH_SIZES} \
     KIT_MAX_BATCH_DELAY=${KIT_MAX_BATCH_DELAY} \
-    KIT_MAX_QUEUE=${KIT_MAX_QUEUE}
+    KIT_MAX_QUEUE=${KIT_MAX_QUEUE} \
+    KIT_WARMUP=${KIT_WARMUP} \
+    KIT_WARMUP_SAMPLES=${KIT_WARMUP_SAMPLES}
 EXPOSE ${KIT_PORT} ${KIT_GRPC_PORT}
 
 # A numeric user needs no useradd; the model files are owned by it. Group 44
@@ -58,4 +63,6 @@ HEALTHCHECK --interval=5s --timeout=10s --start-period=300s --retries=3 \
   CMD ["python3", "-m", "kit.runtime.serving.healthcheck"]
 CMD ["python3", "-m", "kit.runtime.serving.main"]
 
+# serve.warmup samples, if the manifest names any (else an empty directory).
+COPY --chown=10001:44 warmup/ /opt/kit/warmup/
 COPY --chown=10001:44 model/ /opt/kit/model/

@@ -39,6 +39,7 @@ from kit.fleet import compose
 from kit.fleet import state as st
 from kit.fleet.facts import DeviceFacts, connected, read_facts, unreachable
 from kit.fleet.gate import Decision, check
+from kit.fleet.release import Release
 from kit.fleet.status import Deployment, deployment, device_address, ready
 from kit.manifest.load import FleetDevice, FleetManifest
 from kit.net import DEFAULT_PORT, http_json
@@ -115,7 +116,7 @@ class RolloutResult:
 _ZERO = {"DT_STRING": "", "DT_BOOL": False}
 
 
-def _example(tensor: dict):
+def zero_example(tensor: dict):
     """Zeros of one example of a TF Serving metadata tensor (unknown dims as 1)."""
     dims = [int(d.get("size", -1)) for d in (tensor.get("tensor_shape") or {}).get("dim", [])]
     zero = _ZERO.get(tensor.get("dtype"), 0.0 if "FLOAT" in str(tensor.get("dtype")) or
@@ -154,7 +155,7 @@ def smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT, s
     name = "serving_default" if "serving_default" in sigs else next(iter(sigs), None)
     if name is None:
         raise RolloutError(f"{base}/metadata lists no signature")
-    inputs = {key: [_example(t)] for key, t in (sigs[name].get("inputs") or {}).items()}
+    inputs = {key: [zero_example(t)] for key, t in (sigs[name].get("inputs") or {}).items()}
     body = _http_json(base + ":predict", {"signature_name": name, "inputs": inputs}, timeout=timeout, slot=slot)
     outputs = body.get("outputs", body.get("predictions"))
     if "error" in body or not outputs:
@@ -209,7 +210,7 @@ def grpc_smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEO
 
 
 @contextlib.contextmanager
-def _fleet_lock(root: Path):
+def fleet_lock(root: Path):
     """One rollout per fleet at a time (on this machine)."""
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "lock", "w") as f:
@@ -280,18 +281,9 @@ class Interrupted(KitError):
     """SIGINT/SIGTERM arrived: a device not yet switched stops where it is safe to."""
 
 
-class _Rollout:
+class ComposeRollout(Release):
     def __init__(self, fleet: FleetManifest, resolved, progress: Progress | None):
-        self.fleet = fleet
-        self.resolved = resolved
-        self.digest_ref = resolved.digest_ref
-        self.fp = Fingerprint.from_labels(resolved.labels, resolved.architecture)
-        self.progress = progress or _quiet
-        self.root = st.fleet_dir(fleet.file, fleet.name)
-        self.timeout = float(fleet.rollout.health_timeout)
-        self.model = resolved.env.get("KIT_MODEL_NAME") or "model"
-        grpc_port = resolved.env.get("KIT_GRPC_PORT")
-        self.grpc_port = int(grpc_port) if grpc_port and grpc_port.isdigit() else None
+        super().__init__(fleet, resolved, progress)
         self.store: st.RecordStore | None = None
         self.rollback_to: dict[str, str | None] = {}  # switched device -> compose text to restore (None: down)
         self._lock = threading.Lock()
@@ -754,11 +746,11 @@ def rollout(fleet_path: str | Path, image: str | None = None, dry_run: bool = Fa
     (progress or _quiet)("*", "resolve", f"resolving {ref} to a digest")
     resolved = resolve(ref)
     (progress or _quiet)("*", "resolve", f"{ref} is {resolved.digest_ref}")
-    run = _Rollout(fleet, resolved, progress)
+    run = ComposeRollout(fleet, resolved, progress)
     if dry_run:
         plans = run.plan(dry_run=True)
         return RolloutResult(fleet.name, ref, resolved.digest_ref, True, "planned", "", plans)
-    with _fleet_lock(run.root):
+    with fleet_lock(run.root):
         t1 = time.monotonic()
         plans = run.plan(dry_run=False)
         durations = {"resolve": round(t1 - t0, 3), "plan": round(time.monotonic() - t1, 3)}
@@ -769,9 +761,9 @@ def rollout(fleet_path: str | Path, image: str | None = None, dry_run: bool = Fa
 
 
 @contextlib.contextmanager
-def _signals_stop(run: _Rollout):
+def _signals_stop(run: ComposeRollout):
     """While devices are updated, SIGINT (Ctrl-C) and SIGTERM stop the rollout between safe
-    points instead of killing it mid-step (see _Rollout.interrupt). Main thread only."""
+    points instead of killing it mid-step (see ComposeRollout.interrupt). Main thread only."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():

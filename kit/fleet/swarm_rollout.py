@@ -36,7 +36,8 @@ from kit.fleet import swarm
 from kit.units import utc_timestamp
 from kit.fleet import state as st
 from kit.fleet.facts import connected, read_facts, unreachable
-from kit.fleet.gate import Fingerprint, check
+from kit.fleet.release import Release
+from kit.fleet.gate import check
 from kit.manifest.load import FleetDevice, FleetManifest
 
 POLL = 0.5  # seconds between reads of the service and its tasks
@@ -47,21 +48,12 @@ def _quiet(device: str, phase: str, message: str) -> None:
     pass
 
 
-class SwarmRollout:
+class SwarmRollout(Release):
     def __init__(self, fleet: FleetManifest, resolved, progress=None):
         from kit.fleet.rollout import DEFAULT_PORT
 
-        self.fleet = fleet
-        self.resolved = resolved
-        self.digest_ref = resolved.digest_ref
-        self.fp = Fingerprint.from_labels(resolved.labels, resolved.architecture)
-        self.progress = progress or _quiet
-        self.root = st.fleet_dir(fleet.file, fleet.name)
+        super().__init__(fleet, resolved, progress)
         self.manager = fleet.swarm.manager
-        self.timeout = float(fleet.rollout.health_timeout)
-        self.model = resolved.env.get("KIT_MODEL_NAME") or "model"
-        grpc_port = resolved.env.get("KIT_GRPC_PORT")
-        self.grpc_port = int(grpc_port) if grpc_port and grpc_port.isdigit() else None
         first = fleet.devices[0]
         self.port = int(first.port or resolved.env.get("KIT_PORT") or DEFAULT_PORT)
         self.policy = swarm.UpdatePolicy(parallelism=max(1, int(fleet.rollout.max_parallel)),
@@ -300,7 +292,7 @@ def st_write(path, text: str) -> None:
 def rollout_swarm(fleet: FleetManifest, ref: str, dry_run: bool, progress=None):
     from kit.docker_api import connect
     from kit.fleet.registry import resolve
-    from kit.fleet.rollout import RolloutResult, _fleet_lock
+    from kit.fleet.rollout import RolloutResult, fleet_lock
 
     say = progress or _quiet
     say("*", "resolve", f"resolving {ref} to a digest through the swarm manager {fleet.swarm.manager}")
@@ -312,7 +304,7 @@ def rollout_swarm(fleet: FleetManifest, ref: str, dry_run: bool, progress=None):
         if dry_run:
             plans = run.plan(engine)
             return RolloutResult(fleet.name, ref, resolved.digest_ref, True, "planned", "", plans)
-        with _fleet_lock(run.root):
+        with fleet_lock(run.root):
             plans = run.plan(engine)
             record = run.run(engine, plans, ref)
     finally:

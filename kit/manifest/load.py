@@ -154,6 +154,7 @@ def _build_model(file: Path, ctx: Context) -> ModelManifest:
     inputs = {name: TensorSpec(tuple(None if d is None else int(d) for d in spec["shape"]), spec["dtype"])
               for name, spec in g(("model", "inputs")).items()}
     cached = g(("optimize", "maximum_cached_engines"))
+    warmup = g(("serve", "warmup"))
     return ModelManifest(
         file=file,
         name=g(("metadata", "name")),
@@ -177,7 +178,10 @@ def _build_model(file: Path, ctx: Context) -> ModelManifest:
             ),
         ),
         image=ImageSpec(repository=g(("image", "repository")), tag=g(("image", "tag"))),
-        serve=Serve(port=int(g(("serve", "port"))), grpc_port=int(g(("serve", "grpc_port"))),
+        serve=Serve(model_name=g(("serve", "model_name")) or g(("metadata", "name")),
+                    warmup=g(("serve", "warmup")) is not False,
+                    warmup_samples=ctx.resolve(warmup) if isinstance(warmup, str) else None,
+                    port=int(g(("serve", "port"))), grpc_port=int(g(("serve", "grpc_port"))),
                     max_batch_delay=parse_duration(g(("serve", "max_batch_delay"))),
                     max_queue=int(g(("serve", "max_queue")))),
     )

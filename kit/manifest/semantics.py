@@ -116,6 +116,7 @@ CACHED = ("optimize", "maximum_cached_engines")
 CALIBRATION = ("optimize", "calibration")
 CALIBRATION_SAMPLES = ("optimize", "calibration", "samples")
 PARITY_SAMPLES = ("optimize", "parity", "samples")
+WARMUP = ("serve", "warmup")
 MODEL_PATH = ("model", "path")
 
 
@@ -272,6 +273,12 @@ def _calibration_path(ctx: Context):
 def _parity_path(ctx: Context):
     if ctx.get(PARITY_SAMPLES) is not None:
         yield from _sample_problems(ctx, PARITY_SAMPLES, "parity samples")
+
+
+@_check("Model", WARMUP)
+def _warmup_path(ctx: Context):
+    if isinstance(ctx.get(WARMUP), str):
+        yield from _sample_problems(ctx, WARMUP, "warm-up samples")
 
 
 def _sample_problems(ctx: Context, path: tuple, what: str):

@@ -58,6 +58,9 @@ class ImageSpec:
 
 @dataclass(frozen=True)
 class Serve:
+    model_name: str | None = None  # the name clients use; None: metadata.name (see ModelManifest.model_name)
+    warmup: bool = True  # False: no warm-up
+    warmup_samples: Path | None = None  # samples run at every built batch size (instead of the default warm-up)
     port: int = DEFAULT_PORT
     grpc_port: int = 8500  # 0: no gRPC
     max_batch_delay: float = 0.002  # seconds
@@ -74,6 +77,11 @@ class ModelManifest:
     optimize: Optimize
     image: ImageSpec
     serve: Serve
+
+    @property
+    def model_name(self) -> str:
+        """The name clients use on REST and gRPC (serve.model_name, default metadata.name)."""
+        return self.serve.model_name or self.name
 
     @property
     def profile(self) -> DeviceProfile:

@@ -48,7 +48,7 @@ def run_benchmark(model_dir, batch_size, runs=1000, warmup=50, window=50, signat
     model = Model.load(model_dir, "bench", "1", signature)
     load_seconds = time.monotonic() - started
     sig = model.signature(signature)
-    tf = model._tf
+    tf = model.tf
     feeds = example_inputs(sig, batch_size, input_shapes, random=True, seed=seed)
     tensors = dict((k, tf.constant(v, dtype=tf.string) if sig.inputs[k].is_string else tf.constant(v))
                    for k, v in feeds.items())

@@ -96,8 +96,11 @@ class TensorInfo(object):
 class Signature(object):
     """A serving signature: its inputs and outputs (sorted by key) and its function."""
 
-    def __init__(self, key, method_name, inputs, outputs, function):
+    def __init__(self, key, method_name, inputs, outputs, function, checks_shapes=True):
         self.key = key
+        # False for TF1 graphs: TF Serving feeds their tensors without checking the static shape (a
+        # [-1, 1] input takes [3]); TF2 functions refuse a tensor that does not fit, so kit checks first.
+        self.checks_shapes = checks_shapes
         self.method_name = method_name
         self.inputs = inputs  # OrderedDict key -> TensorInfo
         self.outputs = outputs
@@ -119,7 +122,7 @@ class Signature(object):
         ])
 
 
-def _read_saved_model_proto(path):
+def read_saved_model_proto(path):
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
@@ -143,7 +146,7 @@ def _read_saved_model_proto(path):
     raise ModelError("the SavedModel in %s has no meta graph" % path)
 
 
-def _tensor_info(key, info):
+def tensor_info(key, info):
     from tensorflow.core.framework import types_pb2
 
     if info.WhichOneof("encoding") != "name":
@@ -166,12 +169,14 @@ class Model(object):
         self.default_signature = default_signature
         self.signatures = signatures  # OrderedDict key -> Signature
         self.tf_version = tf_version
+        self.tf = None  # the tensorflow module it was loaded with (set by load)
+        self.loaded = None  # the loaded SavedModel object: its signature functions need it alive
 
     @classmethod
     def load(cls, path, name, version="1", default_signature="serving_default"):
         if not os.path.isdir(path):
             raise ModelError("model directory %s does not exist" % path)
-        meta_graph = _read_saved_model_proto(path)
+        meta_graph = read_saved_model_proto(path)
         import tensorflow as tf
 
         try:
@@ -179,22 +184,24 @@ class Model(object):
         except Exception as e:  # TF raises many kinds; report them as one
             raise ModelError("TensorFlow could not load the SavedModel in %s: %s" % (path, e))
         functions = dict(loaded.signatures.items())
+        tf1 = not len(meta_graph.object_graph_def.nodes)  # TF1's builder writes no object graph
         signatures = OrderedDict()
         for key in sorted(meta_graph.signature_def):
             if key in _INTERNAL_SIGNATURES or key not in functions:
                 continue
             sdef = meta_graph.signature_def[key]
-            inputs = OrderedDict((k, _tensor_info(k, sdef.inputs[k])) for k in sorted(sdef.inputs))
-            outputs = OrderedDict((k, _tensor_info(k, sdef.outputs[k])) for k in sorted(sdef.outputs))
-            signatures[key] = Signature(key, sdef.method_name, inputs, outputs, functions[key])
+            inputs = OrderedDict((k, tensor_info(k, sdef.inputs[k])) for k in sorted(sdef.inputs))
+            outputs = OrderedDict((k, tensor_info(k, sdef.outputs[k])) for k in sorted(sdef.outputs))
+            signatures[key] = Signature(key, sdef.method_name, inputs, outputs, functions[key],
+                                        checks_shapes=not tf1)
         if default_signature not in signatures:
             raise ModelError(
                 "the SavedModel in %s has no signature %r (it has: %s)"
                 % (path, default_signature, ", ".join(signatures) or "none")
             )
         model = cls(path, name, version, default_signature, signatures, tf.__version__)
-        model._tf = tf
-        model._keepalive = loaded  # the signature functions need the loaded object alive
+        model.tf = tf
+        model.loaded = loaded
         return model
 
     def signature(self, key):
@@ -203,7 +210,7 @@ class Model(object):
     def run(self, signature_key, inputs):
         """Call a signature with numpy arrays; returns OrderedDict output key -> numpy array."""
         signature = self.signatures[signature_key]
-        tf = self._tf
+        tf = self.tf
         feeds = {}
         for key, info in signature.inputs.items():
             value = inputs[key]

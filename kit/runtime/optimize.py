@@ -334,7 +334,7 @@ class Optimizer(object):
             say("inputs are fed in the signature function's order %s (not sorted)" % ", ".join(order))
         return order
 
-    def calibration_input_fn(self, inputs, order_of):
+    def calibration_input_fn(self, inputs, converter):
         s = self.spec
         try:
             data = sig_mod.load_samples(s.calibration_samples, inputs)
@@ -344,7 +344,7 @@ class Optimizer(object):
         batch = max(s.batch_sizes)
 
         def calibration_input_fn():
-            order = order_of()  # called inside convert(), once the converter has loaded the model
+            order = self.input_order(inputs, converter)  # inside convert(), once the converter has loaded the model
             for start in range(0, max(rows - batch + 1, 1), batch):
                 yield sig_mod.ordered(sig_mod.take_rows(data, batch, start), order)
 
@@ -362,8 +362,8 @@ class Optimizer(object):
             r["parameters"] = dict(params, api=api, converter_arguments=trt_shim.describe_arguments(kwargs))
             say("TF-TRT %s via %s" % (params["precision_mode"], api))
             if s.precision == "int8":
-                calib = self.calibration_input_fn(inputs, lambda: self.input_order(inputs, converter))
-                self.timed("convert", converter.convert, calibration_input_fn=calib)
+                # Passed inline: no local and no closure keeps `converter` alive past the `del` below.
+                self.timed("convert", converter.convert, calibration_input_fn=self.calibration_input_fn(inputs, converter))
             else:
                 self.timed("convert", converter.convert)
             order = self.timed("input_order", self.input_order, inputs, converter)

@@ -46,11 +46,11 @@ def model_version(manifest) -> str:
 
 
 def runtime_args(manifest, model_dir: Path | None = None, port: int | None = None,
-                 host: str = "127.0.0.1", grpc_port: int | None = None) -> list[str]:
+                 host: str = "127.0.0.1", grpc_port: int | None = None, warmup: bool = True) -> list[str]:
     """`python -m kit.runtime.serving.main` arguments for a manifest (defaults: its model and serve section)."""
     args = [
         "--model-dir", str(model_dir or manifest.model.path),
-        "--model-name", manifest.name,
+        "--model-name", manifest.model_name,
         "--model-version", model_version(manifest),
         "--signature", manifest.model.signature,
         "--host", host,
@@ -63,6 +63,10 @@ def runtime_args(manifest, model_dir: Path | None = None, port: int | None = Non
     shapes = input_shapes_arg(manifest)
     if shapes:
         args += ["--input-shapes", shapes]
+    if not (warmup and manifest.serve.warmup):
+        args.append("--no-warmup")
+    elif manifest.serve.warmup_samples:
+        args += ["--warmup-samples", str(manifest.serve.warmup_samples)]
     return args
 
 
@@ -87,7 +91,7 @@ def runtime_env() -> dict:
 
 
 def serve_local(manifest, port: int | None = None, host: str = "127.0.0.1", announce=None,
-                grpc_port: int | None = None) -> int:
+                grpc_port: int | None = None, warmup: bool = True) -> int:
     """Run the model server on this host in the foreground; returns its exit code."""
     require_tensorflow()
     port = manifest.serve.port if port is None else port
@@ -97,12 +101,13 @@ def serve_local(manifest, port: int | None = None, host: str = "127.0.0.1", anno
     _check_port_free(host, port)
     if grpc_port:
         _check_port_free(host, grpc_port)
-    args = runtime_args(manifest, port=port, host=host, grpc_port=grpc_port)
+    args = runtime_args(manifest, port=port, host=host, grpc_port=grpc_port, warmup=warmup)
     if announce:
         base = f"http://{host}:{port}"
-        announce(f"serving {manifest.name} from {manifest.model.path}")
-        announce(f"  TF Serving REST  POST {base}/v1/models/{manifest.name}:predict")
-        announce(f"  KServe v2        POST {base}/v2/models/{manifest.name}/infer")
+        name = manifest.model_name
+        announce(f"serving {name} from {manifest.model.path}")
+        announce(f"  TF Serving REST  POST {base}/v1/models/{name}:predict")
+        announce(f"  KServe v2        POST {base}/v2/models/{name}/infer")
         announce(f"  health           GET  {base}/v2/health/ready    metrics GET {base}/metrics")
         if grpc_port:
             announce(f"  gRPC             {host}:{grpc_port}  (tensorflow.serving.PredictionService, "

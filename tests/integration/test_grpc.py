@@ -6,6 +6,10 @@ the bundled digits CNN; every RPC and every error class a client can meet.
 """
 
 import json
+import os
+import signal
+import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -309,5 +313,113 @@ def test_broken_warmup_file_fails_the_start(tmp_path):
     try:
         assert server.proc.wait(120) == 1
         assert "past the end of the file" in server.logs()
+    finally:
+        server.stop()
+
+
+def test_status_says_loading_until_warm_on_rest_and_grpc(tmp_path):
+    """TF Serving's AVAILABLE means inference answers: REST status, gRPC GetModelStatus and KServe v2 ready agree."""
+    server = Server(HALF_PLUS_TWO, "half_plus_two", "1,4", env={"KIT_TEST_WARMUP_DELAY": "1.5"})
+    channel = grpc.insecure_channel("127.0.0.1:%d" % server.grpc_port)
+    try:
+        server.wait_live()
+        status_stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        triton = tritongrpc.InferenceServerClient("127.0.0.1:%d" % server.grpc_port)
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "half_plus_two"})
+        seen = set()
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                grpc_state = status_stub.GetModelStatus(request, timeout=10).model_version_status[0].state
+            except grpc.RpcError:
+                time.sleep(0.05)  # the gRPC port opens with the HTTP one; retry until it answers
+                continue
+            rest_state = json.loads(server.get("/v1/models/half_plus_two")[2])["model_version_status"][0]["state"]
+            ready = server.get("/v2/health/ready")[0] == 200
+            if grpc_state == get_model_status_pb2.ModelVersionStatus.LOADING and rest_state == "LOADING":
+                seen.add("loading")
+                assert not triton.is_model_ready("half_plus_two")
+                assert server.predict({"instances": [[1.0]]})[0] == 503
+            if ready:
+                break
+            time.sleep(0.1)
+        assert "loading" in seen and ready
+        assert status_stub.GetModelStatus(request, timeout=10).model_version_status[0].state == \
+            get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        assert json.loads(server.get("/v1/models/half_plus_two")[2])["model_version_status"][0]["state"] == "AVAILABLE"
+        assert triton.is_model_ready("half_plus_two")
+    finally:
+        channel.close()
+        assert server.stop() == 0
+
+
+def _kit_serve(manifest, *flags):
+    """`kit serve MANIFEST --local` on free ports: (process, ServerProcess-like handle, gRPC port)."""
+    from test_server import KIT, REPO, free_port
+
+    port, grpc_port = free_port(), free_port()
+    proc = subprocess.Popen(KIT + ["serve", str(manifest), "--local", "--port", str(port), "--grpc-port",
+                                   str(grpc_port)] + list(flags),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=str(REPO),
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    server = Server.__new__(Server)
+    server.port, server.name, server.proc = port, "half_plus_two", proc
+    server.logs = lambda: "(see the kit serve output)"
+    return proc, server, grpc_port
+
+
+def _stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(60)
+    return code, proc.stdout.read().decode()
+
+
+def test_manifest_model_name_and_warmup_samples_through_kit_serve(tmp_path):
+    """serve.model_name (TF Serving's '_') is the name on REST and gRPC; serve.warmup samples run before ready;
+    kit serve --local --no-warmup turns them off."""
+    np.savez(str(tmp_path / "warm.npz"), x=np.array([[1.0], [3.0]], np.float32))
+    manifest = tmp_path / "kit.yaml"
+    manifest.write_text(
+        "apiVersion: kit/v1\nkind: Model\nmetadata: {name: hp2, version: '123'}\n"
+        "model: {path: %s}\ntarget: {device: cpu}\noptimize: {precision: native, batch_sizes: [1, 4]}\n"
+        "image: {repository: 127.0.0.1:5000/kit/hp2}\nserve: {model_name: half_plus_two, warmup: ./warm.npz}\n"
+        % HALF_PLUS_TWO)
+    proc, server, grpc_port = _kit_serve(manifest)
+    try:
+        server.wait_ready()
+        status, _, body = server.predict({"instances": [[1.0]]})
+        assert status == 200 and json.loads(body) == {"predictions": [[2.5]]}
+        assert server.request("POST", "/v1/models/hp2:predict", {"instances": [[1.0]]})[0] == 404
+        with grpc.insecure_channel("127.0.0.1:%d" % grpc_port) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = stub.Predict(_predict_request(), timeout=30)
+            assert response.model_spec.name == "half_plus_two"
+            assert tf.make_ndarray(response.outputs["y"]).ravel().tolist() == [2.5, 3.0, 4.5]
+        code, output = _stop(proc)
+        assert code == 0
+        assert "warm-up: samples from %s at batch sizes 1,4" % (tmp_path / "warm.npz") in output
+        assert "warm-up: batch size 4 (signature serving_default)" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    proc, server, _ = _kit_serve(manifest, "--no-warmup")
+    try:
+        server.wait_ready()
+        assert server.predict({"instances": [[1.0]]})[0] == 200
+        code, output = _stop(proc)
+        assert code == 0 and "warm-up disabled" in output and "warm-up: samples" not in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_bad_warmup_samples_fail_the_start(tmp_path):
+    np.savez(str(tmp_path / "warm.npz"), y=np.zeros((2, 1), np.float32))
+    server = Server(HALF_PLUS_TWO, "half_plus_two", "1", args=["--warmup-samples", str(tmp_path / "warm.npz")])
+    try:
+        assert server.proc.wait(120) == 1
+        assert "hold y, but signature serving_default takes x" in server.logs()
     finally:
         server.stop()

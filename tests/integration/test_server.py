@@ -200,7 +200,10 @@ MALFORMED = [
     ("unknown version", "POST", "/v1/models/digits/versions/7:predict", GOOD, {}, 404, "Servable not found"),
     ("unknown signature", "POST", "/v1/models/digits:predict", dict(GOOD, signature_name="nope"), {}, 400,
      "\"nope\" not found"),
-    ("classify api", "POST", "/v1/models/digits:classify", GOOD, {}, 501, "not implemented"),
+    ("classify a predict signature", "POST", "/v1/models/digits:classify", {"examples": [{"x": 1.0}]}, {}, 400,
+     "not a classify one"),
+    ("regress without examples", "POST", "/v1/models/digits:regress", GOOD, {}, 400, "unknown field 'instances'"),
+    ("unknown verb", "POST", "/v1/models/digits:explain", GOOD, {}, 404, "no such endpoint"),
     ("unknown endpoint", "GET", "/v1/nothing", None, {}, 404, "no such endpoint"),
     ("wrong method", "GET", "/v2/models/digits/infer", None, {}, 405, "use POST"),
     ("bad binary header", "POST", "/v2/models/digits/infer", BINARY_GOOD,
@@ -412,9 +415,12 @@ def test_half_plus_two_serving_default_is_exact(half_plus_two):
         "POST", "/v2/models/half_plus_two/infer",
         {"inputs": [{"name": "x", "shape": [3, 1], "datatype": "FP32", "data": [1, 2, 3]}]})
     assert status == 200 and json.loads(body)["outputs"][0]["data"] == [2.5, 3.0, 3.5]
-    # TF Serving lets TF1 graphs take a shapeless [1.0, 2.0]; kit checks shapes and says what it expects.
-    status, _, body = half_plus_two.predict({"instances": [1.0, 2.0]})
-    assert status == 400 and "expects [-1, 1]" in json.loads(body)["error"]
+    # TF Serving's documented request: TF1 graphs take [3] for x's [-1, 1] (no static shape check).
+    status, _, body = half_plus_two.predict({"instances": [1.0, 2.0, 5.0]})
+    assert status == 200 and json.loads(body) == {"predictions": [2.5, 3.0, 4.5]}, body
+    status, _, body = half_plus_two.predict({"inputs": {"x": [[[1.0]], [[3.0]]]}})
+    assert status == 200 and json.loads(body) == {"outputs": [[[2.5]], [[3.5]]]}, body
+    assert half_plus_two.predict({"instances": [[1.0], [2.0]]})[0] == 200  # still served after the loose ones
 
 
 def test_half_plus_two_other_signatures(half_plus_two):
@@ -436,10 +442,53 @@ def test_half_plus_two_other_signatures(half_plus_two):
         status, _, body = half_plus_two.predict({"signature_name": signature, "instances": examples})
         assert status == 200 and json.loads(body) == {"predictions": expected}, (signature, body)
     status, _, body = half_plus_two.predict({"signature_name": "regress_x_to_y", "instances": ["garbage"]})
-    assert status == 400 and "Could not parse example input" in json.loads(body)["error"]
+    error = json.loads(body)["error"]
+    assert status == 400 and "Could not parse example input" in error
+    assert "ParseExample" in error.split("Could not parse example input", 1)[1], error  # the whole text, not a line
     assert half_plus_two.predict({"instances": [[1.0]]})[0] == 200
     assert half_plus_two.get("/v1/models/half_plus_two/versions/123")[0] == 200
     assert half_plus_two.get("/v1/models/half_plus_two/versions/1")[0] == 404
+
+
+def curl(server, path, body):
+    """curl, as in TF Serving's REST docs: (status, JSON body)."""
+    out = subprocess.run(["curl", "-sS", "-w", "\n%{http_code}", "-X", "POST", "-H", "Content-Type: application/json",
+                          "--data-binary", json.dumps(body), "http://127.0.0.1:%d%s" % (server.port, path)],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    text, code = out.rsplit("\n", 1)
+    return int(code), json.loads(text)
+
+
+def test_rest_classify_and_regress_with_curl(half_plus_two):
+    classify = "/v1/models/half_plus_two:classify"
+    regress = "/v1/models/half_plus_two:regress"
+    status, body = curl(half_plus_two, classify, {"signature_name": "classify_x_to_y",
+                                                  "examples": [{"x": 1.0}, {"x": 4.0}]})
+    assert status == 200 and body == {"results": [[["", 2.5]], [["", 4.0]]]}, body
+    status, body = curl(half_plus_two, regress, {"signature_name": "regress_x_to_y", "examples": [{"x": 6.0}]})
+    assert status == 200 and body == {"results": [5.0]}, body
+    # "context" features go into every example; an example's own feature wins.
+    status, body = curl(half_plus_two, regress, {"signature_name": "regress_x_to_y2", "context": {"x": 2.0},
+                                                 "examples": [{}, {"x": 4.0}]})
+    assert status == 200 and body == {"results": [4.0, 5.0]}, body
+    # A version in the path; a feature given as a list.
+    status, body = curl(half_plus_two, "/v1/models/half_plus_two/versions/123:regress",
+                        {"signature_name": "regress_x_to_y", "examples": [{"x": [6.0]}]})
+    assert status == 200 and body == {"results": [5.0]}, body
+    for path, request, words in (
+            (classify, {"examples": [{"x": 1.0}]}, "not a classify one"),  # serving_default is a predict signature
+            (regress, {"signature_name": "classify_x_to_y", "examples": [{"x": 1.0}]}, "not a regress one"),
+            (regress, {"signature_name": "regress_x_to_y", "examples": {"x": 1.0}}, "must be a list"),
+            (regress, {"signature_name": "regress_x_to_y", "examples": []}, "no examples"),
+            (regress, {"signature_name": "regress_x_to_y", "examples": [{"x": [1.0, "a"]}]}, "mixes kinds"),
+            (regress, {"signature_name": "regress_x_to_y", "examples": [{"x": True}]}, "booleans"),
+            (regress, {"signature_name": "regress_x_to_y", "examples": [{"x": {"b64": "%%"}}]}, "invalid base64"),
+            (regress, {"signature_name": "regress_x_to_y", "examples": [{"y": 1.0}]}, "the model rejected"),
+            (classify, {"signature_name": "nope", "examples": [{"x": 1.0}]}, "not found"),
+            ("/v1/models/other:classify", {"examples": [{"x": 1.0}]}, "Servable not found")):
+        status, body = curl(half_plus_two, path, request)
+        assert 400 <= status < 500 and words in body["error"], (request, status, body)
+    assert half_plus_two.metrics()['kit_requests_total{endpoint="v1",code="200"}'] >= 4
 
 
 # ---- lifecycle: warm-up, overload, TF-TRT events, SIGTERM --------------------------------------
@@ -451,7 +500,7 @@ def test_not_ready_until_warm_up_ran_every_batch_size_then_overload_gives_503(di
                     env={"KIT_TEST_WARMUP_DELAY": "1.5", "KIT_TEST_INFER_DELAY": "0.3", "KIT_MAX_QUEUE": "2"})
     try:
         server.wait_live()
-        seen_warming = False
+        seen_warming = seen_loading = False
         deadline = time.time() + 90
         while time.time() < deadline:
             status, headers, body = server.get("/v2/health/ready")
@@ -465,8 +514,14 @@ def test_not_ready_until_warm_up_ran_every_batch_size_then_overload_gives_503(di
                 assert status == 503 and headers["retry-after"] == "1" and "not ready" in json.loads(body)["error"]
                 assert server.get("/v2/models/digits/ready")[0] == 503
                 assert server.get("/v1/models/digits/metadata")[0] == 200  # loaded, not yet warm
+                # TF Serving's status says LOADING until inference answers.
+                status_body = json.loads(server.get("/v1/models/digits")[2])
+                assert status_body["model_version_status"][0]["state"] in ("LOADING", "AVAILABLE")
+                if status_body["model_version_status"][0]["state"] == "LOADING":
+                    seen_loading = True
             time.sleep(0.1)
-        assert seen_warming and status == 200
+        assert seen_warming and seen_loading and status == 200
+        assert json.loads(server.get("/v1/models/digits")[2])["model_version_status"][0]["state"] == "AVAILABLE"
         logs = server.logs()
         assert logs.index("warm-up: batch size 1") < logs.index("warm-up: batch size 2") < logs.index("ready:")
         assert server.metrics()["kit_warmup_seconds"] >= 3.0  # 2 sizes x 1.5 s test delay

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from testkit.server import ServerProcess as Server
-from tests.integration.test_server import HALF_PLUS_TWO, SERVER_PYTHON  # noqa: F401
+from tests.integration.test_server import HALF_PLUS_TWO
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 

@@ -50,6 +50,8 @@ class FakeTrtConvert:
                     raise RuntimeError(fail_convert)
                 # As the real converter: it loads the model itself and keeps it (kit reads the input order there).
                 self._saved_model = tf.saved_model.load(input_saved_model_dir_[0])
+                if calibration_input_fn is not None:  # int8: TF 2.3 runs the calibration data inside convert()
+                    test.calls["calibrate"] = [tuple(a.shape for a in batch) for batch in calibration_input_fn()]
                 os.write(2, b"2021-01-01 00:00:00.000000: I tensorflow/compiler/tf2tensorrt/convert/convert_graph.cc:760]"
                             b" Number of TensorRT candidate segments: 2\n")
                 test.calls["convert"] = True
@@ -148,6 +150,28 @@ def test_build_is_fed_in_the_converters_positional_order_for_a_tf1_model(tmp_pat
         assert frozen_order != sorted(frozen_order)  # what the sorted feed got wrong
 
 
+def test_int8_calibration_is_fed_in_the_converters_order_inside_convert(tmp_path, monkeypatch, saved_models,
+                                                                        mocked_device):
+    """int8: the calibration function the converter calls inside convert() feeds max(batch_sizes) rows per
+    batch, in the order of the converter's own load (it takes the converter as an argument, not through a
+    closure over a local the optimizer deletes once the engines are saved)."""
+    import models
+    import numpy as np
+
+    model = models.make_tf1_multi_input(tmp_path / "tf1", widths=(4, 2, 3))
+    samples = tmp_path / "calibration.npz"
+    width = {"zeta": 4, "mid": 2, "alpha": 3}
+    np.savez(str(samples), **dict((n, np.ones((8, w), np.float32)) for n, w in width.items()))
+    fake = FakeTrtConvert(saved_models["cnn"])
+    code, r, spec = run_inprocess(tmp_path, monkeypatch, fake, model_dir=model, batch_sizes=[1, 4],
+                                  precision="int8", device="jetson-xavier-nx", calibration_samples=str(samples))
+    assert fake.calls["init"]["precision_mode"] == "INT8"
+    order = r["input_order"]
+    assert sorted(order) == sorted(width) and r["input_order_source"] == "converter"
+    assert fake.calls["calibrate"] == [tuple((4, width[n]) for n in order)] * 2  # 8 rows, batches of 4
+    assert fake.calls["build"] == [tuple((b, width[n]) for n in order) for b in (1, 4)]
+
+
 def test_oom_and_fallback_in_the_log_fail_the_gate(tmp_path, monkeypatch, saved_models, mocked_device):
     fake = FakeTrtConvert(saved_models["cnn"], build_log=FIXTURES / "article_nano_fp16_oom.log")
     code, r, spec = run_inprocess(tmp_path, monkeypatch, fake, model_dir=saved_models["cnn"])
@@ -193,3 +217,23 @@ def test_pinned_tensorrt_mismatch_is_a_preflight_error(tmp_path, monkeypatch, sa
     assert code == 3 and "init" not in fake.calls
     assert "TensorRT loaded 7.1.3, pinned 8.2.1" in r["error"]["message"]
     assert "allow_version_mismatch" in r["error"]["hint"]
+
+
+def test_doctor_trt_smoke_reports_what_the_log_parser_found(tmp_path, monkeypatch, saved_models, mocked_device):
+    """`kit doctor --trt-smoke`'s in-container half (kit.runtime.trt_smoke) with TensorRT MOCKED (the fake
+    converter above; no Jetson here): the tiny model goes through the real optimizer, whose TF-TRT log
+    (the article's Nano OOM, written to fd 2 by the fake build) is parsed by kit.runtime.trtlog, and the
+    parser's findings are what the smoke result, and so the doctor's check, reports."""
+    from kit.runtime import trt_smoke
+
+    fake = FakeTrtConvert(saved_models["cnn"], built=((1,), (1,)), build_log=FIXTURES / "article_nano_fp16_oom.log")
+    monkeypatch.setattr(trt_shim, "import_trt", lambda: fake)
+    result = trt_smoke.smoke(str(tmp_path), run_optimizer=lambda spec, timeout: (optimize.execute(spec), ""))
+    assert fake.calls["init"]["precision_mode"] == "FP16" and fake.calls["build"] == [((1, 32, 32, 3),)]
+    expected = trtlog.summarize(trtlog.parse_file(str(tmp_path / "optimize.log")))
+    assert result["findings_summary"] == expected
+    assert any("engine creation FAILED: TRTEngineOp_0_0" in s for s in result["findings_summary"])
+    assert result["ok"] is False and result["exit_code"] == 5 and result["error"]["kind"] == "gate"
+    assert "out-of-memory line(s) in the log" in result["error"]["message"]
+    assert result["environment"]["tensorrt"] == "7.1.3"
+

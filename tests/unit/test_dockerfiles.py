@@ -67,7 +67,8 @@ def test_model_is_the_last_filesystem_layer_and_no_arg_precedes_kit():
     ins = instructions(images.dockerfile("runtime"))
     layer_words = {"COPY", "ADD", "RUN"}
     layers = [(i, w, a) for i, (w, a) in enumerate(ins) if w in layer_words]
-    assert [w for _, w, _ in layers] == ["COPY", "COPY", "COPY"]
+    assert [w for _, w, _ in layers] == ["COPY", "COPY", "COPY", "COPY"]
+    assert layers[-2][2] == "--chown=10001:44 warmup/ /opt/kit/warmup/"  # serve.warmup samples: per model, small
     assert layers[0][2] == "pylib/ /opt/kit/lib/"  # the unpacked server wheels (tornado), shared with the builder
     kit_i, _, kit_args = layers[1]
     model_i, _, model_args = layers[-1]

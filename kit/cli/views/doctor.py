@@ -24,5 +24,5 @@ def render_doctor(report, console) -> None:
                       + (f", {len(warned)} warning(s)" if warned else "") + ": this host cannot build kit images "
                       "for a Jetson until they pass", highlight=False)
     else:
-        console.print(f"[green]all checks passed[/]" + (f" ({len(warned)} warning(s))" if warned else ""),
+        console.print("[green]all checks passed[/]" + (f" ({len(warned)} warning(s))" if warned else ""),
                       highlight=False)

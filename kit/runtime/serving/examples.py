@@ -42,7 +42,7 @@ def parsed_request(signature, method, serialized, max_instances):
                            % (len(serialized), max_instances))
     array = np.empty(len(serialized), dtype=object)
     array[:] = serialized
-    return ParsedRequest("examples", signature, OrderedDict([(INPUT_KEY, array)]), len(serialized))
+    return ParsedRequest(method, signature, OrderedDict([(INPUT_KEY, array)]), len(serialized))
 
 
 def classifications(outputs, rows):

@@ -44,6 +44,9 @@ wins over the variable, the variable over the default.
                                                         request (400 beyond)
   --input-shapes       KIT_INPUT_SHAPES      ""         per-example shapes for unknown dims, used
                                                         by the warm-up: "images=224,224,3;mask=10"
+  --warmup-samples     KIT_WARMUP_SAMPLES    ""         .npy (one input) or .npz (name -> array) of
+                                                        examples run at every built batch size before
+                                                        ready (instead of the warm-up file or zeros)
   --no-warmup          KIT_WARMUP=0                     ready at once (no warm-up; not for TF-TRT)
   --drain-timeout      KIT_DRAIN_TIMEOUT     30s        how long SIGTERM waits for requests in flight
   --no-log-scan        KIT_LOG_SCAN=0                   do not tee stderr to count TF-TRT events
@@ -64,7 +67,9 @@ Test-only hooks (environment only, never set them in production):
 
 Endpoints (see the README for formats and errors):
   POST /v1/models/NAME[/versions/V]:predict       TF Serving predict, row or columnar JSON
-  GET  /v1/models/NAME[/versions/V]               TF Serving model status
+  POST /v1/models/NAME[/versions/V]:classify      TF Serving classify ("examples", "context")
+  POST /v1/models/NAME[/versions/V]:regress       TF Serving regress ("examples", "context")
+  GET  /v1/models/NAME[/versions/V]               TF Serving model status (LOADING until warm)
   GET  /v1/models/NAME[/versions/V]/metadata      TF Serving signature_def metadata
   POST /v2/models/NAME[/versions/V]/infer         KServe v2 JSON and binary tensor extension
   GET  /v2/models/NAME[/versions/V]               KServe v2 model metadata
@@ -166,6 +171,7 @@ def build_parser():
     p.add_argument("--decode-threads", default=_env("KIT_DECODE_THREADS", "2"))
     p.add_argument("--max-instances", default=_env("KIT_MAX_INSTANCES", "0"))
     p.add_argument("--input-shapes", default=_env("KIT_INPUT_SHAPES", ""))
+    p.add_argument("--warmup-samples", default=_env("KIT_WARMUP_SAMPLES", ""))
     p.add_argument("--drain-timeout", default=_env("KIT_DRAIN_TIMEOUT", "30s"))
     p.add_argument("--no-warmup", dest="warmup", action="store_false", default=_env_flag("KIT_WARMUP", True))
     p.add_argument("--no-log-scan", dest="log_scan", action="store_false", default=_env_flag("KIT_LOG_SCAN", True))
@@ -241,6 +247,12 @@ class Config(object):
             raise ConfigError(str(e))
         self.drain_timeout = parse_duration(args.drain_timeout, "drain timeout")
         self.warmup = bool(args.warmup)
+        self.warmup_samples = os.path.abspath(args.warmup_samples) if args.warmup_samples else None
+        if self.warmup_samples and not self.warmup_samples.lower().endswith((".npy", ".npz")):
+            raise ConfigError("warm-up samples %r: use a .npy file (one input) or .npz (name -> array)"
+                              % args.warmup_samples)
+        if self.warmup_samples and not os.path.isfile(self.warmup_samples):
+            raise ConfigError("warm-up samples %s: no such file" % self.warmup_samples)
         self.log_scan = bool(args.log_scan)
         self.access_log = bool(args.access_log)
         # Zero-downtime updates (kit rollout, start-first): the new server binds the same port

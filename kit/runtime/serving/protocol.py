@@ -129,15 +129,26 @@ def check_shape(info, array, batchable):
             raise RequestError(400, "input '%s' needs a batch dimension: got a scalar, expected a list of examples"
                                % info.key)
         return
-    expected = info.shape
-    got = array.shape
-    ok = len(got) == len(expected) and all(e < 0 or e == g for e, g in zip(expected, got))
-    if not ok:
+    if not _fits(info, array):
         raise RequestError(
             400,
             "input '%s' has shape %s but the model expects %s (-1: any size; the first dimension is the batch)"
-            % (info.key, _shape_list(got), info.shape_text()),
+            % (info.key, _shape_list(array.shape), info.shape_text()),
         )
+
+
+def _fits(info, array):
+    expected = info.shape
+    return expected is None or (len(array.shape) == len(expected)
+                                and all(e < 0 or e == g for e, g in zip(expected, array.shape)))
+
+
+class _Unshaped(object):
+    """The same input with an unknown shape: only the batch dimension rule applies."""
+
+    def __init__(self, info):
+        self.key = info.key
+        self.shape = None
 
 
 def _check_names(signature, given, where):
@@ -160,10 +171,24 @@ def finish_inputs(fmt, signature, inputs, max_instances):
         raise RequestError(400, "signature '%s' has tensors without a dense form (%s): it cannot be served over REST"
                            % (signature.key, ", ".join(signature.unsupported)))
     batchable = signature.batchable
+    loose = False
     for key, info in signature.inputs.items():
-        check_shape(info, inputs[key], batchable)
+        if signature.checks_shapes:
+            check_shape(info, inputs[key], batchable)
+        else:
+            # TF1 graphs: TF Serving feeds the tensor as sent (Session::Run checks no static shape).
+            check_shape(_Unshaped(info), inputs[key], batchable)
+            loose = loose or not _fits(info, inputs[key])
     if not batchable:
         return ParsedRequest(fmt, signature, inputs, 1)
+    if loose:
+        # Shaped otherwise than the signature says: run alone, as sent (no padding, splitting or sharing).
+        parsed = ParsedRequest(fmt, signature, inputs, max(int(a.shape[0]) for a in inputs.values()))
+        if parsed.rows > max_instances:
+            raise RequestError(400, "too many instances: %d in one request, the limit is %d (split the request)"
+                               % (parsed.rows, max_instances))
+        parsed.batchable = False
+        return parsed
     sizes = set(int(a.shape[0]) for a in inputs.values())
     if len(sizes) != 1 and fmt in ("columnar", "grpc"):
         # TF Serving feeds columnar inputs as they are: their 0th dimensions need not agree.

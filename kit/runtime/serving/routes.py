@@ -11,7 +11,7 @@ import json
 import re
 
 from kit import __version__
-from kit.runtime.serving import protocol
+from kit.runtime.serving import examples, inference as inference_calls, protocol
 from kit.runtime.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 _V1 = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<rest>/metadata|:[A-Za-z]+)?$")
@@ -71,8 +71,11 @@ class Route(object):
                                                                                 else "other")
 
     def is_inference(self, method):
-        return method == "POST" and ((self.kind == "v1" and self.rest == ":predict")
+        return method == "POST" and ((self.kind == "v1" and self.rest in V1_VERBS)
                                      or (self.kind == "v2" and self.rest == "/infer"))
+
+
+V1_VERBS = (":predict", ":classify", ":regress")
 
 
 def resolve(path):
@@ -93,11 +96,10 @@ def resolve(path):
 
 
 def not_ready_reason(state):
-    if state.draining:
-        return "the server is shutting down"
-    if state.model is None:
-        return "the model is loading"
-    return "the model is warming up at batch sizes %s" % ",".join(str(b) for b in state.config.batch_sizes)
+    reason = inference_calls.not_ready_reason(state)
+    if reason == "warming up":
+        return "warming up at batch sizes %s" % ",".join(str(b) for b in state.config.batch_sizes)
+    return reason
 
 
 def _check_model(state, route, endpoint, versions_word="version"):
@@ -139,24 +141,26 @@ def _v1(state, method, route):
     endpoint = "v1"
     rest = route.rest
     if method == "POST":
-        verb = rest[1:] if rest.startswith(":") else rest
-        if rest in (":classify", ":regress"):
-            return error(501, "the %s API is not implemented: use :predict" % verb, endpoint)
-        return error(404, "no such endpoint: POST %s" % route.path, endpoint)
+        return error(404, "no such endpoint: POST %s (use :predict, :classify or :regress)" % route.path, endpoint)
     if rest not in ("", "/metadata"):
         return error(405, "use POST for %s" % rest, endpoint, {"Allow": "POST"})
     missing = _check_model(state, route, endpoint)
     if missing:
         return missing
     if rest == "":
-        if state.model is None:
-            status = {"model_version_status": [{"version": state.config.model_version, "state": "LOADING",
-                                                "status": {"error_code": "OK", "error_message": ""}}]}
-            return json_response(200, status, endpoint)
-        return json_response(200, state.model.tfserving_status(), endpoint)
+        return json_response(200, model_status(state), endpoint)
     if state.model is None:
         return unavailable("model '%s' is loading" % route.name, endpoint, "not_ready")
     return json_response(200, state.model.tfserving_metadata(), endpoint)
+
+
+def model_status(state):
+    """TF Serving's GET /v1/models/NAME: AVAILABLE only once warm (inference answers), LOADING before."""
+    status = {"error_code": "OK", "error_message": ""}
+    if state.failed:
+        status = {"error_code": "INTERNAL", "error_message": state.failed}
+    return {"model_version_status": [{"version": state.config.model_version,
+                                      "state": inference_calls.model_state(state), "status": status}]}
 
 
 def _v2(state, method, route):
@@ -200,9 +204,19 @@ def inference(state, route, body, header_length):
     if not state.batcher.has_room():
         return queue_full(state, endpoint)
     model, limit = state.model, state.config.max_instances
+    if endpoint == "v1" and route.rest in (":classify", ":regress"):
+        return Inference(endpoint, lambda: parse_examples(body, model, route.rest[1:], limit))
     if endpoint == "v1":
         return Inference(endpoint, lambda: protocol.parse_tfserving(body, model, limit))
     return Inference(endpoint, lambda: protocol.parse_v2(body, model, limit, header_length))
+
+
+def parse_examples(body, model, method, limit):
+    """A TF Serving REST classify/regress body -> ParsedRequest of serialized tf.Examples."""
+    from kit.runtime.serving.grpc_messages import messages
+
+    return examples.parse_json(protocol.load_json(body), lambda name: protocol.pick_signature(model, name),
+                               method, messages()["tensorflow.Example"], limit)
 
 
 def queue_full(state, endpoint):
@@ -211,24 +225,28 @@ def queue_full(state, endpoint):
 
 
 def inference_response(parsed, outputs, model):
+    try:
+        return _inference_response(parsed, outputs, model)
+    except protocol.RequestError as e:  # outputs the signature's method cannot answer (e.g. no 'scores')
+        return error(e.status, e.message, parsed.fmt if parsed.fmt == "v2" else "v1", e.headers)
+
+
+def _inference_response(parsed, outputs, model):
     if parsed.fmt == "v2":
         parts, headers = protocol.v2_response(parsed, outputs, model)
+    elif parsed.fmt == "classify":
+        return json_response(200, examples.classify_json(examples.classifications(outputs, parsed.rows)), "v1")
+    elif parsed.fmt == "regress":
+        return json_response(200, examples.regress_json(examples.regressions(outputs, parsed.rows)), "v1")
     else:
         parts, headers = [protocol.tfserving_response(parsed, outputs)], {"Content-Type": "application/json"}
     return Response(200, parts, headers, parsed.fmt)
 
 
 def inference_failure(error_, endpoint):
-    """TensorFlow's InvalidArgumentError means the input was wrong (e.g. a bad tf.Example): 400."""
+    """TensorFlow's InvalidArgumentError means the input was wrong (e.g. a bad tf.Example): 400. The model's
+    message is kept whole (as on gRPC)."""
+    text = inference_calls.model_error_text(error_)
     if type(error_).__name__ == "InvalidArgumentError":
-        return error(400, "the model rejected the input: %s" % first_line(error_), endpoint)
-    return error(500, "inference failed: %s: %s" % (type(error_).__name__, first_line(error_)), endpoint)
-
-
-def first_line(error_):
-    """The useful line of an error: TF >= 2.4 puts the op's message in the last paragraph, after a call stack;
-    TF 2.3 puts it first, then a "Function call stack:" paragraph (dropped)."""
-    text = str(getattr(error_, "message", None) or error_).strip()
-    paragraphs = [p.strip() for p in text.split("\n\n")
-                  if p.strip() and not p.strip().startswith("Function call stack:")]
-    return paragraphs[-1].splitlines()[0].strip() if paragraphs else type(error_).__name__
+        return error(400, "the model rejected the input: %s" % text, endpoint)
+    return error(500, "inference failed: %s: %s" % (type(error_).__name__, text), endpoint)

@@ -1,6 +1,8 @@
 """What the server runs before it turns ready.
 
 In order of preference:
+  0. Samples the manifest names (serve.warmup: ./warmup.npz, --warmup-samples):
+     real examples, run at every built batch size (rows repeated to fill one).
   1. TF Serving's warm-up file, assets.extra/tf_serving_warmup_requests in the
      SavedModel: a TFRecord file of PredictionLog (predict, classify or regress
      requests), each replayed once, as TF Serving does.
@@ -9,12 +11,14 @@ In order of preference:
   3. Nothing, for signatures with string inputs (encoded images, tf.Example):
      invented bytes would make the graph's decoder fail. The log says how to
      warm such a model (the warm-up file).
-`--no-warmup` (KIT_WARMUP=0, serve.warmup: false) turns all of it off.
+`--no-warmup` (KIT_WARMUP=0, serve.warmup: false, kit serve --local --no-warmup)
+turns all of it off.
 """
 
 import logging
 import os
 import struct
+from collections import OrderedDict
 
 from kit.runtime.model import example_inputs
 
@@ -83,11 +87,57 @@ def file_requests(state):
     return parsed
 
 
+def sample_requests(state, signature):
+    """[(signature key, inputs)] from --warmup-samples: .npy (one input) or .npz (name -> array), one example per
+    row, repeated to fill every built batch size."""
+    import numpy as np
+
+    path = state.config.warmup_samples
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise WarmupError("warm-up samples %s cannot be read: %s" % (path, e))
+    keys = list(signature.inputs)
+    if isinstance(loaded, np.ndarray):
+        if len(keys) != 1:
+            raise WarmupError("warm-up samples %s hold one array, but signature %s takes %s: save them with "
+                              "numpy.savez(name=array, ...)" % (path, signature.key, ", ".join(keys)))
+        arrays = {keys[0]: loaded}
+    else:
+        arrays = dict((k, loaded[k]) for k in loaded.files)
+        if sorted(arrays) != sorted(keys):
+            raise WarmupError("warm-up samples %s hold %s, but signature %s takes %s"
+                              % (path, ", ".join(sorted(arrays)) or "nothing", signature.key, ", ".join(keys)))
+    rows = set(len(a) if a.ndim else 0 for a in arrays.values())
+    if len(rows) != 1 or 0 in rows:
+        raise WarmupError("warm-up samples %s: every array needs the same number of examples (>= 1) in "
+                          "dimension 0" % path)
+    count = rows.pop()
+    sizes = state.config.batch_sizes if signature.batchable else [1]
+    runs = []
+    for size in sizes:
+        pick = np.arange(size) % count
+        inputs = OrderedDict()
+        for key in keys:
+            value = arrays[key][pick]
+            if signature.inputs[key].is_string:
+                value = value.astype(object) if value.dtype.kind == "S" else value
+            elif signature.inputs[key].numpy_dtype is not None:
+                value = value.astype(signature.inputs[key].numpy_dtype)
+            inputs[key] = value
+        runs.append((signature.key, inputs))
+    return runs
+
+
 def plan(state, signature):
     """[(signature key, inputs)] to run before ready, and a line saying where they came from."""
     config = state.config
     if not config.warmup:
         return [], "warm-up disabled: the first requests may be slow (TF-TRT could build engines)"
+    if config.warmup_samples:
+        runs = sample_requests(state, signature)
+        return runs, "warm-up: samples from %s at batch sizes %s" % (
+            config.warmup_samples, ",".join(str(next(iter(i.values())).shape[0]) for _, i in runs))
     from_file = file_requests(state)
     if from_file is not None:
         return ([(p.signature.key, p.inputs) for p in from_file],

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from kit.cli import main
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "trt"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "trt"
 
 
 def test_the_articles_log_is_diagnosed_as_the_article_does(capsys):

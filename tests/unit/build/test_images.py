@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import dataclasses
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -91,7 +92,21 @@ def test_serve_build_args(tmp_path):
     args = images.serve_build_args(manifest(tmp_path))
     assert args == {"KIT_MODEL_NAME": "digits", "KIT_MODEL_VERSION": "1", "KIT_SIGNATURE": "serving_default",
                     "KIT_PORT": "9000", "KIT_GRPC_PORT": "8500", "KIT_BATCH_SIZES": "1,8", "KIT_MAX_BATCH_DELAY": "2ms",
-                    "KIT_MAX_QUEUE": "32"}
+                    "KIT_MAX_QUEUE": "32", "KIT_WARMUP": "1", "KIT_WARMUP_SAMPLES": ""}
+
+
+def test_serve_model_name_and_warmup_reach_the_image(tmp_path):
+    samples = tmp_path / "warm.NPZ"
+    samples.write_bytes(b"samples")
+    m = dataclasses.replace(manifest(tmp_path), serve=Serve(model_name="half_plus_two", warmup_samples=samples))
+    args = images.serve_build_args(m)
+    assert args["KIT_MODEL_NAME"] == "half_plus_two" and args["KIT_WARMUP"] == "1"
+    assert args["KIT_WARMUP_SAMPLES"] == "/opt/kit/warmup/samples.npz"
+    ctx = images.assemble_context(tmp_path / "ctx", "runtime", make_tree(tmp_path / "m"), warmup_samples=samples)
+    assert (ctx / "warmup" / "samples.npz").read_bytes() == b"samples"
+    assert images.serve_build_args(dataclasses.replace(m, serve=Serve(warmup=False)))["KIT_WARMUP"] == "0"
+    empty = images.assemble_context(tmp_path / "ctx2", "runtime", make_tree(tmp_path / "m2"))
+    assert (empty / "warmup").is_dir() and not list((empty / "warmup").iterdir())
 
 
 def test_labels_come_from_the_report_not_the_manifest(tmp_path):

@@ -18,7 +18,7 @@ from kit.manifest.schema import SCHEMA_DIR, load_schema
 from kit.manifest.semantics import schema_default
 from kit.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 KINDS = ("Model", "Fleet")
 
 

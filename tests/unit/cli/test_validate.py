@@ -14,7 +14,7 @@ from _digits import trained_digits_example
 from kit.cli import main
 from kit.manifest.validate import validate_files
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "manifests" / "examples"
 FIXTURES = ROOT / "tests" / "fixtures" / "manifests"
 EXAMPLE_FILES = ["digits.yaml", "resnet50-nano.yaml", "int8-xavier-nx.yaml", "fleet.yaml"]

@@ -84,12 +84,12 @@ def test_mem_limit_comes_from_the_kit_memory_limit_label_of_the_built_image(tmp_
 
     from kit.build import images
     from kit.build.report import OptimizeReport
-    from kit.fleet.rollout import _Rollout
+    from kit.fleet.rollout import ComposeRollout
     from kit.manifest.load import FleetDevice, FleetManifest, load_model
     from kit.profiles import MEMORY_RESERVE_BYTES
     from kit.fleet.registry import ResolvedImage
 
-    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "manifests" / "valid" / "model.json"
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "manifests" / "valid" / "model.json"
     model = load_model(fixture, check_files=False)  # optimize.memory_limit: 4GiB
     report = {"optimization": "tensorrt", "precision": "fp32", "batch_sizes": [2], "engines": 1,
               "environment": {"tensorflow": "2.3.1+nv20.12", "tensorrt": "7.1.3", "cuda": "10.2",
@@ -100,5 +100,5 @@ def test_mem_limit_comes_from_the_kit_memory_limit_label_of_the_built_image(tmp_
                              architecture="arm64", health_test=(), env={})
     device = FleetDevice(name="tx2-01", host="tcp://10.0.0.7:2375", device="jetson-tx2")
     fleet = FleetManifest(file=tmp_path / "fleet.yaml", name="warehouse", image=resolved.ref, devices=(device,))
-    svc = yaml.safe_load(compose.render(_Rollout(fleet, resolved, None).spec(device, 8601)))["services"]["model"]
+    svc = yaml.safe_load(compose.render(ComposeRollout(fleet, resolved, None).spec(device, 8601)))["services"]["model"]
     assert svc["mem_limit"] == (4 << 30) + MEMORY_RESERVE_BYTES

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from kit.build import base
-from kit.docker_api import _failed_from, _LineSplitter, _translate, repository_and_tag
+from kit.docker_api import failed_base_image, LineSplitter, as_docker_error, repository_and_tag
 from kit.errors import DockerError
 from kit.profiles import CPU_STACK
 
@@ -26,7 +26,7 @@ def test_repository_and_tag(ref, expected):
 
 def test_line_splitter_joins_chunks_and_normalises_newlines():
     seen = []
-    s = _LineSplitter(seen.append)
+    s = LineSplitter(seen.append)
     for chunk in ["Step 1/2 : FR", "OM x\r\n ---> abc\nSte", "p 2/2", ""]:
         s.feed(chunk)
     assert seen == ["Step 1/2 : FROM x", " ---> abc"]
@@ -36,20 +36,20 @@ def test_line_splitter_joins_chunks_and_normalises_newlines():
 
 def test_failed_from_names_the_base_with_build_args_substituted():
     lines = ["Step 1/3 : ARG BASE", "Step 2/3 : FROM ${BASE}"]
-    assert _failed_from(lines, {"BASE": "kit/tf-cpu-base:tf2.17.1"}) == "kit/tf-cpu-base:tf2.17.1"
-    assert _failed_from(lines + ["Step 3/3 : RUN false"], {}) is None
-    assert _failed_from([], {}) is None
+    assert failed_base_image(lines, {"BASE": "kit/tf-cpu-base:tf2.17.1"}) == "kit/tf-cpu-base:tf2.17.1"
+    assert failed_base_image(lines + ["Step 3/3 : RUN false"], {}) is None
+    assert failed_base_image([], {}) is None
 
 
 def test_translate_gives_hints():
-    missing = _translate(docker.errors.ImageNotFound("No such image: x:1"), "inspecting x:1", "unix:///s")
+    missing = as_docker_error(docker.errors.ImageNotFound("No such image: x:1"), "inspecting x:1", "unix:///s")
     assert isinstance(missing, DockerError) and "image not found" in missing.message and "kit base" in missing.hint
-    down = _translate(requests.exceptions.ConnectionError("Connection refused"), "ping", "unix:///var/run/docker.sock")
+    down = as_docker_error(requests.exceptions.ConnectionError("Connection refused"), "ping", "unix:///var/run/docker.sock")
     assert down.message.startswith("no Docker engine answers at unix:///var/run/docker.sock")
     assert "dockerd --bridge=none" in down.hint and "scripts/setup-host" in down.hint
-    ssh = _translate(requests.exceptions.ConnectionError("Connection aborted"), "ping", "ssh://nvidia@nano-01")
+    ssh = as_docker_error(requests.exceptions.ConnectionError("Connection aborted"), "ping", "ssh://nvidia@nano-01")
     assert "ssh nvidia@nano-01 docker version" in ssh.hint
-    denied = _translate(PermissionError(13, "Permission denied"), "ping", "unix:///var/run/docker.sock")
+    denied = as_docker_error(PermissionError(13, "Permission denied"), "ping", "unix:///var/run/docker.sock")
     assert "permission denied" in denied.message and "docker' group" in denied.hint
 
 
@@ -59,7 +59,7 @@ def test_tf_base_names_follow_the_cpu_stack():
 
 
 def test_wheel_platforms_cover_bookworm_glibc():
-    plats = base._manylinux_platforms()
+    plats = base.manylinux_platforms()
     # h5py ships manylinux_2_28 only, tensorboard-data-server manylinux_2_31: both must be accepted.
     assert {"manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64",
             "manylinux_2_31_x86_64", "manylinux_2_36_x86_64"} <= set(plats)

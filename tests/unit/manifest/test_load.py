@@ -16,7 +16,7 @@ from kit.manifest.load import (FleetManifest, ModelManifest, Optimize, Parity, R
                           inspect, load_any, load_fleet, load_model)
 from kit.profiles import CPU_STACK, JETPACK_441
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "manifests"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "manifests"
 VALID = FIXTURES / "valid"
 INVALID = FIXTURES / "invalid"
 GiB = 1024**3
@@ -39,7 +39,8 @@ def test_minimal_model_resolves_every_default():
     assert o.allow_native_fallback is False
     assert o.calibration_samples is None
     assert o.parity == Parity(samples=None, max_abs_error=0.05, min_top1_agreement=0.99)
-    assert m.serve == Serve(port=8501, grpc_port=8500, max_batch_delay=0.002, max_queue=64)
+    assert m.serve == Serve(model_name="minimal", warmup=True, warmup_samples=None, port=8501, grpc_port=8500,
+                            max_batch_delay=0.002, max_queue=64)
     assert m.image.repository == "kit/minimal" and m.image.tag is None
     assert m.stack == CPU_STACK and m.base_image == CPU_STACK.base_image
     assert m.tag == "0.1.0-cpu-native" and m.image_ref == "kit/minimal:0.1.0-cpu-native"
@@ -68,7 +69,7 @@ def test_full_model_keeps_every_value():
     assert o.calibration_samples == VALID / "calib" / "samples.npz"
     assert o.parity == Parity(VALID / "parity.npy", 0.2, 0.95)
     assert m.tag == "custom-tag_1.0" and m.image_ref == "localhost:5000/vision/full:custom-tag_1.0"
-    assert m.serve == Serve(port=9000, max_batch_delay=0.0015, max_queue=256)
+    assert m.serve == Serve(model_name=m.name, port=9000, max_batch_delay=0.0015, max_queue=256)
 
 
 def test_json_manifest():
@@ -228,3 +229,31 @@ def test_problem_serialisation():
     assert d == {"path": "target -> device", "message": 'unknown device profile "jetson-nan"', "found": '"jetson-nan"',
                  "fix": d["fix"], "line": 10, "column": 3}
     assert p.lines()[0] == 'target -> device (line 10): unknown device profile "jetson-nan"'
+
+
+def _with_serve(tmp_path: Path, serve: str) -> Path:
+    text = (VALID / "minimal-model.yaml").read_text()
+    path = tmp_path / "kit.yaml"
+    path.write_text(text.rstrip("\n") + "\nserve: " + serve + "\n")
+    return path
+
+
+def test_serve_model_name_takes_tf_servings_characters(tmp_path):
+    m = load_model(_with_serve(tmp_path, "{model_name: half_plus_two}"), check_files=False)
+    assert m.serve.model_name == "half_plus_two" and m.name == "minimal"
+    for bad in ("'half plus two'", "'-x'", "'a/b'", "'a:b'", "''"):
+        problems = collect_problems(_with_serve(tmp_path, "{model_name: %s}" % bad), check_files=False)
+        assert any(p.path == ("serve", "model_name") for p in problems), (bad, problems)
+
+
+def test_serve_warmup_off_or_samples(tmp_path):
+    m = load_model(_with_serve(tmp_path, "{warmup: false}"), check_files=False)
+    assert m.serve.warmup is False and m.serve.warmup_samples is None
+    (tmp_path / "warm.npz").write_bytes(b"x")
+    m = load_model(_with_serve(tmp_path, "{warmup: ./warm.npz}"), check_files=False)
+    assert m.serve.warmup is True and m.serve.warmup_samples == tmp_path / "warm.npz"
+    for bad, words in (("./missing.npz", "not found"), ("./warm.txt", ".npy file"), ("../up.npz", "leaves")):
+        problems = collect_problems(_with_serve(tmp_path, "{warmup: %s}" % bad), check_files=True)
+        assert any(p.path == ("serve", "warmup") and words in p.message for p in problems), (bad, problems)
+    problems = collect_problems(_with_serve(tmp_path, "{warmup: 3}"), check_files=False)
+    assert any(p.path == ("serve", "warmup") for p in problems)

@@ -15,7 +15,7 @@ from kit.cli import main
 from kit.errors import ManifestError
 from kit.manifest.load import collect_problems, load_any
 
-INVALID = Path(__file__).resolve().parents[1] / "fixtures" / "manifests" / "invalid"
+INVALID = Path(__file__).resolve().parents[2] / "fixtures" / "manifests" / "invalid"
 TOP = "(top level)"
 
 # file -> (path of the problem, fragment of its message, fragment of its fix or None, needs file checks)

@@ -13,7 +13,7 @@ from kit.manifest.load import load_model
 from kit.manifest.savedmodel import read_signatures
 from kit.manifest.scaffold import init_manifest, model_name
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 HALF_PLUS_TWO = Path(os.environ.get("KIT_SHARED", REPO.parent / "shared")) / "testdata/tf-serving-half-plus-two/00000123"
 if not HALF_PLUS_TWO.is_dir():
     HALF_PLUS_TWO = Path("/work/shared/testdata/tf-serving-half-plus-two/00000123")
@@ -98,14 +98,14 @@ def test_model_names_from_directories(tmp_path):
 
 @pytest.mark.tf
 def test_reader_agrees_with_tensorflow_on_tf2_models(saved_models):
-    from kit.runtime.model import _read_saved_model_proto, _tensor_info
+    from kit.runtime.model import read_saved_model_proto, tensor_info
 
     for key in ("cnn", "two_inputs", "dynamic"):
-        meta = _read_saved_model_proto(saved_models[key])
+        meta = read_saved_model_proto(saved_models[key])
         ours = read_signatures(Path(saved_models[key]))
         assert sorted(ours) == sorted(k for k in meta.signature_def if k != "__saved_model_init_op")
         for name, sig in ours.items():
-            want = {k: _tensor_info(k, v) for k, v in meta.signature_def[name].inputs.items()}
+            want = {k: tensor_info(k, v) for k, v in meta.signature_def[name].inputs.items()}
             for t in sig.inputs:
                 shape = [-1 if d is None else d for d in t.shape]
                 assert shape == want[t.key].shape, (key, t.key)

@@ -20,7 +20,7 @@ from kit.manifest.load import FleetManifest, ModelManifest, load_any
 from kit.manifest.validate import validate_file
 from kit.cli.views.manifest import render_results
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
 VALID = sorted((ROOT / "tests" / "fixtures" / "manifests" / "valid").glob("*"))
 KNOWN_KEYS = ["apiVersion", "kind", "metadata", "name", "model", "path", "target", "device", "jetpack", "optimize",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kit.fleet.rollout import _example, device_address, plan_waves
+from kit.fleet.rollout import zero_example, device_address, plan_waves
 
 D = "sha256:" + "f" * 64
 
@@ -27,12 +27,12 @@ def test_device_address(host, addr):
 
 def test_smoke_example_shapes_from_tf_serving_metadata():
     image = {"dtype": "DT_FLOAT", "tensor_shape": {"dim": [{"size": "-1"}, {"size": "2"}, {"size": "3"}]}}
-    assert _example(image) == [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    assert zero_example(image) == [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     ids = {"dtype": "DT_INT32", "tensor_shape": {"dim": [{"size": "-1"}, {"size": "-1"}]}}
-    assert _example(ids) == [0] and type(_example(ids)[0]) is int
-    assert type(_example(image)[0][0]) is float
+    assert zero_example(ids) == [0] and type(zero_example(ids)[0]) is int
+    assert type(zero_example(image)[0][0]) is float
     text = {"dtype": "DT_STRING", "tensor_shape": {"dim": [{"size": "-1"}]}}
-    assert _example(text) == ""
+    assert zero_example(text) == ""
 
 
 def test_short_digest_keeps_name_and_12_hex():
