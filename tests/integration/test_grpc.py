@@ -211,6 +211,18 @@ def test_v2_infer_raw_and_contents(hp2):
     assert np.frombuffer(response.raw_output_contents[0], "<f4").tolist() == [4.0, 6.0]
 
 
+def test_v2_class_count(hp2):
+    c = hp2.triton
+    x = tritongrpc.InferInput("x", [2, 1], "FP32")
+    x.set_data_from_numpy(np.array([[1.0], [5.0]], np.float32))
+    result = c.infer("half_plus_two", [x], outputs=[tritongrpc.InferRequestedOutput("y", class_count=1)])
+    assert result.as_numpy("y").tolist() == [[b"2.500000:0"], [b"4.500000:0"]]
+    assert result.get_output("y").datatype == "BYTES"
+    with pytest.raises(InferenceServerException) as info:
+        c.infer("half_plus_two", [x], outputs=[tritongrpc.InferRequestedOutput("y", class_count=-1)])
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "positive integer" in str(info.value)
+
+
 def test_v2_errors(hp2):
     c = hp2.triton
     x = tritongrpc.InferInput("x", [3, 1], "FP64")

@@ -31,7 +31,7 @@ import pytest
 
 from kit.net import free_port
 from testkit.server import ServerProcess as Server
-from kit.runtime.serving.protocol import v2_binary_request, v2_decode_response
+from kit.runtime.serving.kserve_v2 import v2_binary_request, v2_decode_response
 
 REPO = Path(__file__).resolve().parents[2]
 HALF_PLUS_TWO = Path(os.environ.get("KIT_SHARED", REPO.parent / "shared")) / "testdata/tf-serving-half-plus-two/00000123"
