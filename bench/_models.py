@@ -70,7 +70,7 @@ def start_server(model_dir, batch_sizes, max_batch_delay="2ms", max_queue=64, en
     """testkit's server process with the benchmarks' settings, ready to answer (use .open() for connections)."""
     server = ServerProcess(model_dir, name, batch_sizes, env=env, log_level="2",
                            args=["--max-batch-delay", max_batch_delay, "--max-queue", str(max_queue),
-                                 "--max-body", "512MiB"])
+                                 "--max-body", "512MiB", "--max-json-body", "512MiB"])
     try:
         return server.wait_ready(180)
     except AssertionError:

@@ -28,7 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
-import yaml
+from testkit import manifests
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "manifests" / "examples"
@@ -73,10 +73,7 @@ def main(argv=None) -> int:
             shutil.copy2(src / "parity.npy", model / "parity.npy")
         else:
             train(model, 30)
-        doc = yaml.safe_load((EXAMPLE / "digits.yaml").read_text())
-        doc["image"]["repository"] = repository
-        manifest = work / "digits.yaml"
-        manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
+        manifest = manifests.write_model(work / "digits.yaml", manifests.digits_example(image={"repository": repository}))
 
         runs = []
         cold, t = kit_build(manifest)

@@ -29,10 +29,9 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 from testkit import fleet_harness as fh  # noqa: E402
+from testkit import manifests  # noqa: E402
 
 from kit.build.base import ensure_debian_base  # noqa: E402
 from kit.docker_api import connect  # noqa: E402
@@ -169,10 +168,9 @@ def bench_real(fleet: fh.Fleet, engine, work: Path) -> dict:
         if epochs is not None:  # a different model, same everything else
             subprocess.run([sys.executable, str(d / "digits" / "train.py"), "--out", str(d / "digits"),
                             "--epochs", str(epochs)], stdout=log, stderr=subprocess.STDOUT, check=True)
-        doc = yaml.safe_load((example / "digits.yaml").read_text())
-        doc["metadata"]["version"] = version
-        doc["image"]["repository"] = f"{fleet.registry.address}/kit-bench/digits"
-        (d / "kit.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        doc = manifests.digits_example(metadata={"version": version},
+                                       image={"repository": f"{fleet.registry.address}/kit-bench/digits"})
+        manifests.write_model(d / "kit.yaml", doc)
         kit("build", str(d / "kit.yaml"), log=log)
         kit("push", str(d / "kit.yaml"), log=log)
         refs[version] = f"{doc['image']['repository']}:{version}-cpu-native"

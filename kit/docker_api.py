@@ -109,11 +109,32 @@ class RunResult:
 
 @dataclass(frozen=True)
 class Mount:
-    """A bind mount: host `source` at container `target`."""
+    """A bind mount: `source` at container `target`. The source is a path ON THE ENGINE'S
+    machine: only for device files (/etc/nv_tegra_release), never for this host's files
+    (an ssh:// or tcp:// engine does not see them; copy those in with Upload)."""
 
     source: str
     target: str
     read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file or directory of THIS host copied to `target` in a container before it starts
+    (the archive API: works whatever machine the engine runs on). source None: an empty
+    directory the container's user owns, for what the container writes (see Download)."""
+
+    source: str | None
+    target: str
+
+
+@dataclass(frozen=True)
+class Download:
+    """What a finished container left in its directory `source`, copied into this host's
+    directory `target` (created) before the container is removed."""
+
+    source: str
+    target: str
 
 
 # ---- errors --------------------------------------------------------------------
@@ -509,8 +530,10 @@ class _Containers(_Connection):
         restart: str | None = None,
         healthcheck: dict | None = None,
         shm_size: str | None = None,
+        uploads: Sequence[Upload] = (),
     ) -> str:
-        """Start a detached container (host network by default); returns its id."""
+        """Start a detached container (host network by default); returns its id.
+        `uploads` are copied in between create and start (owned by `user` when numeric)."""
         from docker.types import Mount as SdkMount
 
         sdk_mounts = []
@@ -537,9 +560,11 @@ class _Containers(_Connection):
                 kwargs.pop("detach")
                 container = self.client.containers.create(image, command, **kwargs)
             try:
+                if uploads:
+                    self.copy_in(container.id, uploads, user)
                 with _errors(f"starting a container from {image}", self.host):
                     container.start()
-            except DockerError:
+            except BaseException:
                 # a container that failed to start is useless: leave nothing behind
                 self.remove_container(container.id, force=True)
                 raise
@@ -548,6 +573,25 @@ class _Containers(_Connection):
                 e.hint = hint
             raise
         return container.id
+
+    def copy_in(self, container: str, uploads: Sequence[Upload], user: str | None = None) -> None:
+        """Copy this host's files into a (created or running) container, in one archive."""
+        from kit.archive import pack
+
+        uid, gid = _numeric_user(user)
+        with pack([(u.source, u.target) for u in uploads], uid, gid) as archive:
+            with _errors(f"copying {', '.join(u.target for u in uploads)} into container {container[:12]}",
+                         self.host):
+                if not self.api.put_archive(container, "/", archive):
+                    raise DockerError(f"the engine at {self.host} refused the files for container {container[:12]}")
+
+    def copy_out(self, container: str, download: Download) -> list[str]:
+        """Copy a container's directory into this host's directory; the relative paths of the files."""
+        from kit.archive import unpack
+
+        with _errors(f"copying {download.source} out of container {container[:12]}", self.host):
+            stream, _ = self.api.get_archive(container, download.source, chunk_size=1 << 20)
+            return unpack(stream, download.target, strip=1)
 
     def wait(self, container: str, timeout: float | None = None) -> int:
         """Block until the container exits; returns its exit code."""
@@ -683,10 +727,12 @@ class _Containers(_Connection):
         on_line: LineCallback | None = None,
         timeout: float | None = None,
         keep: bool = False,
+        downloads: Sequence[Download] = (),
         **run_kwargs,
     ) -> RunResult:
         """Run a container to its end, streaming its output line by line to
-        `on_line`; returns exit code and full logs. The container is removed
+        `on_line`; returns exit code and full logs. `downloads` are copied out
+        once it exited, whatever its exit code. The container is removed
         afterwards unless keep=True. On timeout it is killed (DockerError)."""
         cid = self.run(image, command, **run_kwargs)
         splitter = LineSplitter(on_line)
@@ -713,6 +759,8 @@ class _Containers(_Connection):
                                   details=[ln for ln in splitter.lines if ln.strip()][-15:])
             reader.join(30)
             splitter.close()
+            for download in downloads:
+                self.copy_out(cid, download)
             state = self.container_state(cid)
             logs = "\n".join(splitter.lines)
             if stream_error and not logs:
@@ -721,6 +769,14 @@ class _Containers(_Connection):
         finally:
             if not keep:
                 self.remove_container(cid, force=True)
+
+
+def _numeric_user(user: str | None) -> tuple[int, int]:
+    """(uid, gid) for copied files from a container user "uid[:gid]"; root for a name or none."""
+    uid, _, gid = (user or "").partition(":")
+    if not uid.isdigit():
+        return 0, 0
+    return int(uid), int(gid) if gid.isdigit() else int(uid)
 
 
 class Engine(_Images, _Containers):

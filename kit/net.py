@@ -10,6 +10,7 @@ import json
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
@@ -18,6 +19,15 @@ from kit.errors import KitError
 # The port a runtime image serves on unless the manifest or the device says otherwise
 # (TF Serving's REST port; kit/runtime/serving/main.py has the same default).
 DEFAULT_PORT = 8501
+
+
+def device_address(host: str) -> str:
+    """Where a device's ports are reached from here, given its Docker endpoint: 127.0.0.1 for
+    a local unix socket, else the endpoint's host name (tcp://HOST:2375, ssh://user@HOST)."""
+    if host.startswith("unix://") or host.startswith("npipe://"):
+        return "127.0.0.1"
+    parsed = urllib.parse.urlparse(host)
+    return parsed.hostname or "127.0.0.1"
 
 
 def free_port() -> int:

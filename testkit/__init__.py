@@ -5,6 +5,8 @@ Importable from the repository root: pytest puts it on sys.path (pyproject's
 
 - server: `python -m kit.runtime.serving.main` as a background process
 - fleet_harness: a real registry and dockerd "devices" for rollout tests
-- manifests: typed ModelManifests without a file
+- swarm_harness: a real swarm of dockerd nodes in network namespaces
+- manifests: kit.yaml written from data (MINIMAL, NANO, the digits example) with overrides
+- layout: the size and coupling figures of kit/ (ast), for scripts/layout-figures and tests/unit/test_layout.py
 Free ports come from kit.net.free_port.
 """

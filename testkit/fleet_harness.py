@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -44,6 +45,7 @@ from pathlib import Path
 import yaml
 
 from kit.net import free_port
+from testkit.harness import Harness
 
 REGISTRY_PORT = 5000
 OWNER_FILE = Path("/tmp/kit-fleet-registry.json")  # marks a registry this harness started
@@ -409,8 +411,12 @@ class Device:
             except subprocess.TimeoutExpired:
                 self.containerd.kill()
                 self.containerd.wait()
+        self.release()
         _unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def release(self) -> None:
+        """What else the device holds once its daemons stopped (a namespace, for RemoteDevice)."""
 
     def client(self):
         from kit.docker_api import connect
@@ -418,7 +424,112 @@ class Device:
         return connect(self.host)
 
 
-class Fleet:
+@dataclass
+class RemoteDevice(Device):
+    """A device engine that does NOT see this machine's files, as a Nano on the network would not:
+    its containerd and dockerd run in their own mount namespace, where each directory in `hidden`
+    is an empty tmpfs (on this machine they keep their content). A bind mount of a path under
+    them fails there ("bind source path does not exist"). Besides its unix socket the dockerd
+    listens on tcp://127.0.0.1:tcp_port (plain HTTP on loopback: a test engine only)."""
+
+    hidden: tuple = ()
+    tcp_port: int = 0
+    holder: subprocess.Popen | None = None  # `sleep infinity` keeping the namespace alive
+
+    @property
+    def tcp_host(self) -> str:
+        return f"tcp://127.0.0.1:{self.tcp_port}"
+
+    def start(self) -> "RemoteDevice":
+        if self.holder is None or self.holder.poll() is not None:
+            mounts = "".join(f"mount -t tmpfs -o size=1m,mode=0755 kit-hidden {shlex.quote(str(d))} && "
+                             for d in self.hidden)
+            self.holder = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "private", "sh", "-c", mounts + "echo ready && exec sleep infinity"],
+                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
+            line = self.holder.stdout.readline()
+            if line.strip() != b"ready":
+                raise RuntimeError(f"could not make the mount namespace for {self.name} (exit {self.holder.wait(10)})")
+        return super().start()
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        return ["nsenter", f"--mount=/proc/{self.holder.pid}/ns/mnt", "--"] + argv
+
+    def argv(self) -> list[str]:
+        return super().argv() + ["-H", self.tcp_host]
+
+    def release(self) -> None:
+        if self.holder is not None and self.holder.poll() is None:
+            self.holder.kill()
+            self.holder.wait()
+
+
+class SshEndpoint:
+    """Debian's sshd on 127.0.0.1:port (its own config, host key and a throwaway client key) whose
+    one authorized key may only run `docker -H <device socket> system dial-stdio`: what
+    `ssh://root@127.0.0.1:port` needs from a device for the docker SDK's ssh transport.
+
+    The ssh client reads ~/.ssh/config from the passwd home, not $HOME, so `env()` puts a
+    two-line `ssh` first on PATH that adds `-F <this endpoint's client config>` (identity,
+    known_hosts with the host key, BatchMode) and execs the real /usr/bin/ssh."""
+
+    def __init__(self, root: Path, device_host: str, port: int | None = None):
+        self.root = Path(root)
+        self.device_host = device_host
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def host(self) -> str:
+        return f"ssh://root@127.0.0.1:{self.port}"
+
+    def start(self) -> "SshEndpoint":
+        r = self.root
+        (r / "bin").mkdir(parents=True, exist_ok=True)
+        for key in ("host_key", "client_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(r / key)], check=True)
+        client_pub = (r / "client_key.pub").read_text().strip()
+        (r / "authorized_keys").write_text(
+            f'command="docker -H {self.device_host} system dial-stdio",restrict {client_pub}\n')
+        (r / "sshd_config").write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {r / 'host_key'}\n"
+            f"AuthorizedKeysFile {r / 'authorized_keys'}\nPidFile {r / 'sshd.pid'}\n"
+            "PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n")
+        host_pub = (r / "host_key.pub").read_text().split()
+        (r / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+        (r / "ssh_config").write_text(
+            f"Host 127.0.0.1\n  IdentityFile {r / 'client_key'}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {r / 'known_hosts'}\n  StrictHostKeyChecking yes\n  BatchMode yes\n")
+        wrapper = r / "bin" / "ssh"
+        wrapper.write_text(f"#!/bin/sh\nexec /usr/bin/ssh -F {r / 'ssh_config'} \"$@\"\n")
+        wrapper.chmod(0o755)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+        log = open(r / "sshd.log", "ab")
+        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(r / "sshd_config")], stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        _wait(lambda: self.proc.poll() is not None or _port_open(self.port), 30, f"sshd on 127.0.0.1:{self.port}")
+        if self.proc.poll() is not None:
+            raise RuntimeError("sshd exited: " + (r / "sshd.log").read_text(errors="replace")[-2000:])
+        return self
+
+    def env(self) -> dict:
+        """The environment a client needs to reach `host` (the ssh wrapper first on PATH)."""
+        return {"PATH": f"{self.root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Fleet(Harness):
     """Registry + devices; a context manager that tears everything down."""
 
     def __init__(self, n_devices: int = 3, registry_port: int = REGISTRY_PORT, tag: str | None = None,
@@ -432,18 +543,10 @@ class Fleet:
                                dict((engine_labels or {}).get(f"dev-{i + 1}", {})))
                         for i in range(n_devices)]
 
-    def __enter__(self) -> "Fleet":
-        try:
-            self.registry.start()
-            for d in self.devices:
-                d.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def start(self) -> None:
+        self.registry.start()
+        for d in self.devices:
+            d.start()
 
     def close(self) -> None:
         for d in self.devices:

@@ -1,8 +1,12 @@
-"""What kit build runs in containers: commands, mounts, user, runtime.
+"""What kit build runs in containers: commands, files copied in and out, user, runtime.
 
 The optimize and reference runs see the same container paths; the spec names
-them and the mounts provide them. `kit build --dry-run` prints these very
-values, so the plan and the run cannot drift apart.
+them and the uploads provide them. Nothing is bind-mounted from this host:
+the engine may be a device reached over ssh:// or tcp:// that does not see
+this machine's files, so the model, spec and samples are copied into the
+container before it starts and its /out is copied back after it exited
+(kit/archive.py). `kit build --dry-run` prints these very values, so the
+plan and the run cannot drift apart.
 """
 
 from __future__ import annotations
@@ -46,34 +50,48 @@ def spec_document(manifest) -> dict:
         parity_samples=container_sample(parity, IN_PARITY))
 
 
-def _sample_mounts(manifest, calibration: bool = True) -> list:
-    from kit.docker_api import Mount
+def _sample_uploads(manifest, calibration: bool = True) -> list:
+    from kit.docker_api import Upload
 
     calib, parity = samples(manifest)
-    mounts = []
+    uploads = []
     if calib and calibration:
-        mounts.append(Mount(str(calib), container_sample(calib, IN_CALIBRATION), True))
+        uploads.append(Upload(str(calib), container_sample(calib, IN_CALIBRATION)))
     if parity:
-        mounts.append(Mount(str(parity), container_sample(parity, IN_PARITY), True))
-    return mounts
+        uploads.append(Upload(str(parity), container_sample(parity, IN_PARITY)))
+    return uploads
 
 
-def optimize_mounts(manifest, spec_path: Path, out_dir: Path) -> list:
-    from kit.docker_api import Mount
+def optimize_uploads(manifest, spec_path: Path) -> list:
+    """What the optimizer container gets copied in: the SavedModel, the spec, the samples, an empty /out."""
+    from kit.docker_api import Upload
 
-    return [Mount(str(manifest.model.path), IN_MODEL, True), Mount(str(spec_path), IN_SPEC, True),
-            Mount(str(out_dir), OUT_DIR, False)] + _sample_mounts(manifest)
+    return [Upload(str(manifest.model.path), IN_MODEL), Upload(str(spec_path), IN_SPEC), Upload(None, OUT_DIR)] \
+        + _sample_uploads(manifest)
+
+
+def optimize_downloads(out_dir: Path) -> list:
+    """The optimizer's /out, copied back into the workspace's optimize.partial/."""
+    from kit.docker_api import Download
+
+    return [Download(OUT_DIR, str(out_dir))]
 
 
 def optimize_command() -> list[str]:
     return ["python3", "-m", "kit.runtime.optimize", "--spec", IN_SPEC]
 
 
-def reference_mounts(manifest, out_dir: str) -> list:
-    from kit.docker_api import Mount
+def reference_uploads(manifest) -> list:
+    from kit.docker_api import Upload
 
-    return [Mount(str(manifest.model.path), IN_MODEL, True), Mount(str(out_dir), OUT_DIR, False)] \
-        + _sample_mounts(manifest, calibration=False)
+    return [Upload(str(manifest.model.path), IN_MODEL), Upload(None, OUT_DIR)] \
+        + _sample_uploads(manifest, calibration=False)
+
+
+def reference_downloads(out_dir) -> list:
+    from kit.docker_api import Download
+
+    return [Download(OUT_DIR, str(out_dir))]
 
 
 def reference_command(manifest) -> list[str]:
@@ -96,3 +114,16 @@ def container_user(manifest) -> str:
 def container_runtime(manifest) -> str | None:
     """The nvidia runtime on Jetson profiles (GPU and TensorRT libraries), the default elsewhere."""
     return "nvidia" if manifest.profile.tensorrt else None
+
+
+def smoke_address(engine_host: str) -> tuple[str, str]:
+    """(where this host calls the smoke container, the address the server binds) for an engine.
+
+    A unix:// engine runs here: 127.0.0.1 both ways. A tcp:// or ssh:// engine is a device:
+    its host name from the endpoint, and the server listens on all of the device's addresses
+    for the few seconds of the smoke test (host networking: the same address the rollout uses)."""
+    from kit.net import device_address
+
+    address = device_address(engine_host)
+    local = engine_host.startswith(("unix://", "npipe://"))
+    return address, "127.0.0.1" if local else "0.0.0.0"

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from kit import labels as lb
 from kit.build import preflight
 from kit.errors import EXIT_OK, EXIT_PREFLIGHT, DockerError
 from kit.profiles import JETPACK_441, MEMORY_RESERVE_BYTES, STACKS
@@ -147,20 +146,15 @@ def gather(host: Optional[str] = None, manifest=None, trt_smoke: bool = False, r
 
 
 def _engine_facts(engine, facts: dict, base: str, manifest, trt_smoke: bool, local: bool) -> None:
-    from kit.fleet.facts import read_release_in_container
+    from kit.fleet.facts import engine_l4t
 
     info = engine.info()
     facts.update(engine_version=info.server_version, api_version=info.api_version,
                  architecture=info.architecture, runtimes=tuple(info.runtimes),
                  default_runtime=info.default_runtime, engine_memory=info.memory_bytes)
     if not local:
-        if info.labels.get(lb.L4T):
-            facts["l4t"], facts["l4t_detail"] = info.labels[lb.L4T], f"engine label {lb.L4T}"
-        elif info.architecture == "arm64":
-            probe = base if engine.image_exists(base) else None
-            facts["l4t"], facts["l4t_detail"] = read_release_in_container(engine, probe)
-        else:
-            facts["l4t_detail"] = f"the engine at {engine.host} runs on {info.architecture}: not a Jetson"
+        probe = base if info.architecture == "arm64" and engine.image_exists(base) else None
+        facts["l4t"], facts["l4t_detail"] = engine_l4t(engine, info, probe)
         facts["meminfo_detail"] = "remote engine: RAM from docker info, swap unknown"
     disk = {}
     if manifest is not None:
@@ -183,35 +177,36 @@ def _engine_facts(engine, facts: dict, base: str, manifest, trt_smoke: bool, loc
             facts["base_pullable"] = False
             facts["base_detail"] = f"{base} is not present and cannot be pulled: {e.message}"
     if trt_smoke:
-        facts["trt_smoke"] = run_trt_smoke(engine, base, facts, local)
+        facts["trt_smoke"] = run_trt_smoke(engine, base, facts)
 
 
-def _smoke_image(engine, base: str, present: bool, local: bool):
-    """(image, mounts) to run the smoke in: the newest builder image of the stack, else the base with kit mounted."""
-    from kit.docker_api import Mount
+def _smoke_image(engine, base: str, present: bool):
+    """(image, uploads) to run the smoke in: the newest builder image of the stack, else the base
+    with kit copied in (through the engine's API: a device reached over ssh:// gets it too)."""
+    from kit.docker_api import Upload
 
     builders = engine.image_refs(f"kit/builder:{JETPACK_441.name}-*")
     if builders:
         return builders[-1], []
-    if present and local:
+    if present:
         import kit
 
-        return base, [Mount(str(Path(kit.__file__).parent), "/opt/kit-doctor/kit", read_only=True)]
+        return base, [Upload(str(Path(kit.__file__).parent), "/opt/kit-doctor/kit")]
     return None, []
 
 
-def run_trt_smoke(engine, base: str, facts: dict, local: bool) -> dict:
+def run_trt_smoke(engine, base: str, facts: dict) -> dict:
     """The tiny TF-TRT conversion, in a container with the nvidia runtime; its JSON result."""
     from kit.runtime.trt_smoke import RESULT_PREFIX
 
     if "nvidia" not in facts.get("runtimes", ()):
         return {"skipped": "the nvidia runtime is not registered, so no container here can reach a GPU or TensorRT"}
-    image, mounts = _smoke_image(engine, base, bool(facts.get("base_present")), local)
+    image, uploads = _smoke_image(engine, base, bool(facts.get("base_present")))
     if image is None:
         return {"skipped": f"no kit/builder:{JETPACK_441.name}-* image and {base} is not present here"}
-    env = {"PYTHONPATH": "/opt/kit-doctor"} if mounts else {}
+    env = {"PYTHONPATH": "/opt/kit-doctor"} if uploads else {}
     result = engine.run_to_completion(image, ["python3", "-m", "kit.runtime.trt_smoke"], runtime="nvidia",
-                                      mounts=mounts, env=env, entrypoint=[], timeout=3600)
+                                      uploads=uploads, env=env, entrypoint=[], timeout=3600)
     for line in reversed(result.logs.splitlines()):
         if line.startswith(RESULT_PREFIX):
             out = json.loads(line[len(RESULT_PREFIX):])

@@ -16,7 +16,7 @@ from kit.build.workspace import Workspace
 
 @dataclass
 class BuildPlan:
-    """What `kit build` would do (--dry-run): images, mounts, commands, env."""
+    """What `kit build` would do (--dry-run): images, files copied in and out, commands, env."""
 
     manifest: str
     image: str
@@ -28,11 +28,12 @@ class BuildPlan:
 
 
 def _optimize_step(manifest, ws: Workspace, runtime: str | None) -> dict:
-    mounts = [f"{m.source} -> {m.target}{' (ro)' if m.read_only else ''}"
-              for m in containers.optimize_mounts(manifest, ws.spec, ws.optimize_partial.dir)]
+    uploads = [f"{u.source or '(empty directory)'} -> {u.target}" for u in containers.optimize_uploads(manifest, ws.spec)]
+    downloads = [f"{d.source} -> {d.target}" for d in containers.optimize_downloads(ws.optimize_partial.dir)]
     return {"step": "optimize", "image": "<builder>", "command": containers.optimize_command(),
             "runtime": runtime or "runc", "network": "host", "user": containers.container_user(manifest),
-            "mounts": mounts, "spec": str(ws.spec), "spec_document": containers.spec_document(manifest),
+            "copied_in": uploads, "copied_out": downloads,
+            "spec": str(ws.spec), "spec_document": containers.spec_document(manifest),
             "output": str(ws.optimize.dir), "reuse_key": "source model digest + spec + builder image id"}
 
 
@@ -60,7 +61,8 @@ def plan(manifest) -> BuildPlan:
          "labels": "kit.* and org.opencontainers.image.* from the optimizer's report",
          "reuse_key": "optimized model digest + base id + kit code + labels + serve settings"},
         {"step": "smoke", "image": "<temporary tag>", "network": "host", "runtime": runtime or "runc",
-         "env": {"KIT_PORT": "<free port>", "KIT_HOST": "127.0.0.1"},
+         "env": {"KIT_PORT": "<free port>", "KIT_HOST": "127.0.0.1 (unix:// engine), 0.0.0.0 (tcp://, ssh://)"},
+         "address": "127.0.0.1, or the endpoint's host for tcp:// and ssh://",
          "request": f"POST /v1/models/{manifest.model_name}:predict (first parity sample, or zeros)",
          "health_timeout_seconds": health_timeout(manifest)},
         {"step": "record", "path": str(ws.record)},

@@ -155,9 +155,11 @@ def _run_optimizer(state: BuildState, key: str) -> None:
     partial = state.workspace.optimize_partial
     shutil.rmtree(partial.dir, ignore_errors=True)
     partial.dir.mkdir(parents=True)
+    # Copied in and out, never bind-mounted: the engine may be a device that does not see this disk.
     result = state.engine.run_to_completion(
         state.builder.tag, containers.optimize_command(), on_line=state.reporter.line, timeout=OPTIMIZE_TIMEOUT,
-        mounts=containers.optimize_mounts(m, state.workspace.spec, partial.dir),
+        uploads=containers.optimize_uploads(m, state.workspace.spec),
+        downloads=containers.optimize_downloads(partial.dir),
         runtime=containers.container_runtime(m), user=containers.container_user(m),
         name=f"kit-optimize-{m.name}-{uuid.uuid4().hex[:6]}",
     )
@@ -219,7 +221,8 @@ def reference(state: BuildState) -> Done:
     with tempfile.TemporaryDirectory(prefix="kit-reference-", dir=ws.work) as tmp:
         result = state.engine.run_to_completion(
             state.builder.tag, containers.reference_command(m), on_line=state.reporter.line,
-            timeout=REFERENCE_TIMEOUT, mounts=containers.reference_mounts(m, tmp),
+            timeout=REFERENCE_TIMEOUT, uploads=containers.reference_uploads(m),
+            downloads=containers.reference_downloads(tmp),
             runtime=containers.container_runtime(m), user=containers.container_user(m),
             # One inference: don't let TF reserve the Jetson's shared memory up front.
             env={"TF_FORCE_GPU_ALLOW_GROWTH": "true", "TF_CPP_MIN_LOG_LEVEL": "1"},
@@ -287,18 +290,20 @@ def smoke(state: BuildState) -> Done:
     m, engine = state.manifest, state.engine
     port = free_port()
     name = f"kit-smoke-{m.name}-{uuid.uuid4().hex[:6]}"
+    address, bind = containers.smoke_address(engine.host)
     cid = None
     try:
-        # Host networking: both ports must be free here (8500 may be another server's gRPC).
-        env = {"KIT_PORT": str(port), "KIT_GRPC_PORT": str(free_port()), "KIT_HOST": "127.0.0.1"}
+        # Host networking: both ports must be free (8500 may be another server's gRPC). They are
+        # picked free here; on a remote device a taken port makes the server exit, and its log says so.
+        env = {"KIT_PORT": str(port), "KIT_GRPC_PORT": str(free_port()), "KIT_HOST": bind}
         cid = engine.run(state.baked.ref, name=name, env=env,
                          runtime=containers.container_runtime(m), labels={lb.SMOKE_CONTAINER: m.name})
-        state.reporter.line(f"started {name} on 127.0.0.1:{port}; waiting for healthy")
+        state.reporter.line(f"started {name} on {address}:{port}; waiting for healthy")
         start = time.monotonic()
         engine.wait_healthy(cid, timeout=health_timeout(m), interval=1.0)
         ready = time.monotonic() - start
         result = predict_and_compare(port, m.model_name, m.model.signature, state.reference,
-                                     m.optimize.parity.max_abs_error)
+                                     m.optimize.parity.max_abs_error, host=address)
     except KitError as e:
         raise _smoke_failure(state, e, cid) from None
     finally:

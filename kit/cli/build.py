@@ -32,14 +32,15 @@ def base_command(
 
 def build_command(
     manifest: Path = typer.Argument(..., help="The model manifest (kind: Model)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (images, mounts, commands, env); run nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (images, files copied in and out, commands, env); run nothing."),
     base_image: Optional[str] = typer.Option(None, "--base-image", metavar="REF", help="Override the base image of the builder and runtime images."),
     no_smoke: bool = typer.Option(False, "--no-smoke", help="Skip the smoke test (run, wait healthy, one prediction)."),
     json_out: bool = typer.Option(False, "--json", help="Print the build record (or the plan) as JSON; progress goes to stderr."),
-    host: Optional[str] = typer.Option(None, "--host", metavar="ENDPOINT", help="Docker engine to build on (default: "
-                                       "DOCKER_HOST or the local socket). The optimizer bind-mounts the model and .kit/ "
-                                       "paths, so they must exist at the same paths where that engine runs: see README, "
-                                       "'kit on the Nano'."),
+    host: Optional[str] = typer.Option(None, "--host", metavar="ENDPOINT", help="Docker engine to build on: unix:///PATH, "
+                                       "tcp://HOST:PORT or ssh://USER@HOST (default: DOCKER_HOST or the local socket). "
+                                       "The model goes to that engine through the Docker API, the optimized model "
+                                       "comes back into .kit/, and the smoke test calls the device at the endpoint's "
+                                       "host: see README, 'kit on the Nano'."),
 ):
     """Build the image: preflight, builder, optimize on this host, gate, bake, smoke test, record."""
     from kit.build import pipeline

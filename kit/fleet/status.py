@@ -6,7 +6,6 @@ v1 and Compose v2 alike)."""
 
 from __future__ import annotations
 
-import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -16,6 +15,7 @@ from kit import labels as lb
 from kit.errors import DockerError
 from kit.fleet import compose
 from kit.fleet.state import fleet_dir, load_record
+from kit.net import device_address  # noqa: F401  (the rollout imports it from here)
 
 READY_TIMEOUT = 2.0  # seconds for one readiness probe from the control host
 
@@ -41,15 +41,6 @@ class Deployment:
     @property
     def healthy(self) -> bool:
         return self.status == "running" and self.health in ("healthy", None)
-
-
-def device_address(host: str) -> str:
-    """Where the device's model port is reached from here: 127.0.0.1 for a local
-    unix socket, else the endpoint's host name (tcp://HOST:2375, ssh://user@HOST)."""
-    if host.startswith("unix://") or host.startswith("npipe://"):
-        return "127.0.0.1"
-    parsed = urllib.parse.urlparse(host)
-    return parsed.hostname or "127.0.0.1"
 
 
 def ready(address: str, port: int, timeout: float = READY_TIMEOUT) -> bool:

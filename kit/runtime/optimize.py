@@ -362,10 +362,8 @@ class Optimizer(object):
             r["parameters"] = dict(params, api=api, converter_arguments=trt_shim.describe_arguments(kwargs))
             say("TF-TRT %s via %s" % (params["precision_mode"], api))
             if s.precision == "int8":
-                # The calibration function takes the converter as an argument, not through a closure over
-                # this local: `del converter` below would leave such a closure with a deleted name.
-                self.timed("convert", converter.convert,
-                           calibration_input_fn=self.calibration_input_fn(inputs, converter))
+                # Passed inline: no local and no closure keeps `converter` alive past the `del` below.
+                self.timed("convert", converter.convert, calibration_input_fn=self.calibration_input_fn(inputs, converter))
             else:
                 self.timed("convert", converter.convert)
             order = self.timed("input_order", self.input_order, inputs, converter)

@@ -47,8 +47,18 @@ def make_model(path):
     return path
 
 
-def smoke(workdir, precision="fp16", timeout=1800):
-    """Run the optimizer on a tiny model in workdir; returns the result dict."""
+def run_optimizer_process(spec_path, timeout):
+    """kit's optimizer in a fresh process (TF-TRT's log capture needs one): (exit code, stderr text)."""
+    proc = subprocess.run([sys.executable, "-m", "kit.runtime.optimize", "--spec", spec_path],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    return proc.returncode, proc.stderr.decode("utf-8", "replace")
+
+
+def smoke(workdir, precision="fp16", timeout=1800, run_optimizer=run_optimizer_process):
+    """Run the optimizer on a tiny model in workdir; returns the result dict.
+
+    run_optimizer(spec_path, timeout) -> (exit code, stderr text); the tests run the optimizer
+    in-process with TensorRT mocked."""
     model = make_model(os.path.join(workdir, "tiny"))
     report_path = os.path.join(workdir, "report.json")
     spec = {"spec_version": 1, "name": "trt-smoke", "device": "jetson", "model_dir": model,
@@ -61,19 +71,17 @@ def smoke(workdir, precision="fp16", timeout=1800):
     spec_path = os.path.join(workdir, "spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f)
-    proc = subprocess.run([sys.executable, "-m", "kit.runtime.optimize", "--spec", spec_path],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    returncode, stderr = run_optimizer(spec_path, timeout)
     report = {}
     if os.path.exists(report_path):
         with open(report_path) as f:
             report = json.load(f)
     findings = report.get("findings") or {}
     audit = report.get("audit") or {}
-    error = report.get("error") or (None if proc.returncode == 0 else
-                                    {"kind": "internal", "message": proc.stderr.decode("utf-8", "replace")[-2000:]})
+    error = report.get("error") or (None if returncode == 0 else {"kind": "internal", "message": stderr[-2000:]})
     return {
-        "ok": proc.returncode == 0 and report.get("optimization") == "tensorrt" and bool(report.get("engines")),
-        "exit_code": proc.returncode,
+        "ok": returncode == 0 and report.get("optimization") == "tensorrt" and bool(report.get("engines")),
+        "exit_code": returncode,
         "optimization": report.get("optimization"),
         "engines": report.get("engines"),
         "engine_assets": audit.get("engine_assets") if isinstance(audit, dict) else None,

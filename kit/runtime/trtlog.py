@@ -273,141 +273,110 @@ def _fallback(f, kind, op, line, **extra):
     f["native_fallbacks"].append(item)
 
 
+# ---- one line -> findings --------------------------------------------------------
+# Each rule is (pattern, record): the first pattern that matches a line's message decides what the
+# line is; record(f, m, line, msg) adds it to the findings. The order matters where wordings overlap.
+
+
+def _add_unique_op_types(f, m, line, msg):
+    for t in m.group(3).split(","):
+        t = t.strip()
+        if t and t not in f["unconverted_op_types"]:
+            f["unconverted_op_types"].append(t)
+
+
+def _segment(op, segment, nodes, ok, error):
+    return {"op": canonical_op(op), "segment": int(segment), "nodes": int(nodes), "ok": ok, "error": error}
+
+
+def _add_built_shapes(f, m, line, msg):
+    shapes = parse_shapes(m.group(2))
+    batch = shapes[0][0] if shapes and shapes[0] else None
+    f["engines_built"].append({"op": canonical_op(m.group(1)), "input_shapes": shapes, "batch_size": batch, "ok": True})
+
+
+def _add_creation_failure(f, m, line, msg):
+    reason = (m.group(2) or "").strip() or None
+    op = canonical_op(m.group(1))
+    for attempt in reversed(f["engines_built"]):  # the build this failure ends
+        if attempt["op"] == op:
+            attempt["ok"] = False
+            break
+    f["engine_failures"].append({"op": op, "reason": reason})
+    _fallback(f, "engine_creation_failed", m.group(1), line, reason=reason)
+
+
+def _add_version_mismatch(f, m, line, msg):
+    f["version_warnings"].append(msg.strip())
+    versions = f["tensorrt_versions"]
+    versions["loaded"] = versions["loaded"] or m.group(1)
+    versions["linked"] = versions["linked"] or m.group(3)
+
+
+def _set_version(which):
+    def record(f, m, line, msg):
+        f["tensorrt_versions"][which] = _version(m.group(1))
+    return record
+
+
+_LINE_RULES = (
+    (_CANDIDATES, lambda f, m, line, msg: f["candidate_segment_counts"].append(int(m.group(1)))),
+    (_NOT_CONVERTED, _add_unique_op_types),
+    (_REPLACED, lambda f, m, line, msg: f["segments"].append(
+        _segment(m.group(3), m.group(1), m.group(2), True, None))),
+    (_CANNOT_REPLACE, lambda f, m, line, msg: f["segments"].append(
+        _segment(m.group(3), m.group(1), m.group(2), False, m.group(4).strip() or None))),
+    (_ENGINE_INFO, lambda f, m, line, msg: f["conversion_errors"].append(
+        {"segment": int(m.group(1)), "op": None, "error": msg.strip()})),
+    (_REGISTER, lambda f, m, line, msg: f["conversion_errors"].append(
+        {"segment": None, "op": canonical_op(m.group(1)), "error": msg.strip()})),
+    (_CALIBRATION, lambda f, m, line, msg: f["calibration_failures"].append(
+        {"reason": m.group(1).strip(), "line": line})),
+    (_CACHED, lambda f, m, line, msg: f["engines_cached"].append(
+        {"op": canonical_op(m.group(1)), "cache_size": int(m.group(2))})),
+    (_NOT_A_FAILURE, lambda f, m, line, msg: f["memory_warnings"].append({"size": m.group(1), "line": line})),
+    (_SEGMENT_GRAPH, lambda f, m, line, msg: _fallback(
+        f, "segment_graph_failed", m.group(1), line, reason=m.group(2).strip())),
+    (_SHAPE_LIST, lambda f, m, line, msg: _fallback(
+        f, "input_shape_list_mismatch", None, line, reason="cached %s input(s) vs %s given" % (m.group(1), m.group(2)))),
+    (_SEGMENT, lambda f, m, line, msg: f["segments"].append(
+        _segment(m.group(1), m.group(2), m.group(3), m.group(4) == "succeeded", m.group(5).strip() or None))),
+    (_BUILD_BATCH, lambda f, m, line, msg: f["engines_built"].append(
+        {"op": canonical_op(m.group(1)), "input_shapes": None, "batch_size": int(m.group(2)), "ok": True})),
+    (_BUILD_SHAPES, _add_built_shapes),
+    (_CREATION_FAILED, _add_creation_failure),
+    (_RETRIEVAL_SHAPES, lambda f, m, line, msg: _fallback(
+        f, "engine_retrieval_failed", m.group(2), line, input_shapes=parse_shapes(m.group(1)))),
+    (_RETRIEVAL_BATCH, lambda f, m, line, msg: _fallback(
+        f, "engine_retrieval_failed", m.group(2), line, batch_size=int(m.group(1)))),
+    (_EXECUTE_FAILED, lambda f, m, line, msg: _fallback(
+        f, "engine_execution_failed", m.group(2), line, reason=m.group(1).strip() or None)),
+    (_NO_BUILD, lambda f, m, line, msg: _fallback(f, "build_at_runtime_disallowed", None, line)),
+    (_ENGINE_BATCH, lambda f, m, line, msg: _fallback(f, "engine_batch_unavailable", m.group(1), line)),
+    (_VERIFY_SHAPES, lambda f, m, line, msg: _fallback(
+        f, "input_shape_check_failed", m.group(1), line, reason=m.group(2).strip())),
+    (_CACHE_MISS, lambda f, m, line, msg: f["cache_misses"].append(canonical_op(m.group(1)))),
+    (_MISMATCH, _add_version_mismatch),
+    (_LINKED, _set_version("linked")),
+    (_LOADED, _set_version("loaded")),
+)
+
+
 def _parse_line(f, line, severity, msg):
-    m = _CANDIDATES.search(msg)
-    if m:
-        f["candidate_segment_counts"].append(int(m.group(1)))
-        return
-    m = _NOT_CONVERTED.search(msg)
-    if m:
-        for t in m.group(3).split(","):
-            t = t.strip()
-            if t and t not in f["unconverted_op_types"]:
-                f["unconverted_op_types"].append(t)
-        return
-    m = _REPLACED.search(msg)
-    if m:
-        f["segments"].append({"op": canonical_op(m.group(3)), "segment": int(m.group(1)),
-                              "nodes": int(m.group(2)), "ok": True, "error": None})
-        return
-    m = _CANNOT_REPLACE.search(msg)
-    if m:
-        f["segments"].append({"op": canonical_op(m.group(3)), "segment": int(m.group(1)),
-                              "nodes": int(m.group(2)), "ok": False, "error": m.group(4).strip() or None})
-        return
-    m = _ENGINE_INFO.search(msg)
-    if m:
-        f["conversion_errors"].append({"segment": int(m.group(1)), "op": None, "error": msg.strip()})
-        return
-    m = _REGISTER.search(msg)
-    if m:
-        f["conversion_errors"].append({"segment": None, "op": canonical_op(m.group(1)), "error": msg.strip()})
-        return
-    m = _CALIBRATION.search(msg)
-    if m:
-        f["calibration_failures"].append({"reason": m.group(1).strip(), "line": line})
-        return
-    m = _CACHED.search(msg)
-    if m:
-        f["engines_cached"].append({"op": canonical_op(m.group(1)), "cache_size": int(m.group(2))})
-        return
-    m = _NOT_A_FAILURE.search(msg)
-    if m:
-        f["memory_warnings"].append({"size": m.group(1), "line": line})
-        return
-    m = _SEGMENT_GRAPH.search(msg)
-    if m:
-        _fallback(f, "segment_graph_failed", m.group(1), line, reason=m.group(2).strip())
-        return
-    m = _SHAPE_LIST.search(msg)
-    if m:
-        _fallback(f, "input_shape_list_mismatch", None, line,
-                  reason="cached %s input(s) vs %s given" % (m.group(1), m.group(2)))
-        return
-    m = _SEGMENT.search(msg)
-    if m:
-        f["segments"].append({"op": canonical_op(m.group(1)), "segment": int(m.group(2)),
-                              "nodes": int(m.group(3)), "ok": m.group(4) == "succeeded",
-                              "error": m.group(5).strip() or None})
-        return
-    m = _BUILD_BATCH.search(msg)
-    if m:
-        f["engines_built"].append({"op": canonical_op(m.group(1)), "input_shapes": None,
-                                   "batch_size": int(m.group(2)), "ok": True})
-        return
-    m = _BUILD_SHAPES.search(msg)
-    if m:
-        shapes = parse_shapes(m.group(2))
-        batch = shapes[0][0] if shapes and shapes[0] else None
-        f["engines_built"].append({"op": canonical_op(m.group(1)), "input_shapes": shapes, "batch_size": batch,
-                                   "ok": True})
-        return
-    m = _CREATION_FAILED.search(msg)
-    if m:
-        reason = (m.group(2) or "").strip() or None
-        op = canonical_op(m.group(1))
-        for attempt in reversed(f["engines_built"]):  # the build this failure ends
-            if attempt["op"] == op:
-                attempt["ok"] = False
-                break
-        f["engine_failures"].append({"op": op, "reason": reason})
-        _fallback(f, "engine_creation_failed", m.group(1), line, reason=reason)
-        return
-    m = _RETRIEVAL_SHAPES.search(msg)
-    if m:
-        _fallback(f, "engine_retrieval_failed", m.group(2), line, input_shapes=parse_shapes(m.group(1)))
-        return
-    m = _RETRIEVAL_BATCH.search(msg)
-    if m:
-        _fallback(f, "engine_retrieval_failed", m.group(2), line, batch_size=int(m.group(1)))
-        return
-    m = _EXECUTE_FAILED.search(msg)
-    if m:
-        _fallback(f, "engine_execution_failed", m.group(2), line, reason=m.group(1).strip() or None)
-        return
-    m = _NO_BUILD.search(msg)
-    if m:
-        _fallback(f, "build_at_runtime_disallowed", None, line)
-        return
-    m = _ENGINE_BATCH.search(msg)
-    if m:
-        _fallback(f, "engine_batch_unavailable", m.group(1), line)
-        return
-    m = _VERIFY_SHAPES.search(msg)
-    if m:
-        _fallback(f, "input_shape_check_failed", m.group(1), line, reason=m.group(2).strip())
-        return
-    m = _CACHE_MISS.search(msg)
-    if m:
-        f["cache_misses"].append(canonical_op(m.group(1)))
-        return
-    m = _MISMATCH.search(msg)
-    if m:
-        f["version_warnings"].append(msg.strip())
-        f["tensorrt_versions"]["loaded"] = f["tensorrt_versions"]["loaded"] or m.group(1)
-        f["tensorrt_versions"]["linked"] = f["tensorrt_versions"]["linked"] or m.group(3)
-        return
-    m = _LINKED.search(msg)
-    if m:
-        f["tensorrt_versions"]["linked"] = _version(m.group(1))
-        return
-    m = _LOADED.search(msg)
-    if m:
-        f["tensorrt_versions"]["loaded"] = _version(m.group(1))
-        return
-    for pattern in _OOM:
+    for pattern, record in _LINE_RULES:
         m = pattern.search(msg)
         if m:
-            f["oom"].append({"line": line})
-            break
-    else:
-        if _LIBRARY.search(msg):
-            f["library_errors"].append(msg.strip())
+            record(f, m, line, msg)
             return
-        if _NATIVE_ANY.search(msg) and severity != "I" and "_native_segment" not in msg:
-            # A fallback wording this parser does not know yet: still a fallback.
-            _fallback(f, "other", None, line)
-            return
+    if any(pattern.search(msg) for pattern in _OOM):
+        f["oom"].append({"line": line})  # and it may also be TensorRT's own error line (below)
+    elif _LIBRARY.search(msg):
+        f["library_errors"].append(msg.strip())
+        return
+    elif _NATIVE_ANY.search(msg) and severity != "I" and "_native_segment" not in msg:
+        # A fallback wording this parser does not know yet: still a fallback.
+        _fallback(f, "other", None, line)
+        return
     m = _TRT_LOGGER.search(msg)
     if m and severity in ("E", "F"):
         f["tensorrt_errors"].append(m.group(1).strip())
@@ -474,15 +443,39 @@ def _requested_memory(findings):
 def diagnose(findings):
     """{"failed", "verdict", "problems": [{kind, what, fix}], "notes": [...]} for parsed findings."""
     f = findings
-    problems, notes = [], []
-    oom = f["oom"]
-    cuda_malloc = any("cuMemAlloc failed" in o["line"] for o in oom)
+    problems = _engine_failure_problems(f)
+    fallbacks, ran_native = _fallback_problems(f)
+    problems += fallbacks + _other_problems(f)
+    if not problems:
+        problems = [_problem("tensorrt_error", "TensorRT reported an error: %s" % t,
+                             "read the lines around it; rebuild on this device and JetPack")
+                    for t in f["tensorrt_errors"]]
+    notes = _notes(f)
+    if not problems:
+        active = f["candidate_segments"] is not None or f["segments"] or f["engines_built"] or f.get("engines_cached")
+        verdict = ("no failure: TF-TRT converted and built without a fallback" if active else
+                   "no TF-TRT activity in this log (no segments, engines or fallbacks); nothing failed, nothing proven")
+        return {"failed": False, "verdict": verdict, "problems": [], "notes": notes}
+    return {"failed": True, "verdict": _failed_verdict(f, problems, ran_native), "problems": problems, "notes": notes}
+
+
+def _memory_trouble(f):
+    return bool(f["oom"] or f.get("memory_warnings"))
+
+
+def _memory_fix(f):
+    cuda_malloc = any("cuMemAlloc failed" in o["line"] for o in f["oom"])
+    return FIX_CUDA_MALLOC if cuda_malloc else FIX_MEMORY
+
+
+def _engine_failure_problems(f):
+    problems = []
     requested = _requested_memory(f)
     for e in f["engine_failures"]:
-        if oom or f.get("memory_warnings"):
+        if _memory_trouble(f):
             why = "the engine needed more GPU memory than the limit allowed" + (
                 " (%s requested)" % requested if requested else "")
-            fix = FIX_CUDA_MALLOC if cuda_malloc else FIX_MEMORY
+            fix = _memory_fix(f)
         else:
             why = "TensorRT could not build it"
             fix = ("read the TensorRT (DefaultLogger) lines before it; run with "
@@ -490,8 +483,14 @@ def diagnose(findings):
         problems.append(_problem("engine_creation_failed", "engine creation for %s failed: %s (%s); the native "
                                  "segment was used instead" % (e["op"], why, e["reason"] or "no reason given"),
                                  fix, op=e["op"]))
+    return problems
+
+
+def _fallback_problems(f):
+    """(problems, the "op at input shapes" of each engine lookup that ran natively) for the fallbacks
+    other than a failed engine creation (that one is _engine_failure_problems')."""
     failed_ops = set(e["op"] for e in f["engine_failures"])
-    ran_native = []
+    problems, ran_native = [], []
     for fb in f["native_fallbacks"]:
         if fb["kind"] == "engine_creation_failed":
             continue
@@ -513,9 +512,15 @@ def diagnose(findings):
             what = "fallback to native TensorFlow (%s) for %s: %s" % (fb["kind"], op, fb.get("reason") or fb["line"])
             fix = "read the log lines around it; the segment ran without TensorRT"
         problems.append(_problem("native_fallback", what, fix, op=fb.get("op"), fallback=fb["kind"]))
-    if oom and not f["engine_failures"]:
-        problems.append(_problem("out_of_memory", "out of GPU memory: %s" % oom[0]["line"],
-                                 FIX_CUDA_MALLOC if cuda_malloc else FIX_MEMORY))
+    return problems, ran_native
+
+
+def _other_problems(f):
+    """Out of memory without a failed engine, segments kept native, conversion and calibration errors,
+    engines never saved, TensorRT missing."""
+    problems = []
+    if f["oom"] and not f["engine_failures"]:
+        problems.append(_problem("out_of_memory", "out of GPU memory: %s" % f["oom"][0]["line"], _memory_fix(f)))
     for s in f["segments"]:
         if not s["ok"]:
             problems.append(_problem("segment_not_converted", "segment %s (%s nodes, %s) was kept as native TensorFlow: "
@@ -535,12 +540,16 @@ def diagnose(findings):
     for lib in f["library_errors"]:
         problems.append(_problem("tensorrt_missing", "TensorRT could not be loaded: %s" % lib,
                                  "run in the L4T image with --runtime nvidia on the Jetson (TensorRT comes from the host)"))
-    if not problems:
-        for t in f["tensorrt_errors"]:
-            problems.append(_problem("tensorrt_error", "TensorRT reported an error: %s" % t,
-                                     "read the lines around it; rebuild on this device and JetPack"))
-    for w in f["version_warnings"]:
-        notes.append("TensorRT versions: %s" % w)
+    return problems
+
+
+def _engine_text(e):
+    return "%s for %s" % (e["op"], e["input_shapes"] or "batch %s" % e["batch_size"])
+
+
+def _notes(f):
+    """What the log shows besides problems: versions, memory warnings, what TF-TRT converted and built."""
+    notes = ["TensorRT versions: %s" % w for w in f["version_warnings"]]
     for w in f.get("memory_warnings") or []:
         notes.append("the BFC allocator could not get %s at once; TensorFlow says this is not a failure "
                      "by itself (a failure shows as a later error line)" % w["size"])
@@ -554,26 +563,24 @@ def diagnose(findings):
         notes.append("op types TF-TRT left to TensorFlow: %s" % ", ".join(f["unconverted_op_types"]))
     built = [e for e in f["engines_built"] if e["ok"]]
     if built:
-        notes.append("engines built: %s" % ", ".join("%s for %s" % (e["op"], e["input_shapes"] or "batch %s" % e["batch_size"])
-                                                  for e in built))
+        notes.append("engines built: %s" % ", ".join(_engine_text(e) for e in built))
     for e in f["engines_built"]:
         if not e["ok"]:
-            notes.append("engine build attempted: %s for %s (failed)" % (e["op"], e["input_shapes"] or "batch %s" % e["batch_size"]))
-    if not problems:
-        active = f["candidate_segments"] is not None or f["segments"] or f["engines_built"] or f.get("engines_cached")
-        verdict = ("no failure: TF-TRT converted and built without a fallback" if active else
-                   "no TF-TRT activity in this log (no segments, engines or fallbacks); nothing failed, nothing proven")
-        return {"failed": False, "verdict": verdict, "problems": [], "notes": notes}
+            notes.append("engine build attempted: %s (failed)" % _engine_text(e))
+    return notes
+
+
+def _failed_verdict(f, problems, ran_native):
     parts = []
     if f["engine_failures"]:
-        parts.append(("the engine needed more memory than the limit allowed, " if (oom or f.get("memory_warnings")) else "")
-                     + "engine creation failed for %s" % ", ".join(sorted(failed_ops)))
+        parts.append(("the engine needed more memory than the limit allowed, " if _memory_trouble(f) else "")
+                     + "engine creation failed for %s" % ", ".join(sorted(set(e["op"] for e in f["engine_failures"]))))
     if ran_native or any(p["kind"] == "native_fallback" for p in problems) or f["engine_failures"]:
         parts.append("the native segment ran instead of TensorRT" + (" (%s)" % "; ".join(ran_native) if ran_native else ""))
     others = sorted(set(p["kind"] for p in problems) - {"engine_creation_failed", "native_fallback"})
     if others:
         parts.append("also: %s" % ", ".join(k.replace("_", " ") for k in others))
-    return {"failed": True, "verdict": "TF-TRT failed: " + "; ".join(parts) + ".", "problems": problems, "notes": notes}
+    return "TF-TRT failed: " + "; ".join(parts) + "."
 
 
 def scan(path):

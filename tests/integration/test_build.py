@@ -20,9 +20,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
 from kit.build import images
+from testkit import manifests
 
 pytestmark = pytest.mark.docker
 
@@ -65,22 +65,14 @@ def trained_example(dest: Path, epochs: int | None = None) -> Path:
 
 def write_manifest(dest: Path, *, version="0.1.0", device="cpu", model="./digits/saved_model",
                    parity="./digits/parity.npy", repository=REPOSITORY, **extra) -> Path:
-    doc = yaml.safe_load((EXAMPLE / "digits.yaml").read_text())
-    doc["metadata"]["version"] = version
-    doc["model"]["path"] = model
-    doc["image"]["repository"] = repository
-    if parity is None:
-        doc["optimize"].pop("parity", None)
-    else:
-        doc["optimize"]["parity"] = {"samples": parity}
+    """dest/kit.yaml: the bundled example's manifest for a copy of it in dest (`extra` replaces whole sections)."""
+    doc = manifests.digits_example(metadata={"version": version}, model={"path": model},
+                                   image={"repository": repository},
+                                   optimize={"parity": None if parity is None else {"samples": parity}})
     if device != "cpu":
-        doc["target"] = {"device": device, "jetpack": "4.4.1"}
-        doc["optimize"]["precision"] = "fp16"
-    for k, v in extra.items():
-        doc[k] = v
-    path = dest / "kit.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+        doc = manifests.merged(doc, {"target": {"device": device, "jetpack": "4.4.1"}, "optimize": {"precision": "fp16"}})
+    doc.update(extra)
+    return manifests.write_model(dest / "kit.yaml", doc)
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +228,8 @@ def test_dry_run_prints_the_plan_and_runs_nothing(engine, tmp_path):
     assert list(steps) == ["preflight", "base", "builder", "optimize", "gate", "reference", "bake", "smoke", "record"]
     opt = steps["optimize"]
     assert opt["command"] == ["python3", "-m", "kit.runtime.optimize", "--spec", "/in/spec.json"]
-    assert any(m.endswith("-> /in/saved_model (ro)") for m in opt["mounts"])
+    assert any(m.endswith("-> /in/saved_model") for m in opt["copied_in"])
+    assert opt["copied_out"] == [f"/out -> {tmp_path / '.kit' / 'digits' / 'optimize.partial'}"]
     assert opt["network"] == "host" and opt["runtime"] == "runc"
     assert steps["bake"]["build_args"]["KIT_BATCH_SIZES"] == "1,8"
     assert steps["bake"]["image"] == f"{REPOSITORY}-dry:0.1.0-cpu-native"

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from kit.cli import application as cli
-from kit.docker_api import Mount, compose_command, connect
+from kit.docker_api import Download, Mount, Upload, compose_command, connect
 from kit.errors import EXIT_DOCKER, DockerError
 
 # A small program whose output the test can check independently.
@@ -168,6 +168,33 @@ def test_read_only_bind_mount_is_readable_not_writable(engine, app_image, tmp_pa
     writable = engine.run_to_completion(
         ref, ["python3", "-c", "open('/data/out.txt', 'w').write('x')"], mounts=[(str(data), "/data")], timeout=60)
     assert writable.exit_code == 0 and (data / "out.txt").read_text() == "x"
+
+
+def test_uploads_and_downloads_go_through_the_api_not_the_filesystem(engine, app_image, tmp_path):
+    """What kit build does with the model and /out: copied in before start, copied back after exit,
+    as a non-root user that owns the empty /out it was given, whatever the exit code."""
+    ref, _ = app_image
+    model = tmp_path / "model"
+    (model / "variables").mkdir(parents=True)
+    (model / "saved_model.pb").write_bytes(bytes(range(256)) * 40)
+    (model / "variables" / "v.data").write_text("41")
+    (tmp_path / "spec.json").write_text('{"k": 1}')
+    script = ("import json, os, sys\n"
+              "n = int(open('/in/m/variables/v.data').read()) + len(open('/in/m/saved_model.pb', 'rb').read())\n"
+              "os.makedirs('/out/model')\n"
+              "open('/out/model/answer.txt', 'w').write(str(n))\n"
+              "json.dump({'uid': os.getuid(), 'spec': json.load(open('/in/spec.json'))}, open('/out/r.json', 'w'))\n"
+              "sys.exit(5)\n")
+    out = tmp_path / "back"
+    result = engine.run_to_completion(
+        ref, ["python3", "-c", script], timeout=60, user="4321:4321",
+        uploads=[Upload(str(model), "/in/m"), Upload(str(tmp_path / "spec.json"), "/in/spec.json"),
+                 Upload(None, "/out")],
+        downloads=[Download("/out", str(out))])
+    assert result.exit_code == 5, result.logs
+    assert (out / "model" / "answer.txt").read_text() == str(41 + 256 * 40)
+    assert json.loads((out / "r.json").read_text()) == {"uid": 4321, "spec": {"k": 1}}
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["model", "model/answer.txt", "r.json"]
 
 
 def test_failed_build_raises_with_log_tail_and_tags_nothing(engine, debian_base, tmp_path, throwaway):

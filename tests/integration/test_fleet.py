@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from testkit import fleet_harness as fh  # noqa: E402
+from testkit import manifests  # noqa: E402
 
 from kit.cli import main  # noqa: E402
 from kit.errors import DockerError  # noqa: E402
@@ -391,9 +392,8 @@ def test_real_kit_build_image_rolls_out(engine, fleet, tf_base, tmp_path, capsys
     # Train the example for real into this test's copy (a clean clone has no trained model).
     subprocess.run([sys.executable, str(example / "digits" / "train.py"), "--out", str(work / "digits"),
                     "--epochs", "2"], check=True, timeout=600, capture_output=True)
-    doc = yaml.safe_load((example / "digits.yaml").read_text())
-    doc["image"]["repository"] = f"{fleet.registry.address}/kit-test/digits"
-    (work / "kit.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    manifests.write_model(work / "kit.yaml",
+                          manifests.digits_example(image={"repository": f"{fleet.registry.address}/kit-test/digits"}))
     assert main(["build", str(work / "kit.yaml")]) == 0, capsys.readouterr().err
     capsys.readouterr()
     assert main(["push", str(work / "kit.yaml"), "--json"]) == 0

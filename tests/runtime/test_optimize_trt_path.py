@@ -217,3 +217,23 @@ def test_pinned_tensorrt_mismatch_is_a_preflight_error(tmp_path, monkeypatch, sa
     assert code == 3 and "init" not in fake.calls
     assert "TensorRT loaded 7.1.3, pinned 8.2.1" in r["error"]["message"]
     assert "allow_version_mismatch" in r["error"]["hint"]
+
+
+def test_doctor_trt_smoke_reports_what_the_log_parser_found(tmp_path, monkeypatch, saved_models, mocked_device):
+    """`kit doctor --trt-smoke`'s in-container half (kit.runtime.trt_smoke) with TensorRT MOCKED (the fake
+    converter above; no Jetson here): the tiny model goes through the real optimizer, whose TF-TRT log
+    (the article's Nano OOM, written to fd 2 by the fake build) is parsed by kit.runtime.trtlog, and the
+    parser's findings are what the smoke result, and so the doctor's check, reports."""
+    from kit.runtime import trt_smoke
+
+    fake = FakeTrtConvert(saved_models["cnn"], built=((1,), (1,)), build_log=FIXTURES / "article_nano_fp16_oom.log")
+    monkeypatch.setattr(trt_shim, "import_trt", lambda: fake)
+    result = trt_smoke.smoke(str(tmp_path), run_optimizer=lambda spec, timeout: (optimize.execute(spec), ""))
+    assert fake.calls["init"]["precision_mode"] == "FP16" and fake.calls["build"] == [((1, 32, 32, 3),)]
+    expected = trtlog.summarize(trtlog.parse_file(str(tmp_path / "optimize.log")))
+    assert result["findings_summary"] == expected
+    assert any("engine creation FAILED: TRTEngineOp_0_0" in s for s in result["findings_summary"])
+    assert result["ok"] is False and result["exit_code"] == 5 and result["error"]["kind"] == "gate"
+    assert "out-of-memory line(s) in the log" in result["error"]["message"]
+    assert result["environment"]["tensorrt"] == "7.1.3"
+

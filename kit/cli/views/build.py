@@ -92,7 +92,7 @@ def _plan_value(console, key: str, value) -> None:
 
 
 def render_plan(plan, console) -> None:
-    """`kit build --dry-run`: every step with its images, mounts, commands and env."""
+    """`kit build --dry-run`: every step with its images, files copied in and out, commands and env."""
     console.print(f"[bold]kit build --dry-run[/] {plan.manifest}  (nothing runs)", highlight=False)
     console.print(f"image: {plan.image}\nwork dir: {plan.work_dir}", highlight=False, markup=False)
     for step in plan.steps:

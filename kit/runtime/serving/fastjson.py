@@ -1,22 +1,34 @@
 """Dense numeric arrays in a JSON body, decoded by numpy instead of json.loads.
 
 json.loads builds a Python float object per number and np.asarray walks the
-nested lists again: for a 8x224x224x3 image batch that is 1.2 million objects
-and most of the request's time. Here every large array made only of numbers
-([[0.1, 0.2], [0.3, 0.4]]) is cut out of the body first: its structure is
-checked from its brackets and commas alone (a regular nested list reduces to
-one token by repeated bytes.replace, level by level, in C), its numbers are
-parsed by np.fromstring, and the body goes to json.loads with an unguessable
-placeholder string in its place. Anything that does not fit (ragged lists,
-NaN, strings, escapes, a count that does not add up) is left in the body for
-json.loads, so errors and edge cases behave exactly as before.
+nested lists again: for a 8x224x224x3 image batch (25 MB of JSON as
+`json.dumps(x.tolist())` writes it) that is 1.2 million objects and about a
+second. Here every large array made only of numbers ([[0.1, 0.2], [0.3, 0.4]])
+is cut out of the body and decoded in bulk:
+
+- structure: its skeleton (brackets and commas, from one bytes.translate) must
+  equal the skeleton of a regular nested list of the shape its first lists
+  show; the expected skeleton is built with bytes joins and compared whole;
+- numbers: the bracket- and space-free text is checked against JSON's number
+  grammar with a few numpy passes over positions (one dot per number at most,
+  a minus only first, digits on both sides of a dot, no leading zeros), then
+  the digits of every number are read at once: right-aligned windows of the
+  integer and fraction digits, gathered a block of numbers at a time, turned
+  into exact integers by a matrix-vector product with powers of ten, and
+  divided by an exact power of ten (see parse_numbers). The rare numbers with
+  an exponent are parsed one by one by float().
+
+The body then goes to json.loads with an unguessable placeholder string in
+each array's place. Anything that does not fit (ragged lists, NaN, strings,
+escapes, a number JSON refuses, digits beyond int64) is left in the body for
+json.loads, so errors and edge cases behave exactly as without this module.
+Python 3.6 and numpy 1.16 (the Jetson's) and newer.
 """
 
 import binascii
 import json
 import os
 import re
-import warnings
 
 import numpy as np
 
@@ -24,7 +36,18 @@ import numpy as np
 _ARRAY = re.compile(br"\[[\[\]0-9eE+\-., \t\r\n]*\]")
 _SPACES = b" \t\r\n"
 _NUMBER_CHARS = b"0123456789eE+-."
+_SKELETON_DROP = _NUMBER_CHARS + _SPACES
+_NUMBERS_DROP = b"[]" + _SPACES
+# Two number characters with only whitespace between them: two numbers JSON refuses, one after deletion.
+_SPACE_INSIDE = re.compile(br"[0-9.eE+\-][ \t\r\n]+[0-9.eE+\-]")
+_JSON_NUMBER = re.compile(br"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\Z")
 _MIN_BYTES = 256  # smaller arrays: json.loads is as fast
+
+_COMMA, _MINUS, _DOT, _ZERO = 44, 45, 46, 48
+_POW10 = 10.0 ** np.arange(25)  # exact in float64 up to 1e22 (Python writes up to 24 decimals: 0.000xxx)
+_POW10_INT = 10 ** np.arange(19, dtype=np.int64)
+_BLOCK = 1 << 21  # window bytes per gathered block (2 MiB)
+_MAX_EXPONENT_SHARE = 0.05  # more numbers with exponents than this: json.loads decides
 
 
 class Decoded(object):
@@ -48,108 +71,254 @@ class Decoded(object):
         return value
 
 
+# ---- structure ------------------------------------------------------------------------
+
+
 def _shape(skeleton):
-    """The shape of a regular nested list from its skeleton (brackets and commas only), or None."""
+    """The shape of a regular nested list from its skeleton (brackets and commas only), or None.
+
+    The first list at each depth gives that depth's length; the skeleton of the regular list of that
+    shape is then built and compared with the whole skeleton (C speed: joins and one comparison).
+    """
     depth = len(skeleton) - len(skeleton.lstrip(b"["))
+    if depth == 0:
+        return None
     shape = []
-    s = skeleton
-    for level in range(depth):
-        end = s.find(b"]")
+    token = None
+    for level in range(1, depth + 1):
+        closing = b"]" * level
+        end = skeleton.find(closing)
         if end < 0:
             return None
-        inner = s[s.rfind(b"[", 0, end):end + 1]
-        if level == 0:
-            if inner == b"[]":
-                return None  # an empty or one-element list: ambiguous here, json.loads decides
-            size = inner.count(b",") + 1
+        first = skeleton[depth - level:end + level]
+        if token is None:
+            size = first.count(b",") + 1
             token = b"[" + b"," * (size - 1) + b"]"
         else:
-            size = inner.count(b",") + 1
-            token = b"[" + b",".join([b"x"] * size) + b"]"
-        if inner != token:
+            step = len(token) + 1
+            size, rest = divmod(len(first) - 2 + 1, step)
+            if rest or size < 1:
+                return None
+            token = b"[" + b",".join([token] * size) + b"]"
+        if first != token:
             return None
-        s = s.replace(token, b"x")
         shape.insert(0, size)
-    return shape if s == b"x" else None
+    return shape if token == skeleton else None
 
 
-_COMMA, _MINUS, _DOT = 44, 45, 46
-_POW10 = 10.0 ** np.arange(23)  # exact in float64 up to 1e22
+# ---- numbers ----------------------------------------------------------------------------
 
 
-def parse_decimals(text, count):
-    """`count` comma-separated plain decimals (-12.345, no exponent) -> float64, or None when they are not.
+def _keep_masks(width):
+    """Row k: a mask for a `width`-byte window whose first k bytes are not the number's: 0x00 there, 0x0F
+    (a digit character's value bits) elsewhere; as little-endian uint64 words."""
+    masks = np.full((width + 1, width), 0x0F, dtype=np.uint8)
+    for k in range(width + 1):
+        masks[k, :k] = 0
+    return masks.view("<u8")
 
-    Vectorized by character column: one pass per character position (a number is at most 32 characters)
-    over all numbers at once, so memory stays a few arrays of `count` elements. Each number's digits form
-    an exact integer mantissa (int64, at most 18 digits) divided by an exact power of ten: up to 15 digits
-    (below 2**53) IEEE division rounds as strtod does; longer ones (Python's repr of a float32 has up to
-    17) may differ by one float64 ulp, which rounding to float32, the usual input dtype, removes.
+
+_KEEP = dict((w, _keep_masks(w)) for w in (8, 16, 24))
+_U8 = [np.uint64(v) for v in (2561, 8, 0x00FF00FF00FF00FF, 6553601, 16,
+                              0x0000FFFF0000FFFF, 42949672960001, 32, 100000000)]
+
+
+def _digit_values(c, right, length, width):
+    """The integers written by the digit runs c[right-length:right] (at most 24 digits) -> uint64, or None
+    when one of them does not fit (more than 19 significant digits).
+
+    Each run is read as a right-aligned window of 8, 16 or 24 bytes (an item of a void-dtype view of
+    the text with a stride of one byte, so a block of windows is one fancy-index copy), the bytes left
+    of the run are masked to zero, and
+    every 8 bytes become their 8-digit value with the well-known SWAR multiply-and-shift steps
+    (two digits, then four, then eight per step); the words then combine as base 10**8 digits.
     """
-    buf = np.frombuffer(text, dtype=np.uint8)
-    commas = np.flatnonzero(buf == _COMMA)
-    if commas.size + 1 != count or not buf.size:
+    padded_width = 8 * ((width + 7) // 8)
+    count = right.size
+    windows = np.ndarray(shape=(c.size - padded_width + 1,), dtype=np.dtype("V%d" % padded_width), buffer=c,
+                         strides=(1,))
+    keep = _KEEP[padded_width]
+    m1, s1, mid, m2, s2, high, m3, s3, base = _U8
+    out = np.empty(count, dtype=np.uint64)
+    block = max(1, _BLOCK // padded_width)
+    for b in range(0, count, block):
+        e = min(b + block, count)
+        rows = windows[np.maximum(right[b:e] - padded_width, 0)]  # n windows, contiguous
+        v = rows.view("<u8").reshape(e - b, -1) & keep[padded_width - length[b:e]]  # digit values, 0 outside
+        v = (v * m1) >> s1
+        v = ((v & mid) * m2) >> s2
+        v = ((v & high) * m3) >> s3
+        total = v[:, 0]
+        if v.shape[1] == 3 and total.max() > 1800:
+            return None  # total * 10**16 would leave uint64
+        for j in range(1, v.shape[1]):
+            total = total * base + v[:, j]
+        out[b:e] = total
+    return out
+
+
+def _exponent_tokens(c, starts, ends, text):
+    """Numbers with an exponent: parsed one by one, their characters then overwritten with zeros (so the
+    bulk pass sees plain numbers) -> (token indexes, values), or None when JSON refuses one."""
+    marks = np.flatnonzero((c == 101) | (c == 69))
+    tokens = np.unique(np.searchsorted(starts, marks, side="right") - 1)
+    if tokens.size > _MAX_EXPONENT_SHARE * starts.size:
+        return None
+    values = np.empty(tokens.size, dtype=np.float64)
+    for i, t in enumerate(tokens.tolist()):
+        token = text[int(starts[t]):int(ends[t])]
+        if not _JSON_NUMBER.match(token):
+            return None
+        values[i] = float(token)
+        # A plain number of the same length ("0.00...") for the bulk pass; its result is replaced later.
+        c[starts[t]:ends[t]] = _ZERO
+        c[starts[t] + 1] = _DOT
+    if not np.isfinite(values).all():
+        return None  # 1e999: json.loads' parse_float hook refuses it with the server's message
+    return tokens, values
+
+
+def _find_dots(c, first, ends, count):
+    """(dot position per number, has_dot or None when every number has one) or None when a number has two
+    dots. Numbers usually have a short integer part: the dot is looked for right after it first."""
+    total = int(np.count_nonzero(c == _DOT))
+    if total == count:
+        guess = first + 1
+        for _ in range(4):
+            missing = c.take(guess, mode="clip") != _DOT
+            if not missing.any():
+                return guess, None
+            guess = np.where(missing, guess + 1, guess)
+    dots = np.flatnonzero(c == _DOT)
+    owner = np.searchsorted(first, dots, side="right") - 1
+    if dots.size and (np.diff(owner) == 0).any():
+        return None
+    dot_at = ends.copy()
+    dot_at[owner] = dots
+    has_dot = np.zeros(count, dtype=bool)
+    has_dot[owner] = True
+    return dot_at, has_dot
+
+
+def parse_numbers(text, count):
+    """`count` comma-separated JSON numbers (no spaces) -> float64 array, or None when they are not that.
+
+    Every plain decimal is an exact integer mantissa (int64, at most 18 significant digits) divided by a
+    power of ten: up to 15 significant digits (below 2**53) and 22 decimals IEEE division rounds as strtod
+    does; longer ones (Python's repr of a float32 has up to 17 digits) may differ by one float64 ulp,
+    which rounding to float32, the usual input dtype, removes. Integers above 15 digits go to json.loads
+    (int64 inputs stay exact there).
+    """
+    if not text:
+        return None
+    c = np.frombuffer(text, dtype=np.uint8)
+    commas = np.flatnonzero(c == _COMMA)
+    if commas.size + 1 != count:
         return None
     starts = np.empty(count, dtype=np.int64)
     starts[0] = 0
     starts[1:] = commas + 1
-    lengths = np.empty(count, dtype=np.int64)
-    lengths[:-1] = commas
-    lengths[-1] = buf.size
-    lengths -= starts
-    if lengths.min() < 1 or lengths.max() > 32:
-        return None
-    mantissa = np.zeros(count, dtype=np.int64)
-    decimals = np.zeros(count, dtype=np.int64)
-    digits = np.zeros(count, dtype=np.int64)
-    significant = np.zeros(count, dtype=np.int64)
-    seen_dot = np.zeros(count, dtype=bool)
-    negative = None
-    last = buf.size - 1
-    for j in range(int(lengths.max())):
-        valid = lengths > j
-        ch = buf[np.minimum(starts + j, last)]
-        is_digit = valid & (ch >= 48) & (ch <= 57)
-        is_dot = valid & (ch == _DOT)
-        is_minus = valid & (ch == _MINUS)
-        if (valid & ~(is_digit | is_dot | is_minus)).any() or (is_dot & seen_dot).any():
-            return None  # an exponent, a second dot, ...: the general path decides
-        if j == 0:
-            negative = is_minus
-        elif is_minus.any():
+    ends = np.empty(count, dtype=np.int64)
+    ends[:-1] = commas
+    ends[-1] = c.size
+    if (ends - starts).min() < 1:
+        return None  # an empty element: a syntax error json.loads reports
+    exponents = None
+    if b"e" in text or b"E" in text:
+        c = c.copy()
+        exponents = _exponent_tokens(c, starts, ends, text)
+        if exponents is None:
             return None
-        mantissa = np.where(is_digit, mantissa * 10 + (ch.astype(np.int64) - 48), mantissa)
-        digits += is_digit
-        significant += is_digit & (mantissa > 0)  # leading zeros do not count towards int64's 18 digits
-        decimals += is_digit & seen_dot
-        seen_dot |= is_dot
-    if digits.min() < 1 or significant.max() > 18:
+        if np.count_nonzero(c == 43):
+            return None  # a plus sign outside an exponent
+    elif b"+" in text:
         return None
-    result = mantissa.astype(np.float64) / _POW10[decimals]
-    result[negative] *= -1.0
+    # Signs: only first, and counted by their numbers (so no minus stands anywhere else).
+    negative = c[starts] == _MINUS
+    n_negative = int(np.count_nonzero(negative))
+    if int(np.count_nonzero(c == _MINUS)) != n_negative:
+        return None
+    first = starts + negative if n_negative else starts
+    if (ends - first).min() < 1:
+        return None  # a lone minus
+    # Dots: at most one per number, with digits on both sides.
+    found = _find_dots(c, first, ends, count)
+    if found is None:
+        return None
+    dot_at, has_dot = found
+    if has_dot is None:
+        if not ((dot_at > first) & (dot_at < ends - 1)).all():
+            return None
+        decimals = ends - dot_at - 1
+    else:
+        if not ((dot_at > first) & ((dot_at < ends - 1) | ~has_dot)).all():
+            return None
+        decimals = np.maximum(ends - dot_at - 1, 0)
+    int_len = dot_at - first
+    # The character after the sign must be a digit (covers "-" and "-.5"); no leading zeros.
+    head = c[first]
+    if ((head < _ZERO) | (head > _ZERO + 9) | ((head == _ZERO) & (int_len > 1))).any():
+        return None
+    int_width, dec_width = int(int_len.max()), int(decimals.max())
+    if has_dot is not None and int_width > 15 and (int_len[~has_dot] > 15).any():
+        return None  # a large integer: json.loads keeps it exact (int64 inputs)
+    if int_width > 24 or dec_width > 24:
+        return None
+    if int_width == 1:
+        ints = (head - _ZERO).astype(np.int64)
+    else:
+        ints = _digit_values(c, dot_at, int_len, int_width)
+    fracs = _digit_values(c, ends, decimals, dec_width) if dec_width else np.zeros(count, dtype=np.uint64)
+    if ints is None or fracs is None:
+        return None
+    # mantissa = ints * 10**decimals + fracs must stay an exact int64: only long numbers can leave it.
+    long_ = np.flatnonzero(int_len + decimals > 18)
+    if long_.size and (ints[long_].astype(np.float64) * _POW10[decimals[long_]]
+                       + fracs[long_].astype(np.float64)).max() >= 9.0e18:
+        return None
+    mantissa = fracs.astype(np.int64)
+    whole = np.flatnonzero(ints)  # images in [0, 1]: few numbers have an integer part
+    if whole.size:
+        mantissa[whole] += ints[whole].astype(np.int64) * _POW10_INT[np.minimum(decimals[whole], 18)]
+    result = mantissa.astype(np.float64)
+    result /= _POW10[decimals]
+    if n_negative:
+        np.negative(result, out=result, where=negative)
+        if has_dot is not None:
+            result[negative & ~has_dot & (mantissa == 0)] = 0.0  # "-0" is the integer 0 for json.loads
+    if exponents is not None:
+        result[exponents[0]] = exponents[1]
+    # The first numbers' windows reached before the text: read again by float() (already checked as JSON).
+    reach = max(8 * ((int_width + 7) // 8) if int_width > 1 else 0, 8 * ((dec_width + 7) // 8))
+    for i in np.flatnonzero(ends[:8] < reach + 1).tolist():
+        result[i] = float(text[int(starts[i]):int(ends[i])])
     return result
 
 
+def parse_decimals(text, count):
+    """Kept name: parse_numbers (plain decimals and the rare exponent), None when JSON would refuse."""
+    return parse_numbers(text, count)
+
+
 def _parse_span(span):
-    compact = span.translate(None, _SPACES)
-    skeleton = compact.translate(None, _NUMBER_CHARS)
+    """A candidate array's text -> float64 ndarray of its shape, or None (json.loads decides)."""
+    skeleton = span.translate(None, _SKELETON_DROP)
     shape = _shape(skeleton)
     if shape is None:
         return None
     count = 1
     for d in shape:
         count *= d
-    numbers = compact.translate(None, b"[]")
-    flat = parse_decimals(numbers, count)
-    if flat is not None:
-        return flat.reshape(shape)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a bad token: numpy warns and stops short; the count check catches it
-        try:
-            flat = np.fromstring(numbers, dtype=np.float64, sep=",")
-        except ValueError:
-            return None
-    if flat.size != count or not np.isfinite(flat).all():
+    # Whitespace may only separate numbers from brackets and commas: `1 2` would read as 12 below.
+    # json.dumps' ", " is the common case, recognised by counting.
+    chars = np.frombuffer(span, dtype=np.uint8)
+    spaces = chars == 32
+    n_spaces = int(np.count_nonzero(spaces))
+    if (np.count_nonzero(chars < 32) or (n_spaces and np.count_nonzero(spaces[1:] & (chars[:-1] == _COMMA))
+                                         != n_spaces)) and _SPACE_INSIDE.search(span):
+        return None
+    flat = parse_numbers(span.translate(None, _NUMBERS_DROP), count)
+    if flat is None:
         return None
     return flat.reshape(shape)
 
@@ -157,33 +326,47 @@ def _parse_span(span):
 def loads(body, min_bytes=_MIN_BYTES, **hooks):
     """Decode a JSON body (bytes); large dense numeric arrays come back as numpy arrays via Decoded.resolve.
     hooks go to json.loads (parse_constant, parse_float: the server refuses NaN and out-of-range floats)."""
-    if isinstance(body, memoryview):
-        body = body.tobytes()
+    if isinstance(body, (memoryview, bytearray)):
+        body = bytes(body)
     if len(body) < min_bytes * 2 or b"\\" in body:
         # Small bodies gain nothing; with backslashes a quote could be escaped and the string test below fails.
         return Decoded(json.loads(body.decode("utf-8"), **hooks), {})
     nonce = "kit-array-" + binascii.hexlify(os.urandom(8)).decode("ascii") + "-"
     arrays = {}
     pieces = []
-    last = 0
-    quotes, counted = 0, 0
-    for match in _ARRAY.finditer(body):
-        start, end = match.span()
-        if end - start < min_bytes:
-            continue
-        quotes += body.count(b'"', counted, start)
-        counted = start
-        if quotes % 2:
-            continue  # inside a string
-        array = _parse_span(match.group())
+    # The common body holds one array ({"instances": [...]}): try the span from the first "[" to the
+    # last "]" before scanning for arrays one by one.
+    first, last = body.find(b"["), body.rfind(b"]")
+    spans = []
+    if first >= 0 and last - first >= min_bytes and body.find(b'"', first, last) < 0 \
+            and body.find(b"{", first, last) < 0 and body.count(b'"', 0, first) % 2 == 0:
+        spans = [(first, last + 1)]
+        array = _parse_span(body[first:last + 1])
         if array is None:
-            continue
-        key = nonce + str(len(arrays))
-        arrays[key] = array
-        pieces.append(body[last:start])
-        pieces.append(b'"' + key.encode("ascii") + b'"')
-        last = end
+            spans = []
+        else:
+            arrays[nonce + "0"] = array
+    if not spans:
+        quotes, counted = 0, 0
+        for match in _ARRAY.finditer(body):
+            start, end = match.span()
+            if end - start < min_bytes:
+                continue
+            quotes += body.count(b'"', counted, start)
+            counted = start
+            if quotes % 2:
+                continue  # inside a string
+            array = _parse_span(match.group())
+            if array is None:
+                continue
+            arrays[nonce + str(len(arrays))] = array
+            spans.append((start, end))
     if not arrays:
         return Decoded(json.loads(body.decode("utf-8"), **hooks), {})
-    pieces.append(body[last:])
+    position = 0
+    for i, (start, end) in enumerate(spans):
+        pieces.append(body[position:start])
+        pieces.append(b'"' + (nonce + str(i)).encode("ascii") + b'"')
+        position = end
+    pieces.append(body[position:])
     return Decoded(json.loads(b"".join(pieces).decode("utf-8"), **hooks), arrays)

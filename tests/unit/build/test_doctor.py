@@ -3,6 +3,7 @@ engine's `docker info` answers (FakeNanoEngine below) are THE mocked things (no 
 every fact is read through kit.build.preflight's readers and judged. Then the real verdict here."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from kit.cli import main
 from kit.docker_api import EngineInfo, RunResult
 from kit.errors import DockerError
 from kit.runtime.trt_smoke import RESULT_PREFIX
+from testkit import manifests
 
 SMOKE_OK = {"ok": True, "exit_code": 0, "optimization": "tensorrt", "engines": 1,
             "findings_summary": ["1 candidate segment(s)", "1 engine(s) built"], "error": None}
@@ -91,14 +93,9 @@ def test_manifest_memory_limit_against_meminfo(tmp_path):
     manifest.parent.mkdir()
     (manifest.parent / "sm").mkdir()
     (manifest.parent / "sm" / "saved_model.pb").write_bytes(b"")
-    manifest.write_text("""apiVersion: kit/v1
-kind: Model
-metadata: {name: big}
-model: {path: ./sm}
-target: {device: jetson-nano, jetpack: "4.4.1"}
-optimize: {precision: fp16, batch_sizes: [1], max_workspace_size: 1GiB, memory_limit: 3GiB}
-image: {repository: registry.example.com/big}
-""")
+    manifests.write_model(manifest, manifests.model_doc(**manifests.NANO), metadata={"name": "big"},
+                          model={"path": "./sm"}, optimize={"max_workspace_size": "1GiB", "memory_limit": "3GiB"},
+                          image={"repository": "registry.example.com/big"})
     report = run_doctor(tmp_path / "root", FakeNanoEngine(), manifest_path=manifest)
     c = by_name(report)["memory"]
     # 2.5 GiB available + 1.9 GiB swap vs 3 GiB + 1 GiB reserve: fits only with swap
@@ -118,12 +115,13 @@ def test_failed_smoke_reports_the_log_findings(tmp_path):
     assert c.fix == "lower max_workspace_size" and report.exit_code == 3
 
 
-def test_smoke_falls_back_to_the_base_image_with_kit_mounted(tmp_path):
+def test_smoke_falls_back_to_the_base_image_with_kit_copied_in(tmp_path):
     engine = FakeNanoEngine()
     run_doctor(tmp_path, engine, trt_smoke=True)
     image, _, kw = engine.ran[0]
     assert image == "nvcr.io/nvidia/l4t-tensorflow:r32.4.4-tf2.3-py3"
-    assert kw["mounts"][0].target == "/opt/kit-doctor/kit" and kw["env"] == {"PYTHONPATH": "/opt/kit-doctor"}
+    assert kw["uploads"][0].target == "/opt/kit-doctor/kit" and kw["env"] == {"PYTHONPATH": "/opt/kit-doctor"}
+    assert (Path(kw["uploads"][0].source) / "runtime" / "trt_smoke.py").is_file()
 
 
 def test_base_missing_and_not_pullable_fails(tmp_path):

@@ -15,6 +15,7 @@ from kit.cli import main
 from kit.errors import KitError, ManifestError, OptimizeError, PreflightError
 from kit.manifest.load import load_model
 from kit.runtime import spec as runtime_spec
+from testkit import manifests
 
 pytestmark = pytest.mark.tf  # needs TensorFlow (deselected on the Python 3.8 host run)
 
@@ -26,21 +27,11 @@ def digits(tmp_path_factory):
 
 def nano_manifest(directory: Path, model: Path) -> Path:
     """A Jetson Nano fp16 manifest for the digits model (TensorRT is absent on this machine)."""
-    path = directory / "nano.yaml"
-    path.write_text(f"""apiVersion: kit/v1
-kind: Model
-metadata: {{name: digits-nano, version: "0.1.0"}}
-model:
-  path: {model}
-  inputs:
-    pixels: {{shape: [8, 8, 1], dtype: float32}}
-target: {{device: jetson-nano, jetpack: "4.4.1"}}
-optimize:
-  precision: fp16
-  batch_sizes: [1, 8]
-image: {{repository: 127.0.0.1:5000/kit/digits}}
-""")
-    return path
+    return manifests.write_model(
+        directory / "nano.yaml", manifests.model_doc(**manifests.NANO),
+        metadata={"name": "digits-nano", "version": "0.1.0"},
+        model={"path": str(model), "inputs": {"pixels": {"shape": [8, 8, 1], "dtype": "float32"}}},
+        optimize={"batch_sizes": [1, 8]}, image={"repository": "127.0.0.1:5000/kit/digits"})
 
 
 def test_local_spec_is_valid_for_the_runtime(digits, tmp_path):

@@ -87,3 +87,66 @@ def test_parse_decimals_float32_reprs_match_after_float32_rounding():
 @pytest.mark.parametrize("text", [b"1e5,2", b"1..5,2", b"1-2,3", b"-,1", b",1", b"1,2,", b"12345678901234567890,1"])
 def test_parse_decimals_refuses_what_is_not_a_plain_decimal(text):
     assert fastjson.parse_decimals(text, text.count(b",") + 1) is None
+
+
+@pytest.mark.parametrize("number", [".5", "1.", "01", "-01", "00.5", "-", "+1", "1.2.3", "--1", "1-2", "1e", "1e+",
+                                    "e5", "1E5.5", "0x10", "1 2"])
+def test_numbers_json_refuses_are_refused_as_json_loads_refuses_them(number):
+    """A number JSON's grammar refuses, inside a large dense array, is a syntax error, not a value."""
+    text = "[" + ", ".join(["0.25"] * 200 + [number] + ["0.5"] * 200) + "]"
+    body = '{"instances": %s}' % text
+    with pytest.raises(ValueError):
+        json.loads(body)
+    with pytest.raises(ValueError):
+        fastjson.loads(body.encode())
+
+
+def test_every_number_form_json_allows_reads_as_json_loads_reads_it():
+    """Integers, signs, exponents (a few, parsed one by one), long fractions, -0: the same float64 values."""
+    rng = np.random.RandomState(5)
+    values = ["0", "-0", "7", "-12", "0.0", "-0.0", "1e5", "-2.5E-3", "3e+2", "1.7976931348623157e308",
+              "0.00046076028957031667", "-0.00012345678901234567", "123456789012345", "9.999999747378752e-05"]
+    values += [repr(float(v)) for v in rng.uniform(-50, 50, size=3000).astype(np.float32)]
+    values += [repr(float(v)) for v in np.round(rng.uniform(0, 1, size=3000), 3)]
+    rng.shuffle(values)
+    body = '{"instances": [%s]}' % ", ".join(values)
+    decoded = fastjson.loads(body.encode())
+    assert decoded.arrays, "the array was not cut out"
+    got = decoded.resolve(decoded.data["instances"])
+    expected = np.asarray(json.loads(body)["instances"], dtype=np.float64)
+    assert got.dtype == np.float64 and got.shape == expected.shape
+    # Exact where strtod's rounding is reachable by one division (<= 15 digits), within an ulp elsewhere.
+    assert np.allclose(got, expected, rtol=2.5e-16, atol=0)
+    with np.errstate(over="ignore"):  # 1.79e308 is inf as float32, on both sides
+        assert np.array_equal(got.astype(np.float32), expected.astype(np.float32))
+    assert np.array_equal(np.signbit(got), np.signbit(expected))
+
+
+@pytest.mark.parametrize("text", ["[1, 2 3, 4]", "[1,\n2]", "[ 1 , 2 ]", "[1,2]\t"])
+def test_whitespace(text):
+    """Whitespace between two numbers is a syntax error; around brackets and commas it is allowed."""
+    body = '{"instances": [%s]}' % ", ".join([text] * 60)
+    try:
+        expected = json.loads(body)
+    except ValueError:
+        with pytest.raises(ValueError):
+            fastjson.loads(body.encode(), min_bytes=16)
+        return
+    decoded = fastjson.loads(body.encode(), min_bytes=16)
+    assert np.array_equal(decoded.resolve(decoded.data["instances"]), np.asarray(expected["instances"]))
+
+
+def test_large_integers_stay_exact_through_json_loads():
+    """Integers beyond float64's 2**53 are not parsed as floats: json.loads keeps them exact for int64 inputs."""
+    body = '{"instances": [%s]}' % ", ".join(["9007199254740993"] * 100)
+    decoded = fastjson.loads(body.encode(), min_bytes=16)
+    assert decoded.data["instances"][0] == 9007199254740993
+
+
+def test_a_batch_as_clients_send_it():
+    """The benchmark's body: a float32 image batch through json.dumps(x.tolist()) decodes to the same batch."""
+    x = np.round(np.random.RandomState(6).uniform(0, 1, size=(2, 32, 32, 3)), 3).astype(np.float32)
+    body = json.dumps({"signature_name": "serving_default", "instances": x.tolist()}).encode()
+    decoded = fastjson.loads(body)
+    got = decoded.resolve(decoded.data["instances"])
+    assert np.array_equal(got.astype(np.float32), x) and decoded.data["signature_name"] == "serving_default"
