@@ -45,6 +45,7 @@ from pathlib import Path
 import yaml
 
 from kit.net import free_port
+from testkit.harness import Harness
 
 REGISTRY_PORT = 5000
 OWNER_FILE = Path("/tmp/kit-fleet-registry.json")  # marks a registry this harness started
@@ -528,7 +529,7 @@ class SshEndpoint:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-class Fleet:
+class Fleet(Harness):
     """Registry + devices; a context manager that tears everything down."""
 
     def __init__(self, n_devices: int = 3, registry_port: int = REGISTRY_PORT, tag: str | None = None,
@@ -542,18 +543,10 @@ class Fleet:
                                dict((engine_labels or {}).get(f"dev-{i + 1}", {})))
                         for i in range(n_devices)]
 
-    def __enter__(self) -> "Fleet":
-        try:
-            self.registry.start()
-            for d in self.devices:
-                d.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def start(self) -> None:
+        self.registry.start()
+        for d in self.devices:
+            d.start()
 
     def close(self) -> None:
         for d in self.devices:

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from kit import labels as lb
 from kit.build import preflight
 from kit.errors import EXIT_OK, EXIT_PREFLIGHT, DockerError
 from kit.profiles import JETPACK_441, MEMORY_RESERVE_BYTES, STACKS
@@ -147,20 +146,15 @@ def gather(host: Optional[str] = None, manifest=None, trt_smoke: bool = False, r
 
 
 def _engine_facts(engine, facts: dict, base: str, manifest, trt_smoke: bool, local: bool) -> None:
-    from kit.fleet.facts import read_release_in_container
+    from kit.fleet.facts import engine_l4t
 
     info = engine.info()
     facts.update(engine_version=info.server_version, api_version=info.api_version,
                  architecture=info.architecture, runtimes=tuple(info.runtimes),
                  default_runtime=info.default_runtime, engine_memory=info.memory_bytes)
     if not local:
-        if info.labels.get(lb.L4T):
-            facts["l4t"], facts["l4t_detail"] = info.labels[lb.L4T], f"engine label {lb.L4T}"
-        elif info.architecture == "arm64":
-            probe = base if engine.image_exists(base) else None
-            facts["l4t"], facts["l4t_detail"] = read_release_in_container(engine, probe)
-        else:
-            facts["l4t_detail"] = f"the engine at {engine.host} runs on {info.architecture}: not a Jetson"
+        probe = base if info.architecture == "arm64" and engine.image_exists(base) else None
+        facts["l4t"], facts["l4t_detail"] = engine_l4t(engine, info, probe)
         facts["meminfo_detail"] = "remote engine: RAM from docker info, swap unknown"
     disk = {}
     if manifest is not None:

@@ -115,6 +115,7 @@ class HostFacts:
     l4t_detail: str = ""
     mem_available: int | None = None  # bytes; None: unknown
     swap_free: int | None = None
+    memory_detail: str = ""  # where the memory figures come from, when not this host's /proc/meminfo
     model_bytes: int = 0
     base_present: bool = True
     disk: dict = field(default_factory=dict)  # label -> free bytes (None: unknown)
@@ -152,9 +153,18 @@ def gather_facts(manifest, engine=None, engine_error: str | None = None, output_
             base_present = engine.image_exists(manifest.base_image)
         except DockerError as e:
             engine_error = e.message
-    l4t, l4t_detail = read_l4t() if jetson else (None, "")
-    mem = {}
-    if jetson:
+    # A tcp:// or ssh:// engine is a device elsewhere: ask it, not this machine's files.
+    remote = info is not None and not info.host.startswith(("unix://", "npipe://"))
+    l4t, l4t_detail, mem, memory_detail = None, "", {}, ""
+    if jetson and remote:
+        from kit.fleet.facts import engine_l4t
+
+        l4t, l4t_detail = engine_l4t(engine, info, manifest.base_image if base_present else None)
+        if info.memory_bytes:
+            mem = {"MemAvailable": info.memory_bytes}
+            memory_detail = f"the device's total RAM from docker info at {info.host} (free RAM and swap are not visible from here)"
+    elif jetson:
+        l4t, l4t_detail = read_l4t()
         try:
             mem = read_meminfo(meminfo)
         except OSError:
@@ -176,6 +186,7 @@ def gather_facts(manifest, engine=None, engine_error: str | None = None, output_
         l4t_detail=l4t_detail,
         mem_available=mem.get("MemAvailable"),
         swap_free=mem.get("SwapFree"),
+        memory_detail=memory_detail,
         model_bytes=tree_size(manifest.model.path) if manifest.model.path.is_dir() else 0,
         base_present=base_present,
         disk=disk,
@@ -228,7 +239,8 @@ def evaluate(manifest, facts: HostFacts) -> PreflightResult:
         else:
             have = facts.mem_available + (facts.swap_free or 0)
             detail = (f"{format_size(facts.mem_available)} RAM + {format_size(facts.swap_free or 0)} swap available; "
-                      f"memory_limit {format_size(limit)} + {format_size(MEMORY_RESERVE_BYTES)} reserve")
+                      f"memory_limit {format_size(limit)} + {format_size(MEMORY_RESERVE_BYTES)} reserve"
+                      + (f" ({facts.memory_detail})" if facts.memory_detail else ""))
             if have >= need:
                 checks.append(Check("memory", True, detail))
             else:

@@ -64,13 +64,7 @@ def read_facts(engine, device: FleetDevice, probe_image: str | None = None) -> D
     used to read /etc/nv_tegra_release when no engine label states the L4T."""
     info = engine.info()
     labels = info.labels
-    l4t, detail = None, ""
-    if labels.get(lb.L4T):
-        l4t, detail = labels[lb.L4T], f"engine label {lb.L4T}"
-    elif info.architecture == "arm64":
-        l4t, detail = read_release_in_container(engine, probe_image)
-    else:
-        detail = f"{info.architecture} device: no L4T"
+    l4t, detail = engine_l4t(engine, info, probe_image)
     return DeviceFacts(
         name=device.name, host=device.host, reachable=True, architecture=info.architecture,
         docker_version=info.server_version, runtimes=tuple(info.runtimes), l4t=l4t, l4t_detail=detail,
@@ -78,6 +72,17 @@ def read_facts(engine, device: FleetDevice, probe_image: str | None = None) -> D
         live_restore=info.live_restore, labels=tuple(sorted(labels.items())),
         default_runtime=info.default_runtime, swarm_node_id=info.swarm_node_id, swarm_state=info.swarm_state,
     )
+
+
+def engine_l4t(engine, info, probe_image: str | None) -> tuple[str | None, str]:
+    """(L4T release or None, where it came from or why not) of the machine an engine runs on,
+    asked through the engine (it may be a device on the network): the engine label kit.l4t,
+    else /etc/nv_tegra_release read in a short container on arm64, else not a Jetson."""
+    if info.labels.get(lb.L4T):
+        return info.labels[lb.L4T], f"engine label {lb.L4T}"
+    if info.architecture == "arm64":
+        return read_release_in_container(engine, probe_image)
+    return None, f"the engine at {info.host} runs on {info.architecture}: not a Jetson"
 
 
 def read_release_in_container(engine, image: str | None) -> tuple[str | None, str]:

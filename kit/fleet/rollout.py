@@ -38,6 +38,7 @@ from kit.fleet import compose
 from kit.fleet import state as st
 from kit.fleet.facts import DeviceFacts, connected, read_facts, unreachable
 from kit.fleet.gate import Decision, check
+from kit.fleet.release import Release
 from kit.fleet.status import Deployment, deployment, device_address, ready
 from kit.manifest.load import FleetDevice, FleetManifest
 from kit.net import DEFAULT_PORT, http_json
@@ -217,18 +218,9 @@ def record_plans(record: st.RolloutRecord, plans) -> None:
         record.devices[p.device.name] = rec
 
 
-class ComposeRollout:
+class ComposeRollout(Release):
     def __init__(self, fleet: FleetManifest, resolved, progress: Progress | None):
-        self.fleet = fleet
-        self.resolved = resolved
-        self.digest_ref = resolved.digest_ref
-        self.fp = Fingerprint.from_labels(resolved.labels, resolved.architecture)
-        self.progress = progress or _quiet
-        self.root = st.fleet_dir(fleet.file, fleet.name)
-        self.timeout = float(fleet.rollout.health_timeout)
-        self.model = resolved.env.get("KIT_MODEL_NAME") or "model"
-        grpc_port = resolved.env.get("KIT_GRPC_PORT")
-        self.grpc_port = int(grpc_port) if grpc_port and grpc_port.isdigit() else None
+        super().__init__(fleet, resolved, progress)
         self.store: st.RecordStore | None = None
         self.rollback_to: dict[str, str | None] = {}  # touched device -> compose text to restore (None: down)
         self._lock = threading.Lock()

@@ -694,6 +694,56 @@ def test_kit_serve_local_serves_until_sigterm(digits_manifest, digits_images):
         output = proc.stdout.read().decode()
         assert "POST http://127.0.0.1:%d/v1/models/digits:predict" % port in output
         assert "stopped" in output
+        # TF_CPP_MIN_LOG_LEVEL=2 (set above) hides the VLOG lines engine builds show as: kit says so.
+        assert "warning: TF_CPP_MIN_LOG_LEVEL=2 hides TensorFlow's VLOG lines" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _children(pid):
+    """Pids whose parent is pid (from /proc/*/stat)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path("/proc", entry, "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def test_kit_serve_local_logs_engine_builds_at_run_time_as_the_image_does(digits_manifest, digits_images):
+    """Finding 3 for --local: TF 2.3.1 prints an engine built at run time only at VLOG(1) of trt_engine_op,
+    and only at TF_CPP_MIN_LOG_LEVEL 0. kit serve --local sets both, keeping the user's own modules. TensorRT
+    is not here: the user's process_function_library_runtime=1 stands in, its VLOG(1) lines must come out."""
+    x, _ = digits_images
+    port = free_port()
+    env = dict(os.environ, TF_CPP_VMODULE="process_function_library_runtime=1")
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    proc = subprocess.Popen(KIT + ["serve", str(digits_manifest), "--local", "--port", str(port), "--grpc-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=str(REPO), env=env)
+    server = Server.__new__(Server)
+    server.port, server.name, server.proc = port, "digits", proc
+    server.logs = lambda: "(see the kit serve output)"
+    try:
+        server.wait_ready()
+        children = _children(proc.pid)
+        assert len(children) == 1
+        environ = dict(item.split("=", 1) for item in
+                       Path("/proc", str(children[0]), "environ").read_text().split("\0") if "=" in item)
+        assert environ["TF_CPP_VMODULE"] == "process_function_library_runtime=1,trt_engine_op=1"
+        assert environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+        status, _, _ = server.predict({"instances": rows(x[:1])})
+        assert status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        output = proc.stdout.read().decode()
+        assert "process_function_library_runtime.cc" in output
+        assert "hides TensorFlow's VLOG lines" not in output
     finally:
         if proc.poll() is None:
             proc.kill()

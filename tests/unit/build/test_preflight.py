@@ -162,3 +162,58 @@ def test_gather_facts_on_this_host_without_engine(tmp_path, monkeypatch):
     assert facts.l4t == "32.4.3" and facts.model_bytes == 1000
     assert facts.mem_available and facts.mem_available > 0
     assert all(v is not None and v > 0 for v in facts.disk.values())
+
+
+class RemoteNanoEngine:
+    """A Nano's engine reached over ssh:// (MOCKED: no Jetson here): docker info's answer, and a
+    container that prints the device's /etc/nv_tegra_release when asked."""
+
+    def __init__(self, labels=None):
+        from kit.docker_api import EngineInfo
+
+        self.host = "ssh://nvidia@nano-01.local"
+        self.info_ = EngineInfo(host=self.host, server_version="19.03.6", api_version="1.40", architecture="arm64",
+                                os="Ubuntu 18.04.5 LTS", kernel="4.9.140-tegra", runtimes=("nvidia", "runc"),
+                                default_runtime="nvidia", memory_bytes=4 * GiB, cpus=4, labels=dict(labels or {}))
+        self.ran = []
+
+    def info(self):
+        return self.info_
+
+    def image_exists(self, ref):
+        return True
+
+    def run_to_completion(self, image, command, **kw):
+        from kit.docker_api import RunResult
+
+        self.ran.append((image, command, kw))
+        return RunResult(0, NANO_4_4)
+
+
+def test_a_remote_engine_is_asked_for_the_l4t_and_memory_not_this_machine(tmp_path, monkeypatch):
+    here = tmp_path / "nv_tegra_release"
+    here.write_text(NANO_4_3)  # this machine's (fake) release: must NOT be what the device is judged by
+    monkeypatch.setenv(preflight.NV_TEGRA_RELEASE_ENV, str(here))
+    m = manifest(tmp_path)
+    engine = RemoteNanoEngine()
+    facts = preflight.gather_facts(m, engine)
+    assert facts.l4t == "32.4.4" and facts.l4t_detail == "/etc/nv_tegra_release on the device"
+    image, command, kw = engine.ran[0]
+    assert image == m.base_image and kw["mounts"][0].source == "/etc/nv_tegra_release"  # the device's own file
+    assert facts.mem_available == 4 * GiB and "docker info at ssh://nvidia@nano-01.local" in facts.memory_detail
+    result = preflight.evaluate(m, facts)
+    checks = {c.name: c for c in result.checks}
+    assert checks["l4t"].ok and checks["memory"].ok and "swap are not visible from here" in checks["memory"].detail
+    labelled = preflight.gather_facts(m, RemoteNanoEngine(labels={"kit.l4t": "32.4.3"}))
+    assert labelled.l4t == "32.4.3" and not {c.name: c for c in preflight.evaluate(m, labelled).checks}["l4t"].ok
+
+
+def test_a_local_engine_still_reads_this_machines_release(tmp_path, monkeypatch):
+    here = tmp_path / "nv_tegra_release"
+    here.write_text(NANO_4_3)
+    monkeypatch.setenv(preflight.NV_TEGRA_RELEASE_ENV, str(here))
+    engine = RemoteNanoEngine()
+    engine.host = "unix:///var/run/docker.sock"
+    object.__setattr__(engine.info_, "host", "unix:///var/run/docker.sock")
+    facts = preflight.gather_facts(manifest(tmp_path), engine)
+    assert facts.l4t == "32.4.3" and engine.ran == []
