@@ -54,7 +54,7 @@ REQUIRED = (DEVICE, OPTIMIZATION, MODEL_DIGEST)
 
 # ---- other labels kit puts on images and containers -----------------------------------
 
-PYTHON = "kit.python"  # the offline bases' Python version
+PYTHON = "kit.python"  # the Python version of an offline base, or (runtime images) the optimizer's, as it saw it
 DEBIAN = "kit.debian"  # the offline Debian base's suite
 BUILDER_KEY = "kit.builder.key"  # cache key of a builder image
 BUILD_STAGE = "kit.build.pipeline-stage"  # intermediate stage of a base build (pruned)

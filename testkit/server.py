@@ -27,7 +27,9 @@ class ServerProcess(object):
         self.log = tempfile.NamedTemporaryFile(prefix="kit-serve-", suffix=".log", delete=False)
         full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=log_level, PYTHONPATH=str(REPO))
         full_env.update(env or {})
-        cmd = [sys.executable, "-m", "kit.runtime.serving.main", "--model-dir", str(model_dir), "--model-name", name,
+        # KIT_SERVER_PYTHON: the interpreter the server runs on (scripts/test's twin stage: .venv-twin's Python 3.6).
+        python = os.environ.get("KIT_SERVER_PYTHON") or sys.executable
+        cmd = [python, "-m", "kit.runtime.serving.main", "--model-dir", str(model_dir), "--model-name", name,
                "--host", "127.0.0.1", "--port", str(self.port), "--grpc-port", str(self.grpc_port),
                "--batch-sizes", batch_sizes] + list(args)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO))

@@ -199,6 +199,8 @@ class KitHandler(web.RequestHandler):
         parts = response.parts
         self.write(parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts))
         state.metrics.record_request(response.endpoint, response.status)
+        if response.status >= 400 and self.route is not None and self.route.is_inference(self.request.method):
+            state.metrics.model_stats.fail()
         self.finish()
 
     def _refuse_now(self, status, message, endpoint="other", headers=None):
@@ -328,14 +330,17 @@ class KitHandler(web.RequestHandler):
             return self._send(routes.answer(state, method, route))
         started = time.monotonic()
         body = self._body
-        plan = routes.inference(state, route, body, self.request.headers.get("Inference-Header-Content-Length"))
+        headers = self.request.headers
+        plan = routes.inference(state, route, body, headers.get("Inference-Header-Content-Length"),
+                                headers.get("Content-Encoding"))
         if isinstance(plan, routes.Response):
             return self._send(plan)
         self._arriving = True
         state.arrival(1)
         try:
             try:
-                if len(body) > INLINE_PARSE_BYTES:
+                # Compressed bodies always go to the pool: a few KiB may inflate to the body limit.
+                if len(body) > INLINE_PARSE_BYTES or "Content-Encoding" in headers:
                     parsed = await IOLoop.current().run_in_executor(self.kit.pool, plan.parse)
                 else:
                     parsed = plan.parse()
