@@ -105,7 +105,8 @@ def update_runs(fleet, work: Path, name: str, refs: dict, repeats: int, configs=
             steps["resolve+plan"] = result.record.durations.get("resolve", 0) + result.record.durations.get("plan", 0)
             out[label].append((seconds, {n: len(f) for n, f in h.failures.items()},
                                {n: h.longest_gap(n) for n in ports}, steps,
-                               sorted({r.strategy for r in result.record.devices.values()})))
+                               sorted({r.strategy for r in result.record.devices.values()}),
+                               sorted({e for f in h.failures.values() for _, e in f})[:2]))
     return out
 
 
@@ -119,6 +120,9 @@ def report_updates(title: str, runs: dict) -> None:
               f"strategy {'/'.join(rs[0][4])}  failed requests "
               + " ".join(f"{n}={c}" for n, c in failures.items())
               + "  longest gap " + " ".join(f"{g:.2f}s" for g in gaps.values()))
+        errors = sorted({e for r in rs for e in r[5]})[:2]
+        if errors:
+            print("    errors: " + "; ".join(errors))
     for canary in (1, 0):
         one, three = med.get(f"max_parallel 1, canary {canary}"), med.get(f"max_parallel 3, canary {canary}")
         if one and three:
