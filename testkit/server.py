@@ -41,9 +41,10 @@ def train_digits(out, python=None):
 class ServerProcess(object):
     """A running server with its log in a temp file. `args` go to main.py after the defaults."""
 
-    def __init__(self, model_dir, name, batch_sizes="1,4,8", env=None, args=(), log_level="1"):
-        self.port = free_port()
-        self.grpc_port = free_port()
+    def __init__(self, model_dir, name, batch_sizes="1,4,8", env=None, args=(), log_level="1", port=None,
+                 grpc_port=None):
+        self.port = port or free_port()  # a given port: a second server beside one (KIT_REUSE_PORT)
+        self.grpc_port = grpc_port or free_port()
         self.name = name
         self.log = tempfile.NamedTemporaryFile(prefix="kit-serve-", suffix=".log", delete=False)
         full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=log_level, PYTHONPATH=str(REPO))
@@ -110,7 +111,7 @@ class ServerProcess(object):
         raise AssertionError("server never became live:\n" + self.logs())
 
     def wait_ready(self, timeout=90):
-        self.wait_live()
+        self.wait_live(timeout)  # KIT_REUSE_PORT: not even live before ready
         deadline = time.time() + timeout
         while time.time() < deadline:
             assert self.proc.poll() is None, "server exited early:\n" + self.logs()

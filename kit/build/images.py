@@ -288,6 +288,7 @@ def labels_for(manifest, report, model_digest: str, base_ref: str, created: str)
         lb.MODEL_DIGEST: model_digest,
         lb.OPTIMIZATION: lb.text(optimization),
         lb.ENGINES: lb.text(report.engines if report.engines is not None else 0),
+        lb.REUSE_PORT: "true",  # kit.runtime.serving honours KIT_REUSE_PORT and KIT_SLOT
     }
 
 
