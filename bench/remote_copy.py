@@ -19,7 +19,6 @@ and prints each run's wall time (median of --runs) and its ratio to the bind mou
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import os
 import shutil
@@ -112,7 +111,6 @@ def main() -> None:
                         raise SystemExit(f"{label}: the container read other bytes than the model's")
                     times.append(seconds)
             rows.append((label, statistics.median(times)))
-        gc.collect()  # close the SDK's pooled ssh connections while sshd still runs (else: BrokenPipe at exit)
         base = rows[0][1]
         print(f"model tree {args.mib} MiB (5 files), read fully and written back once per run; "
               f"median of {args.runs} runs")
