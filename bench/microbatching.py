@@ -37,7 +37,7 @@ import numpy as np
 
 from bench._models import REPO, RawClient, export_mobilenet_v2, start_server  # noqa: E402
 
-from kit.runtime.serving.protocol import v2_binary_request  # noqa: E402
+from kit.runtime.serving.kserve_v2 import v2_binary_request  # noqa: E402
 
 BATCH_SIZES = "1,2,4,8,16"
 

@@ -1,20 +1,22 @@
 """Rollout benchmarks on a real registry and three dockerd devices.
 
-    .venv/bin/python -m bench.rollout [--skip-real] [--repeats N]
+    .venv/bin/python -m bench.rollout [--skip-real] [--skip-swarm] [--repeats N]
 
 Prints, side by side in one run:
-  1. rollout wall time to three devices, max_parallel 1 vs 3 (canary 1), and
-     canary 0 / max_parallel 3, each an update v1 -> v2 of the fixture image
-     with both images already on the devices (so it times kit, compose and
-     health, not the network);
-  2. bytes a device pulls for a model-only update vs for the whole image:
-     from the registry's blob sizes of the layers the device lacked, and the
-     device daemon's own layer disk usage before/after (docker system df);
-  3. per-device downtime during an update: the predict endpoint polled every
-     ~50 ms, longest gap between two answered predictions.
-(1) and (3) use the fixture image (testkit/fleet_harness.py);
-(2) and (3) are repeated with the runtime image `kit build` makes from the
-bundled digits example (two versions, the second retrained: a model-only change).
+  1. rollout wall time to three devices by max_parallel (1, 3) and canary (1, 0),
+     each an update v1 -> v2 of the fixture image with both images already on
+     the devices (so it times kit, compose and health, not the network), for
+     stop-first images and for start-first ones (labels kit.reuse_port and a
+     kit.memory_limit two copies of which fit), with the mean seconds per step
+     from the rollout record (where the time goes);
+  2. failed requests per device during each update: one client per device
+     sends predictions back to back (a new connection each, every 20 ms); the
+     longest gap between two answered ones too;
+  3. bytes a device pulls for a model-only update vs for the whole image;
+  4. the same failed-request count for the runtime image `kit build` makes from
+     the bundled digits example (v0.1.0 -> a retrained v0.2.0), start-first;
+  5. swarm vs compose rollout time on the same images and the same three
+     nodes (testkit/swarm_harness.py: netns nodes; needs root).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 from testkit import fleet_harness as fh  # noqa: E402
@@ -40,42 +43,9 @@ from kit.fleet.registry import push  # noqa: E402
 from kit.imageref import split_ref  # noqa: E402
 
 MB = 1e6
-
-
-class Poller:
-    """Polls every device's predict endpoint every ~50 ms; records answered times."""
-
-    def __init__(self, devices, model: str, instances, interval: float = 0.05):
-        self.devices, self.model, self.instances, self.interval = devices, model, instances, interval
-        self.ok: dict[str, list[float]] = {d.name: [] for d in devices}
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._poll, args=(d,), daemon=True) for d in devices]
-
-    def _poll(self, device):
-        while not self._stop.is_set():
-            t = time.monotonic()
-            try:
-                fh.predict(device.port, self.model, self.instances, timeout=1)
-                self.ok[device.name].append(time.monotonic())
-            except Exception:
-                pass
-            time.sleep(max(0.0, self.interval - (time.monotonic() - t)))
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        time.sleep(0.3)
-        return self
-
-    def __exit__(self, *exc):
-        time.sleep(0.3)
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-
-    def longest_gap(self, name: str) -> float:
-        ts = self.ok[name]
-        return max((b - a for a, b in zip(ts, ts[1:])), default=float("nan"))
+CONFIGS = [("max_parallel 1, canary 1", 1, 1), ("max_parallel 3, canary 1", 3, 1),
+           ("max_parallel 1, canary 0", 1, 0), ("max_parallel 3, canary 0", 3, 0)]
+STEPS = ("connect", "pull", "start", "up", "health", "smoke", "wait-canary", "switch")
 
 
 def layer_bytes(registry: fh.Registry, ref: str) -> dict[str, int]:
@@ -89,7 +59,7 @@ def layers_disk(device: fh.Device) -> int:
         return int(eng.api.df().get("LayersSize") or 0)
 
 
-def timed_rollout(path: Path, image: str) -> tuple[float, str]:
+def timed_rollout(path: Path, image: str):
     t = time.monotonic()
     result = rollout(path, image=image)
     seconds = time.monotonic() - t
@@ -97,58 +67,76 @@ def timed_rollout(path: Path, image: str) -> tuple[float, str]:
         for rec in result.record.devices.values():
             print(f"  {rec.name}: {rec.result} {rec.reason}", flush=True)
         raise SystemExit(f"rollout of {image} ended {result.status}: {result.reason}")
-    return seconds, result.status
+    return seconds, result
 
 
 def take_down(fleet: fh.Fleet, work: Path, name: str) -> None:
-    """compose down the bench fleet on every device (frees the ports for the next one)."""
+    """compose down the bench fleet on every device, both slots (frees the ports)."""
     from kit.fleet import compose
     from kit.fleet.state import DeviceFiles, fleet_dir
 
-    root = fleet_dir(work / "fleet.yaml", name)
+    root = fleet_dir(work / f"{name}.yaml", name)
     for d in fleet.devices:
-        compose.run_compose(compose.down_argv(name, DeviceFiles(root, d.name).current), d.host)
+        for slot in compose.SLOTS:
+            compose.run_compose(compose.down_argv(name, DeviceFiles(root, d.name).current, slot=slot), d.host)
 
 
-def bench_fixture(fleet: fh.Fleet, engine, base: str, work: Path, repeats: int) -> dict:
-    repo = f"{fleet.registry.address}/kit-bench/fixture"
-    refs = {v: f"{repo}:v{v}" for v in ("1", "2")}
+def build_pair(fleet, engine, base, work, repository: str, labels=None) -> dict:
+    refs = {v: f"{fleet.registry.address}/kit-bench/{repository}:v{v}" for v in ("1", "2")}
     for v, ref in refs.items():
-        fh.build_fixture_image(engine, ref, v, base=base, model_bytes=16 << 20)
+        fh.build_fixture_image(engine, ref, v, base=base, model_bytes=16 << 20, labels=labels)
         push(ref, state_root=work, engine=engine)
-    whole = layer_bytes(fleet.registry, refs["2"])
-    only = {k: v for k, v in whole.items() if k not in layer_bytes(fleet.registry, refs["1"])}
+    return refs
 
-    path = fleet.write_fleet(work / "fleet.yaml", "bench", refs["1"], health_timeout="60s")
-    disk0 = [layers_disk(d) for d in fleet.devices]
-    first, status = timed_rollout(path, refs["1"])
-    assert status == "done", status
-    disk1 = [layers_disk(d) for d in fleet.devices]
-    t, status = timed_rollout(path, refs["2"])  # also puts v2 on every device
-    assert status == "done", status
-    disk2 = [layers_disk(d) for d in fleet.devices]
 
-    configs = [("max_parallel 1, canary 1", 1, 1), ("max_parallel 3, canary 1", 3, 1), ("max_parallel 3, canary 0", 3, 0)]
-    times = {label: [] for label, _, _ in configs}
-    gaps = {d.name: [] for d in fleet.devices}
+def update_runs(fleet, work: Path, name: str, refs: dict, repeats: int, configs=CONFIGS) -> dict:
+    """label -> [(seconds, failures per device, longest gap per device, steps)] for v1 -> v2."""
+    ports = {d.name: d.port for d in fleet.devices}
+    out = {label: [] for label, _, _ in configs}
     for _ in range(repeats):
         for label, width, canary in configs:
-            p = fleet.write_fleet(work / "fleet.yaml", "bench", refs["1"], health_timeout="60s",
-                                  max_parallel=width, canary=canary)
-            _, status = timed_rollout(p, refs["1"])
-            assert status == "done", status
-            with Poller(fleet.devices, "fixture", [[1.0]]) as poll:
-                seconds, status = timed_rollout(p, refs["2"])
-            assert status == "done", status
-            times[label].append(seconds)
-            for d in fleet.devices:
-                gaps[d.name].append(poll.longest_gap(d.name))
-    take_down(fleet, work, "bench")
-    for ref in refs.values():
-        engine.remove_image(ref, force=True)
-    return {"first": first, "times": times, "gaps": gaps, "whole": sum(whole.values()), "only": sum(only.values()),
-            "layers": (len(whole), len(only)),
-            "disk_first": [b - a for a, b in zip(disk0, disk1)], "disk_update": [b - a for a, b in zip(disk1, disk2)]}
+            path = fleet.write_fleet(work / f"{name}.yaml", name, refs["1"], health_timeout="120s",
+                                     max_parallel=width, canary=canary)
+            timed_rollout(path, refs["1"])
+            with fh.Hammer(ports, "fixture", [[1.0]]) as h:
+                seconds, result = timed_rollout(path, refs["2"])
+            steps = {s: statistics.mean(r.durations.get(s, 0.0) for r in result.record.devices.values())
+                     for s in STEPS}
+            steps["resolve+plan"] = result.record.durations.get("resolve", 0) + result.record.durations.get("plan", 0)
+            out[label].append((seconds, {n: len(f) for n, f in h.failures.items()},
+                               {n: h.longest_gap(n) for n in ports}, steps,
+                               sorted({r.strategy for r in result.record.devices.values()}),
+                               sorted({e for f in h.failures.values() for _, e in f})[:2]))
+    return out
+
+
+def report_updates(title: str, runs: dict) -> None:
+    print(f"\n{title}")
+    med = {label: statistics.median(r[0] for r in rs) for label, rs in runs.items() if rs}
+    for label, rs in runs.items():
+        failures = {n: sum(r[1][n] for r in rs) for n in rs[0][1]}
+        gaps = {n: max(r[2][n] for r in rs) for n in rs[0][2]}
+        print(f"  {label:<26} median {med[label]:6.1f} s  ({', '.join(f'{r[0]:.1f}' for r in rs)})  "
+              f"strategy {'/'.join(rs[0][4])}  failed requests "
+              + " ".join(f"{n}={c}" for n, c in failures.items())
+              + "  longest gap " + " ".join(f"{g:.2f}s" for g in gaps.values()))
+        errors = sorted({e for r in rs for e in r[5]})[:2]
+        if errors:
+            print("    errors: " + "; ".join(errors))
+    for canary in (1, 0):
+        one, three = med.get(f"max_parallel 1, canary {canary}"), med.get(f"max_parallel 3, canary {canary}")
+        if one and three:
+            print(f"  canary {canary}: max_parallel 3 takes {three / one:.2f} of max_parallel 1")
+    for label, rs in runs.items():
+        steps = rs[0][3]
+        print(f"  {label:<26} mean s/device: " + "  ".join(f"{s} {v:.2f}" for s, v in steps.items() if v))
+    sys.stdout.flush()
+
+
+def bench_bytes(fleet, refs: dict, work: Path) -> dict:
+    whole = layer_bytes(fleet.registry, refs["2"])
+    only = {k: v for k, v in whole.items() if k not in layer_bytes(fleet.registry, refs["1"])}
+    return {"whole": sum(whole.values()), "only": sum(only.values()), "layers": (len(whole), len(only))}
 
 
 def kit(*args: str, log) -> None:
@@ -158,41 +146,65 @@ def kit(*args: str, log) -> None:
 
 
 def bench_real(fleet: fh.Fleet, engine, work: Path) -> dict:
-    """The runtime image of the digits example, v0.1.0 and a retrained v0.2.0."""
+    """The runtime image of the digits example, v0.1.0 and a retrained v0.2.0, start-first."""
     example = ROOT / "manifests" / "examples"
     log = open(work / "real.log", "w")
     refs = {}
-    for version, epochs in (("0.1.0", None), ("0.2.0", 29)):
+    for version, epochs in (("0.1.0", 2), ("0.2.0", 3)):
         d = work / f"digits-{version}"
         shutil.copytree(example / "digits", d / "digits", ignore=shutil.ignore_patterns(".kit"))
-        if epochs is not None:  # a different model, same everything else
-            subprocess.run([sys.executable, str(d / "digits" / "train.py"), "--out", str(d / "digits"),
-                            "--epochs", str(epochs)], stdout=log, stderr=subprocess.STDOUT, check=True)
+        subprocess.run([sys.executable, str(d / "digits" / "train.py"), "--out", str(d / "digits"),
+                        "--epochs", str(epochs)], stdout=log, stderr=subprocess.STDOUT, check=True)
         doc = manifests.digits_example(metadata={"version": version},
                                        image={"repository": f"{fleet.registry.address}/kit-bench/digits"})
         manifests.write_model(d / "kit.yaml", doc)
         kit("build", str(d / "kit.yaml"), log=log)
         kit("push", str(d / "kit.yaml"), log=log)
         refs[version] = f"{doc['image']['repository']}:{version}-cpu-native"
-    whole = layer_bytes(fleet.registry, refs["0.2.0"])
-    only = {k: v for k, v in whole.items() if k not in layer_bytes(fleet.registry, refs["0.1.0"])}
-    path = fleet.write_fleet(work / "real-fleet.yaml", "digits", refs["0.1.0"], health_timeout="180s",
+    from kit.net import free_port
+
+    ports = {d.name: free_port() for d in fleet.devices}
+    entries = [{"name": d.name, "host": d.host, "device": "cpu", "port": ports[d.name], "grpc_port": free_port()}
+               for d in fleet.devices]
+    path = fleet.write_fleet(work / "digits.yaml", "digits", refs["0.1.0"], devices=entries, health_timeout="300s",
                              max_parallel=3, canary=1)
-    disk0 = [layers_disk(d) for d in fleet.devices]
-    first, status = timed_rollout(path, refs["0.1.0"])
-    assert status == "done", status
-    disk1 = [layers_disk(d) for d in fleet.devices]
+    first, _ = timed_rollout(path, refs["0.1.0"])
     pixels = [[[[0.0]] * 8] * 8]
-    with Poller(fleet.devices, "digits", pixels) as poll:
-        update, status = timed_rollout(path, refs["0.2.0"])
-    assert status == "done", status
-    disk2 = [layers_disk(d) for d in fleet.devices]
-    gaps = {d.name: poll.longest_gap(d.name) for d in fleet.devices}
+    with fh.Hammer(ports, "digits", pixels, interval=0.05, timeout=10) as h:
+        update, result = timed_rollout(path, refs["0.2.0"])
     for ref in refs.values():
         engine.remove_image(ref, force=True)
-    return {"first": first, "update": update, "gaps": gaps, "whole": sum(whole.values()),
-            "only": sum(only.values()), "layers": (len(whole), len(only)),
-            "disk_first": [b - a for a, b in zip(disk0, disk1)], "disk_update": [b - a for a, b in zip(disk1, disk2)]}
+    return {"first": first, "update": update, "failures": {n: len(f) for n, f in h.failures.items()},
+            "answers": {n: len(a) for n, a in h.answers.items()}, "gaps": {n: h.longest_gap(n) for n in ports},
+            "strategy": {r.name: r.strategy for r in result.record.devices.values()},
+            "errors": sorted({e for f in h.failures.values() for _, e in f})[:3]}
+
+
+def bench_swarm(engine, base: str, work: Path, repeats: int) -> dict:
+    """Swarm vs compose: the same fixture images, the same three netns nodes, canary 1, max_parallel 3."""
+    from testkit import swarm_harness as sh
+
+    out = {"swarm": [], "compose": []}
+    with sh.Swarm(3) as cluster:
+        cluster.load_image(engine, base)
+        with connect(cluster.manager.host) as node_engine:
+            refs = {v: f"{cluster.registry.address}/kit-bench/swarm-fixture:v{v}" for v in ("1", "2")}
+            for v, ref in refs.items():
+                fh.build_fixture_image(node_engine, ref, v, base=base)
+                push(ref, state_root=work, engine=node_engine)
+        swarm_path = cluster.write_fleet(work / "swarm.yaml", "bsw", refs["1"], health_timeout="120s")
+        compose_entries = [{"name": n.name, "host": n.tcp_host, "device": "cpu", "port": 8601} for n in cluster.nodes]
+        doc = yaml.safe_load(swarm_path.read_text())
+        doc.pop("swarm")
+        doc["metadata"]["name"], doc["devices"] = "bco", compose_entries
+        compose_path = work / "compose.yaml"
+        compose_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        for _ in range(repeats):
+            for kind, path in (("swarm", swarm_path), ("compose", compose_path)):
+                timed_rollout(path, refs["1"])
+                seconds, _ = timed_rollout(path, refs["2"])
+                out[kind].append(seconds)
+    return out
 
 
 def report_bytes(title: str, r: dict) -> None:
@@ -200,14 +212,13 @@ def report_bytes(title: str, r: dict) -> None:
     print(f"  whole image, compressed layers:     {r['whole'] / MB:9.1f} MB  ({r['layers'][0]} layers)")
     print(f"  model-only update, layers missing:  {r['only'] / MB:9.1f} MB  ({r['layers'][1]} layer)"
           f"   -> {r['whole'] / max(r['only'], 1):.0f}x less")
-    print("  daemon layer disk, first rollout:   " + "  ".join(f"{b / MB:8.1f} MB" for b in r["disk_first"]))
-    print("  daemon layer disk, model update:    " + "  ".join(f"{b / MB:8.1f} MB" for b in r["disk_update"]))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--skip-real", action="store_true", help="only the fixture image (no kit build)")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--skip-real", action="store_true", help="no kit build image (fixture images only)")
+    ap.add_argument("--skip-swarm", action="store_true", help="no swarm vs compose comparison")
+    ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
     engine = connect()
     base = ensure_debian_base(engine)
@@ -216,41 +227,37 @@ def main() -> int:
         with fh.Fleet(3) as fleet:
             print(f"registry {fleet.registry.address}; devices: "
                   + ", ".join(f"{d.name} ({d.host}, port {d.port})" for d in fleet.devices), flush=True)
-            fx = bench_fixture(fleet, engine, base, work, args.repeats)
-            report_fixture(fx, args.repeats)
+            plain = build_pair(fleet, engine, base, work, "fixture")
+            sf = build_pair(fleet, engine, base, work, "fixture-sf", labels=fh.START_FIRST_LABELS)
+            report_updates("stop-first fixture image, v1 -> v2 on 3 devices (images already there):",
+                           update_runs(fleet, work, "stopfirst", plain, args.repeats))
+            take_down(fleet, work, "stopfirst")
+            report_updates("start-first fixture image (kit.reuse_port, 2 x 1.1 GiB fit), v1 -> v2 on 3 devices:",
+                           update_runs(fleet, work, "startfirst", sf, args.repeats))
+            take_down(fleet, work, "startfirst")
+            report_bytes("bytes per device, fixture image (16 MiB model layer on the Debian base):",
+                         bench_bytes(fleet, plain, work))
+            for ref in [*plain.values(), *sf.values()]:
+                engine.remove_image(ref, force=True)
             if not args.skip_real:
-                report_real(bench_real(fleet, engine, work))
+                real = bench_real(fleet, engine, work)
+                print(f"\nkit build image (digits, TF 2.17 CPU): first rollout {real['first']:.1f} s, model update "
+                      f"{real['update']:.1f} s (canary 1, max_parallel 3), strategy "
+                      + ", ".join(f"{n} {s}" for n, s in real["strategy"].items()))
+                print("  failed requests during the update: " + "  ".join(
+                    f"{n} {real['failures'][n]} of {real['failures'][n] + real['answers'][n]}" for n in real["failures"])
+                      + "   longest gap " + " ".join(f"{g:.2f}s" for g in real["gaps"].values()))
+                if real["errors"]:
+                    print("  errors: " + "; ".join(real["errors"]))
+        if not args.skip_swarm:
+            sw = bench_swarm(engine, base, work, args.repeats)
+            s, c = statistics.median(sw["swarm"]), statistics.median(sw["compose"])
+            print(f"\nswarm vs compose, fixture v1 -> v2 on the same 3 netns nodes (canary 1, max_parallel 3): "
+                  f"swarm {s:.1f} s ({', '.join(f'{t:.1f}' for t in sw['swarm'])}), compose {c:.1f} s "
+                  f"({', '.join(f'{t:.1f}' for t in sw['compose'])}): swarm takes {s / c:.2f} of compose")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
-
-
-def report_fixture(fx: dict, repeats: int) -> None:
-    print("\nrollout wall time, fixture image v1 -> v2 on 3 devices (images already on the devices), "
-          f"{repeats} runs each:")
-    for label, ts in fx["times"].items():
-        print(f"  {label:<26} median {statistics.median(ts):6.1f} s   runs " + ", ".join(f"{t:.1f}" for t in ts))
-    base_t = statistics.median(fx["times"]["max_parallel 1, canary 1"])
-    par_t = statistics.median(fx["times"]["max_parallel 3, canary 1"])
-    print(f"  max_parallel 3 vs 1 (canary 1): {base_t / par_t:.2f}x faster")
-    print(f"  first rollout (pulls the whole image to 3 devices in parallel): {fx['first']:.1f} s")
-    print("\nper-device downtime during the fixture update (longest gap between answered predictions, "
-          "polled every 50 ms):")
-    for name, gs in fx["gaps"].items():
-        print(f"  {name}: median {statistics.median(gs):5.2f} s, max {max(gs):5.2f} s")
-    report_bytes("bytes per device, fixture image (16 MiB model layer on the Debian base):", fx)
-    sys.stdout.flush()
-
-
-def report_real(real: dict) -> None:
-    if real:
-        report_bytes("bytes per device, kit build runtime image (digits, TF 2.17 CPU base):", real)
-        print(f"\nkit build image: first rollout {real['first']:.1f} s (whole image to 3 devices), "
-              f"model update {real['update']:.1f} s (canary 1, max_parallel 3)")
-        print("per-device downtime during the kit build image update (TF model load + warm-up):")
-        for name, g in real["gaps"].items():
-            print(f"  {name}: {g:5.2f} s")
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import numpy as np
 
 from bench._models import export_mean_model, export_mobilenet_v2, post, start_server  # noqa: E402
 
-from kit.runtime.serving.protocol import v2_binary_request, v2_decode_response  # noqa: E402
+from kit.runtime.serving.kserve_v2 import v2_binary_request, v2_decode_response  # noqa: E402
 
 
 def process_cpu_seconds(pid):

@@ -45,13 +45,16 @@ MEMORY_LIMIT = "kit.memory_limit"  # bytes: TF's GPU memory limit
 MODEL_DIGEST = "kit.model_digest"
 OPTIMIZATION = "kit.optimization"  # tensorrt | native
 ENGINES = "kit.engines"  # TRTEngineOps counted by the audit
+# "true": the server binds with SO_REUSEPORT under KIT_REUSE_PORT=1 and names itself by
+# KIT_SLOT (Kit-Slot header), so a rollout may start the new one beside the old (start-first).
+REUSE_PORT = "kit.reuse_port"
 
 # Without these an image is not a kit runtime image.
 REQUIRED = (DEVICE, OPTIMIZATION, MODEL_DIGEST)
 
 # ---- other labels kit puts on images and containers -----------------------------------
 
-PYTHON = "kit.python"  # the offline bases' Python version
+PYTHON = "kit.python"  # the Python version of an offline base, or (runtime images) the optimizer's, as it saw it
 DEBIAN = "kit.debian"  # the offline Debian base's suite
 BUILDER_KEY = "kit.builder.key"  # cache key of a builder image
 BUILD_STAGE = "kit.build.pipeline-stage"  # intermediate stage of a base build (pruned)
@@ -107,6 +110,7 @@ class Fingerprint:
     engines: str | None = None
     version: str | None = None  # org.opencontainers.image.version
     memory_limit: int | None = None  # kit.memory_limit (bytes) when the image carries it
+    reuse_port: bool = False  # kit.reuse_port: the server can start beside an old one on its port
     architecture: str = ""  # the image config's CPU architecture
 
     @property
@@ -128,7 +132,8 @@ class Fingerprint:
             except Exception:  # a label we cannot read is not a reason to refuse
                 memory = None
         return cls(**{name: value(labels, key) for name, key in _FINGERPRINT_FIELDS.items()},
-                   memory_limit=memory, architecture=architecture or "")
+                   memory_limit=memory, architecture=architecture or "",
+                   reuse_port=(value(labels, REUSE_PORT) or "").lower() == "true")
 
 
 # Fingerprint field -> the label it is read from (memory_limit is parsed apart).

@@ -42,6 +42,7 @@ class JsonReply:
     status: int  # the HTTP status, errors included
     body: object  # the decoded JSON, or (up to 500 characters of) the text when it is not JSON
     seconds: float  # request to full reply
+    headers: dict | None = None  # the reply's headers
 
     @property
     def ok(self) -> bool:
@@ -58,14 +59,14 @@ def http_json(url: str, payload: dict | None = None, timeout: float = 60.0, erro
     start = time.monotonic()
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw, status = resp.read(), resp.status
+            raw, status, headers = resp.read(), resp.status, dict(resp.headers)
     except urllib.error.HTTPError as e:
-        raw, status = e.read(), e.code
+        raw, status, headers = e.read(), e.code, dict(e.headers or {})
     except (urllib.error.URLError, OSError) as e:
         raise error(f"{method} {url} failed: {getattr(e, 'reason', e)}") from e
     seconds = time.monotonic() - start
     text = raw.decode("utf-8", "replace")
     try:
-        return JsonReply(status, json.loads(text), seconds)
+        return JsonReply(status, json.loads(text), seconds, headers)
     except ValueError:
-        return JsonReply(status, text[:500], seconds)
+        return JsonReply(status, text[:500], seconds, headers)

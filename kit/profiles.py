@@ -85,7 +85,24 @@ CPU_STACK = Stack(
     base_image="kit/tf-cpu-base:tf" + CPU_TENSORFLOW,
 )
 
+# The twin of JetPack 4.4.1's Python side on x86-64: the same Python 3.6, tensorflow-cpu 2.3.1, numpy 1.16.1
+# and protobuf 3.8.0 as the Jetson's image, less aarch64, CUDA and TensorRT (`kit base --stack twin`
+# assembles it from this host's pyenv Python 3.6.15 and PyPI wheels). For the cpu profile only:
+# `target.stack: twin` runs the builder and the runtime on the target's Python and TensorFlow.
+TWIN_STACK = Stack(
+    name="twin",
+    l4t=None,
+    tensorflow=JETPACK_441.tensorflow,
+    tensorrt=None,
+    cuda=None,
+    cudnn=None,
+    python=JETPACK_441.python,
+    base_image=f"kit/tf-cpu-base:tf{JETPACK_441.tensorflow}-py{JETPACK_441.python}",
+)
+
 STACKS: dict[str, Stack] = {JETPACK_441.name: JETPACK_441}
+# The stacks of the cpu profile, by target.stack (absent: cpu).
+CPU_STACKS: dict[str, Stack] = {CPU_STACK.name: CPU_STACK, TWIN_STACK.name: TWIN_STACK}
 
 PROFILES: dict[str, DeviceProfile] = {
     p.name: p
@@ -99,10 +116,10 @@ PROFILES: dict[str, DeviceProfile] = {
 }
 
 
-def stack_for(profile: DeviceProfile, jetpack: str | None) -> Stack:
-    """The stack a (validated) manifest targets."""
+def stack_for(profile: DeviceProfile, jetpack: str | None, stack: str | None = None) -> Stack:
+    """The stack a (validated) manifest targets: a JetPack on Jetsons, target.stack (default cpu) on cpu."""
     if not profile.tensorrt:
-        return CPU_STACK
+        return CPU_STACKS[stack or CPU_STACK.name]
     return STACKS[jetpack]  # type: ignore[index]
 
 
@@ -113,7 +130,8 @@ def profile_table() -> list[dict]:
         row = asdict(p)
         row["precisions"] = list(p.precisions)
         row["jetpacks"] = list(p.jetpacks)
-        row["stacks"] = [asdict(STACKS[j]) for j in p.jetpacks] if p.tensorrt else [asdict(CPU_STACK)]
+        row["stacks"] = ([asdict(STACKS[j]) for j in p.jetpacks] if p.tensorrt
+                         else [asdict(s) for s in CPU_STACKS.values()])
         rows.append(row)
     return rows
 

@@ -45,20 +45,19 @@ from pathlib import Path
 import yaml
 
 from kit.net import free_port
+from testkit.harness import Harness
 
 REGISTRY_PORT = 5000
 OWNER_FILE = Path("/tmp/kit-fleet-registry.json")  # marks a registry this harness started
 
 FIXTURE_SERVER = r'''
-import json, os, signal, sys, urllib.request
+import json, os, signal, socket, sys, threading, urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
 
-# PID 1 ignores SIGTERM unless it handles it: exit at once, as the real server
-# does after draining (else `docker stop` waits its 10 s and kills).
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-
 PORT = int(os.environ.get("KIT_PORT", "8501"))
+REUSE_PORT = os.environ.get("KIT_REUSE_PORT") == "1"  # as kit.runtime.serving: share the port
+SLOT = os.environ.get("KIT_SLOT", "")
 HOST = os.environ.get("KIT_HOST", "0.0.0.0")
 NAME = os.environ.get("KIT_MODEL_NAME", "fixture")
 VERSION = os.environ.get("FIXTURE_VERSION", "1")
@@ -81,6 +80,8 @@ class Handler(BaseHTTPRequestHandler):
     def reply(self, code, body):
         data = json.dumps(body).encode()
         self.send_response(code)
+        if SLOT:
+            self.send_header("Kit-Slot", SLOT)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -114,11 +115,40 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Server(ThreadingMixIn, HTTPServer):
-    daemon_threads = True
+    daemon_threads = False  # server_close() joins the requests in flight (the drain)
     allow_reuse_address = True
 
+    def server_bind(self):
+        if REUSE_PORT:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        HTTPServer.server_bind(self)
 
-Server((HOST, PORT), Handler).serve_forever()
+    def drain_backlog(self):
+        """Closing a listener resets what waits in its backlog: serve that first."""
+        self.socket.setblocking(False)
+        while True:
+            try:
+                request, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            request.setblocking(True)
+            self.process_request(request, address)
+
+
+import time
+time.sleep(float(os.environ.get("FIXTURE_START_DELAY") or 0))  # a model that loads slowly
+if REUSE_PORT and not HEALTHY:
+    # As kit's server: on a shared port, take connections only once ready (here: never).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        signal.pause()
+server = Server((HOST, PORT), Handler)
+# PID 1 ignores SIGTERM unless it handles it. Drain as the real server does: stop
+# accepting, serve the backlog and the requests in flight, exit.
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+server.serve_forever(poll_interval=0.05)
+server.drain_backlog()
+server.server_close()
 '''
 
 FIXTURE_DOCKERFILE = """\
@@ -133,7 +163,8 @@ HEALTHCHECK --interval=5s --timeout=5s --start-period=60s --retries=3 \\
 CMD ["python3", "/opt/fixture/server.py"]
 ARG FIXTURE_MODE=healthy
 ARG FIXTURE_VERSION=1
-ENV FIXTURE_MODE=${FIXTURE_MODE} FIXTURE_VERSION=${FIXTURE_VERSION}
+ARG FIXTURE_START_DELAY=0
+ENV FIXTURE_MODE=${FIXTURE_MODE} FIXTURE_VERSION=${FIXTURE_VERSION} FIXTURE_START_DELAY=${FIXTURE_START_DELAY}
 COPY model/ /opt/fixture/model/
 """
 
@@ -528,7 +559,7 @@ class SshEndpoint:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-class Fleet:
+class Fleet(Harness):
     """Registry + devices; a context manager that tears everything down."""
 
     def __init__(self, n_devices: int = 3, registry_port: int = REGISTRY_PORT, tag: str | None = None,
@@ -542,18 +573,10 @@ class Fleet:
                                dict((engine_labels or {}).get(f"dev-{i + 1}", {})))
                         for i in range(n_devices)]
 
-    def __enter__(self) -> "Fleet":
-        try:
-            self.registry.start()
-            for d in self.devices:
-                d.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def start(self) -> None:
+        self.registry.start()
+        for d in self.devices:
+            d.start()
 
     def close(self) -> None:
         for d in self.devices:
@@ -582,6 +605,11 @@ class Fleet:
 # ---- the fixture image -------------------------------------------------------------------
 
 
+# The fixture's labels for start-first updates: it shares its port (kit.reuse_port) and a
+# copy needs 64 MiB + kit's 1 GiB reserve, so two fit on any test machine.
+START_FIRST_LABELS = {"kit.reuse_port": "true", "kit.memory_limit": str(64 << 20)}
+
+
 def fixture_labels(version: str, model_digest: str, **overrides) -> dict:
     labels = {
         "org.opencontainers.image.title": "fixture",
@@ -596,7 +624,7 @@ def fixture_labels(version: str, model_digest: str, **overrides) -> dict:
 
 
 def build_fixture_image(engine, ref: str, version: str = "1", mode: str = "healthy", model_bytes: int = 1 << 20,
-                        base: str | None = None, labels: dict | None = None) -> str:
+                        base: str | None = None, labels: dict | None = None, start_delay: float = 0) -> str:
     """Build the fixture image as `ref` on `engine`; returns ref. The model layer
     (last) is `model_bytes` of data derived from `version`, so two versions share
     every layer but the last (a model-only update)."""
@@ -622,7 +650,8 @@ def build_fixture_image(engine, ref: str, version: str = "1", mode: str = "healt
         digest = "sha256:" + hashlib.sha256(bytes(blob[:model_bytes])).hexdigest()
         all_labels = fixture_labels(version, digest, **(labels or {}))
         engine.build(str(ctx), tag=ref, buildargs={"BASE_IMAGE": base, "FIXTURE_MODE": mode,
-                                                    "FIXTURE_VERSION": version}, labels=all_labels)
+                                                    "FIXTURE_VERSION": version,
+                                                    "FIXTURE_START_DELAY": str(start_delay)}, labels=all_labels)
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     return ref
@@ -645,3 +674,53 @@ def predict(port: int, name: str, instances, timeout: float = 5) -> dict:
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read())
+
+
+class Hammer:
+    """While it is open, one client per device sends predictions back to back (a new
+    connection each, every `interval` s) and keeps every answer and every failure."""
+
+    def __init__(self, ports: dict, model: str, instances, interval: float = 0.02, timeout: float = 5):
+        import threading
+
+        self.ports, self.model, self.instances = ports, model, instances
+        self.interval, self.timeout = interval, timeout
+        self.answers: dict = {name: [] for name in ports}  # name -> [(monotonic, model_version)]
+        self.failures: dict = {name: [] for name in ports}  # name -> [(monotonic, error)]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(name,), daemon=True) for name in ports]
+
+    def _run(self, name: str) -> None:
+        while not self._stop.is_set():
+            t = time.monotonic()
+            try:
+                body = predict(self.ports[name], self.model, self.instances, timeout=self.timeout)
+                self.answers[name].append((time.monotonic(), str(body.get("model_version"))))
+            except Exception as e:  # every kind of failure counts: refused, reset, 5xx, timeout
+                self.failures[name].append((time.monotonic(), f"{type(e).__name__}: {e}"))
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - t)))
+
+    def __enter__(self) -> "Hammer":
+        for t in self._threads:
+            t.start()
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        time.sleep(0.3)
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    def versions(self, name: str) -> list:
+        """The model versions that answered, in order, repeats folded."""
+        out: list = []
+        for _, v in self.answers[name]:
+            if not out or out[-1] != v:
+                out.append(v)
+        return out
+
+    def longest_gap(self, name: str) -> float:
+        """Seconds between two answered predictions, at most (failed requests fall inside gaps)."""
+        ts = [t for t, _ in self.answers[name]]
+        return max((b - a for a, b in zip(ts, ts[1:])), default=float("nan"))

@@ -19,14 +19,17 @@ REPO = Path(__file__).resolve().parents[1]
 class ServerProcess(object):
     """A running server with its log in a temp file. `args` go to main.py after the defaults."""
 
-    def __init__(self, model_dir, name, batch_sizes="1,4,8", env=None, args=(), log_level="1"):
-        self.port = free_port()
-        self.grpc_port = free_port()
+    def __init__(self, model_dir, name, batch_sizes="1,4,8", env=None, args=(), log_level="1", port=None,
+                 grpc_port=None):
+        self.port = port or free_port()  # a given port: a second server beside one (KIT_REUSE_PORT)
+        self.grpc_port = grpc_port or free_port()
         self.name = name
         self.log = tempfile.NamedTemporaryFile(prefix="kit-serve-", suffix=".log", delete=False)
         full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=log_level, PYTHONPATH=str(REPO))
         full_env.update(env or {})
-        cmd = [sys.executable, "-m", "kit.runtime.serving.main", "--model-dir", str(model_dir), "--model-name", name,
+        # KIT_SERVER_PYTHON: the interpreter the server runs on (scripts/test's twin stage: .venv-twin's Python 3.6).
+        python = os.environ.get("KIT_SERVER_PYTHON") or sys.executable
+        cmd = [python, "-m", "kit.runtime.serving.main", "--model-dir", str(model_dir), "--model-name", name,
                "--host", "127.0.0.1", "--port", str(self.port), "--grpc-port", str(self.grpc_port),
                "--batch-sizes", batch_sizes] + list(args)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO))
@@ -77,7 +80,7 @@ class ServerProcess(object):
         raise AssertionError("server never became live:\n" + self.logs())
 
     def wait_ready(self, timeout=90):
-        self.wait_live()
+        self.wait_live(timeout)  # KIT_REUSE_PORT: not even live before ready
         deadline = time.time() + timeout
         while time.time() < deadline:
             assert self.proc.poll() is None, "server exited early:\n" + self.logs()

@@ -42,6 +42,7 @@ import yaml
 
 from testkit import fleet_harness as fh
 from kit.net import free_port
+from testkit.harness import Harness
 
 SUBNET_PREFIX = "10.214"  # issue 14; a /24 of it per harness
 NAME_PREFIX = "kit-test-swarm"
@@ -96,7 +97,7 @@ class Node(fh.Device):
                                  *self.extra_args]
 
 
-class Swarm:
+class Swarm(Harness):
     """Bridge + netns + three nodes in one swarm + a registry on the bridge address.
     A context manager; close() removes all of it."""
 
@@ -155,17 +156,6 @@ class Swarm:
             _sh("ip", "link", "delete", link, check=False)
 
     # -- lifecycle --
-
-    def __enter__(self) -> "Swarm":
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 from kit import labels as lb
 from kit.docker_api import Engine
 from kit.errors import DockerError, KitError, PreflightError, UsageError
-from kit.profiles import CPU_STACK
+from kit.profiles import CPU_STACK, CPU_STACKS, TWIN_STACK
 from kit.units import utc_timestamp
 
 Progress = Callable[[str], None]
@@ -66,7 +66,7 @@ class BasesResult:
         return {"debian": asdict(self.debian), "tensorflow": asdict(self.tensorflow)}
 
 
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
     pass
 
 
@@ -95,7 +95,7 @@ def dockerfile_path(name: str) -> Path:
 
 
 @contextlib.contextmanager
-def _exclusive(image: str, progress: Progress):
+def exclusive(image: str, progress: Progress):
     """One builder per image on this machine: parallel test sessions or two
     `kit base` runs wait for each other instead of building twice."""
     lock_dir = Path(tempfile.gettempdir()) / "kit-locks"
@@ -109,7 +109,7 @@ def _exclusive(image: str, progress: Progress):
         yield
 
 
-def _remove_stale_temps(engine: Engine, image: str) -> None:
+def remove_stale_temps(engine: Engine, image: str) -> None:
     # Under the lock, a temporary tag can only be left over from a killed run.
     for ref in engine.image_refs(f"{image}-tmp-*"):
         engine.remove_image(ref, force=True)
@@ -155,7 +155,7 @@ def ensure_debian_base(engine: Engine, progress: Progress | None = None, force: 
 
 
 def debian_base(engine: Engine, progress: Progress | None = None, force: bool = False) -> BaseImage:
-    progress = progress or _quiet
+    progress = progress or quiet
     start = time.monotonic()
 
     def reused() -> BaseImage:
@@ -167,10 +167,10 @@ def debian_base(engine: Engine, progress: Progress | None = None, force: bool = 
     if engine.image_exists(DEBIAN_BASE) and not force:
         return reused()
     debootstrap = _debootstrap_preflight()
-    with _exclusive(DEBIAN_BASE, progress):
+    with exclusive(DEBIAN_BASE, progress):
         if engine.image_exists(DEBIAN_BASE) and not force:
             return reused()  # made by the run we waited for
-        _remove_stale_temps(engine, DEBIAN_BASE)
+        remove_stale_temps(engine, DEBIAN_BASE)
         return _assemble_debian(engine, progress, debootstrap, start)
 
 
@@ -252,7 +252,7 @@ def manylinux_platforms() -> list[str]:
 def download_wheels(tensorflow: str, python: str, progress: Progress | None = None) -> Path:
     """tensorflow-cpu==X, numpy and their dependencies as wheels for the image's
     Python, in ~/.cache/kit/wheels/<tf>/ (reused; written atomically)."""
-    progress = progress or _quiet
+    progress = progress or quiet
     dest = cache_dir() / "wheels" / f"tf{tensorflow}-py{python}"
     if dest.is_dir() and any(dest.glob("tensorflow_cpu-*.whl")):
         progress(f"wheels: reused {dest} ({len(list(dest.glob('*.whl')))} wheels)")
@@ -273,17 +273,22 @@ def download_wheels(tensorflow: str, python: str, progress: Progress | None = No
             raise KitError(f"pip download of tensorflow-cpu=={tensorflow} failed (exit {proc.returncode})",
                            details=tail, hint="check that PyPI (or your PIP_INDEX_URL mirror) is reachable "
                            "and that this TensorFlow version has Linux x86-64 wheels for Python " + python)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-        size = sum(p.stat().st_size for p in dest.glob("*.whl"))
-        progress(f"wheels: {len(list(dest.glob('*.whl')))} wheels, {size / 1e6:.0f} MB in {dest}")
-        return dest
+        return publish_wheels(tmp, dest, progress)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def publish_wheels(tmp: Path, dest: Path, progress: Progress) -> Path:
+    """Put a fully downloaded wheel directory in place of `dest` (never a half-filled one) and say what it holds."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    size = sum(p.stat().st_size for p in dest.glob("*.whl"))
+    progress(f"wheels: {len(list(dest.glob('*.whl')))} wheels, {size / 1e6:.0f} MB in {dest}")
+    return dest
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)  # same filesystem: no copy of a few hundred MB
     except OSError:
@@ -298,7 +303,7 @@ def ensure_tf_base(engine: Engine, tensorflow: str = CPU_STACK.tensorflow, progr
 
 def tf_base(engine: Engine, tensorflow: str = CPU_STACK.tensorflow, progress: Progress | None = None,
             force: bool = False, debian: BaseImage | None = None) -> BaseImage:
-    progress = progress or _quiet
+    progress = progress or quiet
     if not _VERSION.match(tensorflow or ""):
         raise UsageError(f"--tensorflow must be a full version like {CPU_STACK.tensorflow}, got {tensorflow!r}")
     image = tf_base_image(tensorflow)
@@ -313,10 +318,10 @@ def tf_base(engine: Engine, tensorflow: str = CPU_STACK.tensorflow, progress: Pr
     if engine.image_exists(image) and not force:
         return reused()
     debian = debian or debian_base(engine, progress)
-    with _exclusive(image, progress):
+    with exclusive(image, progress):
         if engine.image_exists(image) and not force:
             return reused()  # made by the run we waited for
-        _remove_stale_temps(engine, image)
+        remove_stale_temps(engine, image)
         return _build_tf(engine, image, tensorflow, debian, progress, force, start)
 
 
@@ -337,7 +342,7 @@ def _build_tf(engine: Engine, image: str, tensorflow: str, debian: BaseImage, pr
     try:
         (context / "wheels").mkdir()
         for whl in wheels.glob("*.whl"):
-            _link_or_copy(whl, context / "wheels" / whl.name)
+            link_or_copy(whl, context / "wheels" / whl.name)
         shutil.copy2(dockerfile_path(TF_BASE_DOCKERFILE), context / "Dockerfile")
         progress(f"{image}: docker build (installs the wheels into /opt/kit/venv; a few minutes)")
         engine.build(
@@ -373,14 +378,26 @@ def _build_tf(engine: Engine, image: str, tensorflow: str, debian: BaseImage, pr
 
 
 def build_bases(tensorflow: str | None = None, force: bool = False, progress: Progress | None = None,
-                host: str | None = None) -> BasesResult:
-    """Core of `kit base`: make sure both CPU bases exist (reuse, or build)."""
+                host: str | None = None, stack: str | None = None) -> BasesResult:
+    """Core of `kit base`: make sure the Debian base and the stack's TensorFlow base exist (reuse, or build).
+    stack: cpu (default; --tensorflow picks its TensorFlow) or twin (its pins are fixed)."""
     from kit.docker_api import connect
 
+    stack = stack or CPU_STACK.name
+    if stack not in CPU_STACKS:
+        raise UsageError(f"--stack must be one of {', '.join(CPU_STACKS)}, got {stack!r}")
+    if stack == TWIN_STACK.name and tensorflow not in (None, TWIN_STACK.tensorflow):
+        raise UsageError(f"the twin stack pins TensorFlow {TWIN_STACK.tensorflow}; --tensorflow does not apply",
+                         hint="drop --tensorflow, or build a cpu base: kit base --tensorflow VERSION")
     tensorflow = tensorflow or CPU_STACK.tensorflow
     if not _VERSION.match(tensorflow):
         raise UsageError(f"--tensorflow must be a full version like {CPU_STACK.tensorflow}, got {tensorflow!r}")
     with connect(host) as engine:
         debian = debian_base(engine, progress, force=force)
-        tf = tf_base(engine, tensorflow, progress, force=force, debian=debian)
+        if stack == TWIN_STACK.name:
+            from kit.build.twin_base import twin_base
+
+            tf = twin_base(engine, progress, force=force, debian=debian)
+        else:
+            tf = tf_base(engine, tensorflow, progress, force=force, debian=debian)
     return BasesResult(debian, tf)

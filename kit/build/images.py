@@ -277,6 +277,7 @@ def labels_for(manifest, report, model_digest: str, base_ref: str, created: str)
         lb.TENSORRT: lb.text(env.tensorrt),
         lb.CUDA: lb.text(env.cuda),
         lb.TENSORFLOW: lb.text(env.tensorflow),
+        lb.PYTHON: lb.text(env.python),
         lb.GPU_ARCH: lb.text(manifest.profile.gpu_arch),
         lb.PRECISION: lb.text(report.precision or manifest.optimize.precision),
         lb.BATCH_SIZES: lb.text(report.batch_sizes or list(manifest.optimize.batch_sizes)),
@@ -284,6 +285,7 @@ def labels_for(manifest, report, model_digest: str, base_ref: str, created: str)
         lb.MODEL_DIGEST: model_digest,
         lb.OPTIMIZATION: lb.text(optimization),
         lb.ENGINES: lb.text(report.engines if report.engines is not None else 0),
+        lb.REUSE_PORT: "true",  # kit.runtime.serving honours KIT_REUSE_PORT and KIT_SLOT
     }
 
 

@@ -71,6 +71,7 @@ class Environment:
     tensorrt: str | None = None
     cuda: str | None = None
     tensorflow: str | None = None
+    python: str | None = None  # "3.6.15": the interpreter the optimizer ran on
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class OptimizeReport:
             parity=Parity(parity.get("passed"), parity.get("max_abs_error"), parity.get("top1_agreement"),
                           parity.get("source")),
             environment=Environment(env.get("l4t"), env.get("jetpack"), env.get("tensorrt"), env.get("cuda"),
-                                    env.get("tensorflow")),
+                                    env.get("tensorflow"), env.get("python")),
             timings=_dict(doc.get("timings")),
             peak_rss_bytes=_dict(doc.get("memory")).get("peak_rss_bytes"),
             finished_at=doc.get("finished_at"),

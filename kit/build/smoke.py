@@ -26,7 +26,10 @@ import json, sys
 import numpy as np
 import tensorflow as tf
 model_dir, signature, samples, out = sys.argv[1:5]
-fn = tf.saved_model.load(model_dir).signatures[signature]
+# Keep the loaded object: on TF 2.3 a signature function does not keep the model's variables alive
+# ("Error while reading resource variable ... uninitialized" once the loaded object is collected).
+loaded = tf.saved_model.load(model_dir)
+fn = loaded.signatures[signature]
 specs = fn.structured_input_signature[1]
 names = sorted(specs)
 arrays = {}

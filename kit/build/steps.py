@@ -63,11 +63,13 @@ def preflight(state: BuildState) -> Done:
 
 
 def _pull_base(state: BuildState, ref: str) -> None:
-    from kit.profiles import CPU_STACK
+    from kit.profiles import CPU_STACKS
 
-    if ref == CPU_STACK.base_image:
-        raise PreflightError(f"the CPU base image {ref} is not present",
-                             hint="assemble it once: kit base (a few minutes; offline after the wheels)")
+    for stack in CPU_STACKS.values():
+        if ref == stack.base_image:  # made by `kit base`, never pulled
+            option = "" if stack.name == "cpu" else f" --stack {stack.name}"
+            raise PreflightError(f"the {stack.name} base image {ref} is not present",
+                                 hint=f"assemble it once: kit base{option} (a few minutes; offline after the wheels)")
     state.reporter.line(f"{ref} is not present: pulling it")
     try:
         state.engine.pull(ref, on_line=state.reporter.line)
@@ -87,7 +89,27 @@ def base(state: BuildState) -> Done:
         raise PreflightError(f"the base image {ref} is {info.architecture}, but {m.profile.name} runs "
                              f"{m.profile.architecture}",
                              hint="build on the device itself, or pass --base-image for this architecture")
+    _check_base_python(m, ref, info.labels)
     return Done("reused", f"{ref} {info.id[7:19]}", BaseImage(ref, info.id, info.size))
+
+
+def _check_base_python(manifest, ref: str, labels: dict) -> None:
+    """A base that states its Python (kit's offline bases do) must carry the stack's: the server's wheels
+    (tornado) are fetched for the stack's Python, and the optimizer checks the stack's TensorFlow."""
+    stated = lb.value(labels, lb.PYTHON)
+    want = manifest.stack.python
+    if stated and stated.split(".")[:2] != want.split(".")[:2]:
+        other = [s.name for s in _cpu_stacks() if s.python.split(".")[:2] == stated.split(".")[:2]]
+        hint = (f"set target.stack: {other[0]} in the manifest" if other and not manifest.profile.tensorrt
+                else f"use a base image with Python {want}")
+        raise PreflightError(f"the base image {ref} carries Python {stated}, but the {manifest.stack.name} stack "
+                             f"runs Python {want}", hint=hint)
+
+
+def _cpu_stacks():
+    from kit.profiles import CPU_STACKS
+
+    return list(CPU_STACKS.values())
 
 
 def server_wheels(manifest) -> list:

@@ -14,10 +14,21 @@ def base_command(
     tensorflow: Optional[str] = typer.Option(
         None, "--tensorflow", metavar="VERSION", help="TensorFlow version for the CPU base (default: the CPU stack's, 2.17.1)."
     ),
+    stack: str = typer.Option(
+        "cpu", "--stack", metavar="STACK",
+        help="cpu: Debian's Python 3.11 + tensorflow-cpu (kit/tf-cpu-base:tf2.17.1). twin: the JetPack 4.4.1 twin, "
+             "the Jetson's Python side on x86-64 (this host's pyenv Python 3.6.15, tensorflow-cpu 2.3.1, numpy 1.16.1, "
+             "protobuf 3.8.0: kit/tf-cpu-base:tf2.3.1-py3.6), for manifests with `target.stack: twin`. "
+             "See docs/twin.md.",
+    ),
     force: bool = typer.Option(False, "--force", help="Rebuild the bases even when present."),
     json_out: bool = typer.Option(False, "--json", help="Machine output (progress goes to stderr)."),
 ):
-    """Assemble the offline CPU bases: Debian (debootstrap) and TensorFlow (wheels from PyPI). Reused when present."""
+    """Assemble the offline CPU bases: Debian (debootstrap) and TensorFlow (wheels from PyPI). Reused when present.
+
+    `kit base --stack twin` assembles the twin base instead of the cpu one: `kit build` of a manifest with
+    `target: {device: cpu, stack: twin}` then runs the optimizer and the server on Python 3.6 + TensorFlow 2.3.1,
+    as on a Jetson (no TensorRT: the model stays native)."""
     from kit.build.base import build_bases
     from kit.cli.views.build import render_bases
 
@@ -26,7 +37,7 @@ def base_command(
     def progress(line: str) -> None:
         console.print(line, style="dim" if line.startswith("  |") else None, markup=False, highlight=False, soft_wrap=True)
 
-    result = build_bases(tensorflow=tensorflow, force=force, progress=progress)
+    result = build_bases(tensorflow=tensorflow, force=force, progress=progress, stack=stack)
     emit(result, json_out, render_bases, lambda r: r.to_dict())
 
 

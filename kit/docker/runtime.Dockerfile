@@ -33,8 +33,10 @@ ARG KIT_WARMUP=1
 ARG KIT_WARMUP_SAMPLES=
 # TF_CPP_VMODULE: TF 2.3.1 logs "Building a new TensorRT engine" (an engine built at run time, ~30 min on a
 # Nano) only at VLOG(1) of trt_engine_op; the server counts those lines (kit_trt_engine_builds_total).
+# TF_CPP_MIN_LOG_LEVEL=0: TensorFlow drops VLOG lines below that level like INFO ones (kit's CPU bases set 1).
 # TF_GPU_ALLOCATOR stays unset: TensorFlow's BFC allocator, sized by the memory limit, stays in charge.
 ENV TF_CPP_VMODULE=trt_engine_op=1 \
+    TF_CPP_MIN_LOG_LEVEL=0 \
     KIT_MODEL_DIR=/opt/kit/model \
     KIT_MODEL_NAME=${KIT_MODEL_NAME} \
     KIT_MODEL_VERSION=${KIT_MODEL_VERSION} \

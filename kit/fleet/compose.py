@@ -30,8 +30,19 @@ DEFAULT_HEALTH_TEST = ["CMD", "python3", "-m", "kit.runtime.serving.main", "--pr
 COMPOSE_TIMEOUT = 600  # seconds for one compose call (pulls happen before, via the API)
 
 
-def project_name(fleet: str) -> str:
-    return f"kit-{fleet}"
+# Start-first updates run the new container beside the old one: each in its own compose
+# project ("slot"), so `compose up` of one never recreates the other. Blue is the project
+# kit always used (kit-<fleet>), green the second one (kit-<fleet>-green).
+BLUE, GREEN = "blue", "green"
+SLOTS = (BLUE, GREEN)
+
+
+def project_name(fleet: str, slot: str = BLUE) -> str:
+    return f"kit-{fleet}" if slot == BLUE else f"kit-{fleet}-{slot}"
+
+
+def other_slot(slot: str | None) -> str:
+    return GREEN if slot == BLUE else BLUE
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,8 @@ class ServiceSpec:
     start_period: float = 300.0  # seconds before failed probes count
     mem_limit: int | None = None  # bytes
     grpc_port: int | None = None  # the image's KIT_GRPC_PORT (0: off); None: the image says nothing
+    reuse_port: bool = False  # the image can start beside an old copy (label kit.reuse_port)
+    slot: str = BLUE  # the compose project this file runs in
 
 
 def healthcheck(spec: ServiceSpec) -> dict:
@@ -74,13 +87,17 @@ def render(spec: ServiceSpec) -> str:
     service["environment"] = {"KIT_PORT": str(spec.port)}
     if spec.grpc_port is not None:
         service["environment"]["KIT_GRPC_PORT"] = str(spec.grpc_port)
+    if spec.reuse_port:
+        service["environment"]["KIT_REUSE_PORT"] = "1"
+    if spec.reuse_port or spec.slot != BLUE:
+        service["environment"]["KIT_SLOT"] = spec.slot
     service["healthcheck"] = healthcheck(spec)
     service["logging"] = logging_options()
     if spec.mem_limit:
         service["mem_limit"] = int(spec.mem_limit)
     service["labels"] = {lb.FLEET: spec.fleet, lb.FLEET_DEVICE: spec.device}
     header = (f"# Rendered by kit for device {spec.device} of fleet {spec.fleet}. Do not edit:\n"
-              f"# the next `kit rollout` rewrites it. Project: {project_name(spec.fleet)}\n")
+              f"# the next `kit rollout` rewrites it. Project: {project_name(spec.fleet, spec.slot)}\n")
     return header + yaml.safe_dump({"services": {SERVICE: service}}, sort_keys=False, default_flow_style=False)
 
 
@@ -94,19 +111,28 @@ def image_of(text: str | None) -> str | None:
         return None
 
 
-def compose_argv(fleet: str, file: Path, *args: str) -> list[str]:
+def slot_of(text: str | None) -> str:
+    """The slot (compose project) a rendered compose file runs in; blue for files without one."""
+    try:
+        env = yaml.safe_load(text)["services"][SERVICE].get("environment") or {}
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return BLUE
+    return env.get("KIT_SLOT") if env.get("KIT_SLOT") in SLOTS else BLUE
+
+
+def compose_argv(fleet: str, file: Path, *args: str, slot: str = BLUE) -> list[str]:
     from kit.docker_api import compose_command
 
-    return compose_command() + ["-p", project_name(fleet), "-f", str(file), *args]
+    return compose_command() + ["-p", project_name(fleet, slot), "-f", str(file), *args]
 
 
-def up_argv(fleet: str, file: Path, force_recreate: bool = False) -> list[str]:
+def up_argv(fleet: str, file: Path, force_recreate: bool = False, slot: str = BLUE) -> list[str]:
     extra = ["--force-recreate"] if force_recreate else []
-    return compose_argv(fleet, file, "up", "-d", "--remove-orphans", *extra)
+    return compose_argv(fleet, file, "up", "-d", "--remove-orphans", *extra, slot=slot)
 
 
-def down_argv(fleet: str, file: Path) -> list[str]:
-    return compose_argv(fleet, file, "down")
+def down_argv(fleet: str, file: Path, slot: str = BLUE) -> list[str]:
+    return compose_argv(fleet, file, "down", slot=slot)
 
 
 def run_compose(argv: list[str], endpoint: str, timeout: float = COMPOSE_TIMEOUT) -> str:

@@ -33,11 +33,13 @@ from pathlib import Path
 from typing import Callable
 
 from kit.errors import DockerError, KitError, RolloutError, UsageError
+from kit import labels as lb
 from kit.labels import Fingerprint
 from kit.fleet import compose
 from kit.fleet import state as st
 from kit.fleet.facts import DeviceFacts, connected, read_facts, unreachable
 from kit.fleet.gate import Decision, check
+from kit.fleet.release import Release
 from kit.fleet.status import Deployment, deployment, device_address, ready
 from kit.manifest.load import FleetDevice, FleetManifest
 from kit.net import DEFAULT_PORT, http_json
@@ -69,11 +71,17 @@ class DevicePlan:
     compose_text: str | None = None
     command: list = field(default_factory=list)
     force_recreate: bool = False
+    strategy: str = ""  # start-first | stop-first (see choose_strategy)
+    strategy_reason: str = ""
+    slot: str = compose.BLUE  # the compose project the new file runs in
+    running_slot: str | None = None  # the slot of what serves now (None: nothing)
+    finish_switch: bool = False  # the digest already serves in `slot`; only the old copy is left to stop
 
     def to_dict(self) -> dict:
         return {"device": self.device.name, "host": self.device.host, "profile": self.device.device,
                 "action": self.action, "reason": self.reason, "port": self.port, "running": self.running,
                 "healthy": self.healthy, "facts": self.facts.to_dict() if self.facts else None,
+                "strategy": self.strategy, "strategy_reason": self.strategy_reason, "slot": self.slot,
                 "command": self.command, "compose": self.compose_text}
 
 
@@ -119,8 +127,18 @@ def zero_example(tensor: dict):
     return value
 
 
-def _http_json(url: str, payload: dict | None = None, timeout: float = SMOKE_TIMEOUT) -> dict:
-    reply = http_json(url, payload, timeout, error=RolloutError)
+SLOT_TRIES = 40  # requests until one reaches the new server while the old one shares the port
+
+
+def _http_json(url: str, payload: dict | None = None, timeout: float = SMOKE_TIMEOUT, slot: str | None = None) -> dict:
+    """With `slot`: retried until the server of that slot answers (Kit-Slot header): during a
+    start-first update the kernel hands each new connection to the old or the new server."""
+    for _ in range(SLOT_TRIES if slot else 1):
+        reply = http_json(url, payload, timeout, error=RolloutError)
+        if slot is None or (reply.headers or {}).get("Kit-Slot") == slot:
+            break
+    else:
+        raise RolloutError(f"{url}: {SLOT_TRIES} requests, none answered by the new server (slot {slot})")
     if reply.status >= 400:
         raise RolloutError(f"{url} answered {reply.status}: {str(reply.body)[:300]}")
     if not isinstance(reply.body, dict):
@@ -128,17 +146,17 @@ def _http_json(url: str, payload: dict | None = None, timeout: float = SMOKE_TIM
     return reply.body
 
 
-def smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT) -> dict:
+def smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT, slot: str | None = None) -> dict:
     """One real prediction: zeros shaped like the default signature's inputs
-    (from the server's TF Serving metadata), batch of one."""
+    (from the server's TF Serving metadata), batch of one; with `slot`, by that slot's server."""
     base = f"http://{address}:{port}/v1/models/{model}"
-    meta = _http_json(base + "/metadata", timeout=timeout)
+    meta = _http_json(base + "/metadata", timeout=timeout, slot=slot)
     sigs = ((meta.get("metadata") or {}).get("signature_def") or {}).get("signature_def") or {}
     name = "serving_default" if "serving_default" in sigs else next(iter(sigs), None)
     if name is None:
         raise RolloutError(f"{base}/metadata lists no signature")
     inputs = {key: [zero_example(t)] for key, t in (sigs[name].get("inputs") or {}).items()}
-    body = _http_json(base + ":predict", {"signature_name": name, "inputs": inputs}, timeout=timeout)
+    body = _http_json(base + ":predict", {"signature_name": name, "inputs": inputs}, timeout=timeout, slot=slot)
     outputs = body.get("outputs", body.get("predictions"))
     if "error" in body or not outputs:
         raise RolloutError(f"smoke prediction on {base} gave no outputs: {str(body)[:200]}")
@@ -146,7 +164,8 @@ def smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT) -
 
 
 def service_spec(fleet: FleetManifest, resolved, fp: Fingerprint | None, device: str, port: int, image: str,
-                 health=None, nvidia: bool = False, grpc_port: int | None = None) -> compose.ServiceSpec:
+                 health=None, nvidia: bool = False, grpc_port: int | None = None, slot: str = compose.BLUE,
+                 reuse_port: bool = False) -> compose.ServiceSpec:
     """What runs on a device (compose) or on every node (swarm), from the resolved image."""
     mem = None
     if fp is not None and fp.memory_limit:
@@ -158,7 +177,7 @@ def service_spec(fleet: FleetManifest, resolved, fp: Fingerprint | None, device:
         fleet=fleet.name, device=device, image=image, port=port, nvidia=nvidia,
         health_test=tuple(health or resolved.health_test or compose.DEFAULT_HEALTH_TEST),
         start_period=resolved.health_start_period or DEFAULT_START_PERIOD, mem_limit=mem,
-        grpc_port=grpc_port)
+        grpc_port=grpc_port, slot=slot, reuse_port=reuse_port)
 
 
 def grpc_smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT) -> None:
@@ -207,7 +226,8 @@ def record_plans(record: st.RolloutRecord, plans) -> None:
     """Every planned device in the record before anything runs: refused, unreachable and
     unchanged ones with their reason; updates start as their current digest."""
     for p in plans:
-        rec = st.DeviceRecord(name=p.device.name, host=p.device.host, before=p.running, after=p.running)
+        rec = st.DeviceRecord(name=p.device.name, host=p.device.host, before=p.running, after=p.running,
+                              strategy=getattr(p, "strategy", ""), strategy_reason=getattr(p, "strategy_reason", ""))
         if p.action == REFUSED:
             rec.result, rec.reason, rec.phase = st.REFUSED, p.reason, "gate"
         elif p.action == UNREACHABLE:
@@ -217,28 +237,69 @@ def record_plans(record: st.RolloutRecord, plans) -> None:
         record.devices[p.device.name] = rec
 
 
-class ComposeRollout:
+# ---- start-first or stop-first -----------------------------------------------------------
+
+
+START_FIRST, STOP_FIRST = "start-first", "stop-first"
+
+
+def copy_bytes(fp: Fingerprint | None) -> int | None:
+    """Memory one running copy of the model takes: TF's limit plus the process around it
+    (the compose file's mem_limit), None when the image does not say."""
+    from kit.profiles import MEMORY_RESERVE_BYTES
+
+    return fp.memory_limit + MEMORY_RESERVE_BYTES if fp is not None and fp.memory_limit else None
+
+
+def choose_strategy(new: Fingerprint | None, facts: DeviceFacts | None, dep: Deployment) -> tuple[str, str]:
+    """start-first when the new copy can run beside the old one: both servers can share the
+    port (image label kit.reuse_port, the running one started with KIT_REUSE_PORT=1) and the
+    device's memory holds both copies (the images' kit.memory_limit); else stop-first."""
+    from kit.units import format_size
+
+    if not dep.exists or dep.status != "running":
+        return STOP_FIRST, "nothing serves there now"
+    if new is None or not new.reuse_port:
+        return STOP_FIRST, f"the image cannot share its port (no {lb.REUSE_PORT}=true label)"
+    if not dep.reuse_port:
+        return STOP_FIRST, ("the running container holds its port alone (started without KIT_REUSE_PORT=1); "
+                            "the next update can start first")
+    need_new = copy_bytes(new)
+    if need_new is None:
+        return STOP_FIRST, f"the image states no memory need ({lb.MEMORY_LIMIT})"
+    need_old = copy_bytes(Fingerprint.from_labels(dep.labels or {})) or need_new
+    total = facts.memory_bytes if facts is not None else 0
+    if not total:
+        return STOP_FIRST, "the device's memory is unknown"
+    if need_old + need_new > total:
+        return STOP_FIRST, (f"two copies do not fit: {format_size(need_old)} + {format_size(need_new)} > "
+                            f"{format_size(total)} of memory")
+    return START_FIRST, f"two copies fit: {format_size(need_old)} + {format_size(need_new)} <= {format_size(total)}"
+
+
+class Interrupted(KitError):
+    """SIGINT/SIGTERM arrived: a device not yet switched stops where it is safe to."""
+
+
+class ComposeRollout(Release):
     def __init__(self, fleet: FleetManifest, resolved, progress: Progress | None):
-        self.fleet = fleet
-        self.resolved = resolved
-        self.digest_ref = resolved.digest_ref
-        self.fp = Fingerprint.from_labels(resolved.labels, resolved.architecture)
-        self.progress = progress or _quiet
-        self.root = st.fleet_dir(fleet.file, fleet.name)
-        self.timeout = float(fleet.rollout.health_timeout)
-        self.model = resolved.env.get("KIT_MODEL_NAME") or "model"
-        grpc_port = resolved.env.get("KIT_GRPC_PORT")
-        self.grpc_port = int(grpc_port) if grpc_port and grpc_port.isdigit() else None
+        super().__init__(fleet, resolved, progress)
         self.store: st.RecordStore | None = None
-        self.rollback_to: dict[str, str | None] = {}  # touched device -> compose text to restore (None: down)
+        self.rollback_to: dict[str, str | None] = {}  # switched device -> compose text to restore (None: down)
         self._lock = threading.Lock()
+        self._phase_at: dict[str, tuple[str, float]] = {}  # device -> (step, when it began)
+        self.canary_passed = threading.Event()  # no non-canary device switches before it is set
+        self.stopping = threading.Event()  # a device failed or a signal came: start nothing new
+        self.signal_name: str | None = None
 
     # -- plan (read-only) --
 
-    def spec(self, device: FleetDevice, port: int, image: str | None = None, health=None, nvidia=None):
+    def spec(self, device: FleetDevice, port: int, image: str | None = None, health=None, nvidia=None,
+             slot: str = compose.BLUE):
         return service_spec(self.fleet, self.resolved, self.fp, device.name, port, image=image or self.digest_ref,
                             health=health, nvidia=device.device != "cpu" if nvidia is None else nvidia,
-                            grpc_port=self.device_grpc_port(device))
+                            grpc_port=self.device_grpc_port(device), slot=slot,
+                            reuse_port=bool(self.fp and self.fp.reuse_port) and image is None)
 
     def device_grpc_port(self, device: FleetDevice) -> int | None:
         """The device's own gRPC port when the fleet gives one, else the image's (KIT_GRPC_PORT)."""
@@ -247,12 +308,10 @@ class ComposeRollout:
     def plan_device(self, device: FleetDevice, dry_run: bool) -> DevicePlan:
         self.progress(device.name, "facts", f"connecting to {device.host}")
         port = int(device.port or self.resolved.env.get("KIT_PORT") or DEFAULT_PORT)
-        text = compose.render(self.spec(device, port))
         files = st.DeviceFiles(self.root, device.name)
-        argv = compose.up_argv(self.fleet.name, files.current)
         try:
             with connected(device, timeout=30) as engine:
-                dep = deployment(engine, self.fleet.name)
+                dep = deployment(engine, self.fleet.name, with_labels=True)
                 probe = dep.image if dep.exists else None
                 facts = read_facts(engine, device, probe_image=probe)
                 if (facts.l4t is None and facts.architecture == "arm64" and facts.nvidia and not dry_run
@@ -273,26 +332,43 @@ class ComposeRollout:
                 and dep.restart_count == 0 and ready(device_address(device.host), port):
             # ready, Docker's first probe still to come (see wait_healthy): as healthy
             dep = dataclasses.replace(dep, health="healthy")
+        strategy, why = choose_strategy(self.fp, facts, dep)
+        running_slot = dep.slot if dep.exists else None
+        same = compose.render(self.spec(device, port, slot=running_slot or compose.BLUE))
+        slot = compose.other_slot(running_slot) if strategy == START_FIRST else (running_slot or compose.BLUE)
+        text = compose.render(self.spec(device, port, slot=slot))
         plan = DevicePlan(device, UPDATE, port=port, facts=facts, running=dep.image, healthy=dep.healthy
-                          if dep.exists else None, compose_text=text, command=argv)
+                          if dep.exists else None, compose_text=text,
+                          command=compose.up_argv(self.fleet.name, files.current, slot=slot),
+                          strategy=strategy, strategy_reason=why, slot=slot, running_slot=running_slot)
         decision: Decision = check(self.fp, device, facts)
         if not decision.ok:
             plan.action, plan.reason = REFUSED, decision.reason
             self.progress(device.name, "gate", f"refused: {decision.reason}")
             return plan
         current = files.read(files.current)
-        if dep.exists and dep.image == self.digest_ref and dep.healthy and current in (None, text):
+        on_digest = dep.exists and dep.image == self.digest_ref
+        if on_digest and dep.healthy and dep.others:
+            # a start-first update stopped between start and switch (kill -9): finish it
+            plan.reason = f"runs this digest in slot {dep.slot}; the old copy still runs beside it"
+            plan.finish_switch, plan.slot, plan.compose_text = True, dep.slot, same
+        elif on_digest and dep.healthy and current in (None, same):
             plan.action, plan.reason = UNCHANGED, "already runs this digest and is healthy"
             if current is None and not dry_run:  # state dir lost: adopt what runs
-                files.write_current(text)
-                files.write_last_good(text)
-        elif dep.exists and dep.image == self.digest_ref:
+                files.write_current(same)
+                files.write_last_good(same)
+        elif on_digest:
             plan.reason = "compose file changed" if dep.healthy else "runs this digest but is not healthy"
-            plan.force_recreate = not dep.healthy
-            plan.command = compose.up_argv(self.fleet.name, files.current, force_recreate=plan.force_recreate)
+            if not dep.healthy:  # nothing healthy to keep serving: recreate in place
+                plan.strategy, plan.strategy_reason = STOP_FIRST, "what runs is not healthy"
+                plan.slot, plan.compose_text = running_slot, same
+                plan.force_recreate = True
+            plan.command = compose.up_argv(self.fleet.name, files.current, force_recreate=plan.force_recreate,
+                                           slot=plan.slot)
         else:
             plan.reason = f"runs {dep.image}" if dep.exists else "runs nothing of this fleet"
-        self.progress(device.name, "gate", f"{plan.action}: {plan.reason}")
+        self.progress(device.name, "gate", f"{plan.action}: {plan.reason}"
+                      + (f" ({plan.strategy}: {plan.strategy_reason})" if plan.action == UPDATE else ""))
         return plan
 
     def plan(self, dry_run: bool) -> list[DevicePlan]:
@@ -303,17 +379,31 @@ class ComposeRollout:
     # -- update one device --
 
     def _step(self, name: str, phase: str, message: str) -> None:
-        self.store.device(name, phase=phase)
+        self._close_step(name, phase)
         self.progress(name, phase, message)
+
+    def _close_step(self, name: str, phase: str | None = None) -> None:
+        """Time spent in the device's last step goes into its record; `phase` begins now."""
+        now = time.monotonic()
+        last = self._phase_at.pop(name, None)
+        rec = self.store.record.devices[name]
+        durations = dict(rec.durations)
+        if last is not None:
+            durations[last[0]] = round(durations.get(last[0], 0.0) + now - last[1], 3)
+        if phase is not None:
+            self._phase_at[name] = (phase, now)
+            self.store.device(name, phase=phase, durations=durations)
+        else:
+            self.store.device(name, durations=durations)
 
     def _rollback_text(self, engine, plan: DevicePlan, files: st.DeviceFiles, dep: Deployment) -> str | None:
         """The compose file that restores what runs now (None: nothing runs, roll back with `down`).
         Keeps it as last-good when what runs now is healthy."""
         current, last_good = files.read(files.current), files.read(files.last_good)
         if dep.exists and dep.healthy:
-            if compose.image_of(current) == dep.image:
+            if compose.image_of(current) == dep.image and compose.slot_of(current) == dep.slot:
                 text = current
-            elif compose.image_of(last_good) == dep.image:
+            elif compose.image_of(last_good) == dep.image and compose.slot_of(last_good) == dep.slot:
                 text = last_good
             else:  # deployed by another machine or state lost: describe the running container
                 text = self._describe_running(engine, plan, dep)
@@ -331,10 +421,12 @@ class ComposeRollout:
         env = dict(item.partition("=")[::2] for item in cfg.get("Env") or [])
         port = int(env.get("KIT_PORT") or plan.port)
         health = (cfg.get("Healthcheck") or {}).get("Test")
-        return compose.render(self.spec(plan.device, port, image=dep.image, health=health,
-                                        nvidia=host_cfg.get("Runtime") == "nvidia"))
+        spec = self.spec(plan.device, port, image=dep.image, health=health,
+                         nvidia=host_cfg.get("Runtime") == "nvidia", slot=dep.slot)
+        return compose.render(dataclasses.replace(spec, reuse_port=dep.reuse_port))
 
-    def wait_healthy(self, engine, image: str, address: str | None = None, port: int | None = None) -> Deployment:
+    def wait_healthy(self, engine, image: str, address: str | None = None, port: int | None = None,
+                     slot: str | None = None, shared: bool = False) -> Deployment:
         """Until the fleet's container on this engine runs `image` and is healthy.
         Fails early when it turns unhealthy, exits or restarts.
 
@@ -342,16 +434,18 @@ class ComposeRollout:
         after start. With `address`/`port`, kit asks the same question the
         image's probe asks (GET /v2/health/ready) itself while Docker still
         says `starting`, so a server that is ready in 1 s is not waited on for
-        5 s; the smoke prediction that follows is the proof either way."""
+        5 s; the smoke prediction that follows is the proof either way.
+        `shared`: another server shares the port (start-first), so only kit's
+        own probe answered by `slot` counts (Docker's probe may reach the old one)."""
         deadline = time.monotonic() + self.timeout
         dep = Deployment()
         while True:
-            dep = deployment(engine, self.fleet.name)
+            dep = deployment(engine, self.fleet.name, slot=slot)
             if dep.exists and dep.image == image:
-                if dep.status == "running" and dep.health == "healthy":
+                if dep.status == "running" and dep.health == "healthy" and not shared:
                     return dep
-                if (address and port and dep.status == "running" and dep.health == "starting"
-                        and dep.restart_count == 0 and ready(address, port)):
+                if (address and port and dep.status == "running" and dep.health in ("starting", "healthy", None)
+                        and dep.restart_count == 0 and ready(address, port, slot=slot if shared else None)):
                     return dep
                 if dep.health == "unhealthy" or dep.restart_count > 0 or dep.status in ("exited", "dead"):
                     tail = engine.logs(dep.container, tail=10).splitlines()
@@ -362,14 +456,43 @@ class ComposeRollout:
             if time.monotonic() >= deadline:
                 state = f"status {dep.status}, health {dep.health}" if dep.exists else "no container"
                 raise RolloutError(f"not healthy within {self.timeout:g}s ({state})")
+            if shared and self.stopping.is_set() and self.signal_name:
+                raise Interrupted(f"{self.signal_name} before the new container was healthy")
             time.sleep(POLL)
 
-    def update_device(self, plan: DevicePlan, wave: int) -> bool:
+    def _smoke(self, name: str, plan: DevicePlan, slot: str | None = None) -> None:
+        address = device_address(plan.device.host)
+        self._step(name, "smoke", f"one prediction on http://{address}:{plan.port}"
+                   + (f" answered by slot {slot}" if slot else ""))
+        smoke(address, plan.port, self.model, slot=slot)
+        grpc_port = self.device_grpc_port(plan.device)
+        if grpc_port:
+            self._step(name, "smoke", f"gRPC readiness on {address}:{grpc_port}")
+            grpc_smoke(address, grpc_port, self.model)
+
+    def _wait_for_canary(self, name: str, canary: bool) -> None:
+        """A device past the canary waits here, before it changes what serves, until the canary
+        devices are done; a failure or a signal meanwhile stops it (Interrupted)."""
+        if canary or self.canary_passed.is_set():
+            return
+        self._step(name, "wait-canary", "waiting for the canary")
+        while not self.canary_passed.wait(POLL):
+            if self.stopping.is_set():
+                break
+        if self.stopping.is_set():
+            raise Interrupted(f"the rollout stopped ({self.signal_name or 'a device failed'}) before this "
+                              "device switched")
+
+    def _down(self, slot: str, files: st.DeviceFiles, host: str) -> None:
+        compose.run_compose(compose.down_argv(self.fleet.name, files.current, slot=slot), host)
+
+    def update_device(self, plan: DevicePlan, wave: int, canary: bool = True) -> bool:
         name, host = plan.device.name, plan.device.host
         files = st.DeviceFiles(self.root, name)
-        self.store.device(name, result=st.RUNNING, wave=wave, started_at=utc_timestamp(), phase="connect")
-        self.progress(name, "connect", f"wave {wave}: connecting to {host}")
-        phase = "connect"
+        self.store.device(name, result=st.RUNNING, wave=wave, started_at=utc_timestamp(),
+                          strategy=plan.strategy, strategy_reason=plan.strategy_reason)
+        self._step(name, "connect", f"wave {wave}: connecting to {host} ({plan.strategy}: {plan.strategy_reason})")
+        phase, staged, dep, old_text = "connect", False, Deployment(), None
         try:
             with connected(plan.device, timeout=60) as engine:
                 dep = deployment(engine, self.fleet.name)
@@ -377,35 +500,88 @@ class ComposeRollout:
                 phase = "pull"
                 self._step(name, phase, f"pulling {self.digest_ref}")
                 engine.pull(self.digest_ref)
-                rollback = self._rollback_text(engine, plan, files, dep)
-                phase = "up"
-                self._step(name, phase, " ".join(plan.command))
+                if plan.finish_switch:
+                    rollback = None
+                elif plan.strategy == START_FIRST:
+                    rollback = self._rollback_text(engine, plan, files, dep)
+                    old_text = files.read(files.current)
+                    phase, staged = "start", True
+                    self._step(name, phase, f"starting the new container beside the old one (slot {plan.slot})")
+                    if any(o.slot == plan.slot for o in [dep, *dep.others] if o.exists and o is not dep):
+                        self._down(plan.slot, files, host)  # a leftover of an interrupted update
+                    files.write_current(plan.compose_text)
+                    compose.run_compose(compose.up_argv(self.fleet.name, files.current, slot=plan.slot), host)
+                    phase = "health"
+                    self._step(name, phase, f"waiting up to {self.timeout:g}s for the new container (slot {plan.slot})")
+                    address = device_address(host)
+                    self.wait_healthy(engine, self.digest_ref, address, plan.port, slot=plan.slot, shared=True)
+                    phase = "smoke"
+                    self._smoke(name, plan, slot=plan.slot)
+                    if self.signal_name:  # not switched yet: the safe place to stop
+                        raise Interrupted(f"{self.signal_name} before the switch")
+                    phase = "wait-canary"
+                    self._wait_for_canary(name, canary)
+                else:
+                    phase = "wait-canary"
+                    self._wait_for_canary(name, canary)
+                    rollback = self._rollback_text(engine, plan, files, dep)
+                phase = "switch" if plan.strategy == START_FIRST or plan.finish_switch else "up"
                 with self._lock:
                     self.rollback_to[name] = rollback
-                files.write_current(plan.compose_text)
+                staged = False
                 self.store.device(name, after=self.digest_ref)
-                compose.run_compose(compose.up_argv(self.fleet.name, files.current, plan.force_recreate), host)
-                phase = "health"
-                self._step(name, phase, f"waiting up to {self.timeout:g}s for healthy")
-                address = device_address(host)
-                self.wait_healthy(engine, self.digest_ref, address, plan.port)
-                phase = "smoke"
-                self._step(name, phase, f"one prediction on http://{address}:{plan.port}")
-                smoke(address, plan.port, self.model)
-                grpc_port = self.device_grpc_port(plan.device)
-                if grpc_port:
-                    self._step(name, phase, f"gRPC readiness on {address}:{grpc_port}")
-                    grpc_smoke(address, grpc_port, self.model)
+                if phase == "switch":
+                    old = [o for o in [dep, *dep.others] if o.exists and o.slot != plan.slot]
+                    self._step(name, phase, "stopping the old container (it drains first): "
+                               + ", ".join(f"slot {o.slot}" for o in old))
+                    for slot in sorted({o.slot for o in old}):
+                        self._down(slot, files, host)
+                    if plan.finish_switch:
+                        files.write_current(plan.compose_text)
+                else:
+                    self._step(name, phase, " ".join(plan.command))
+                    for o in dep.others:  # a copy left in the other slot would hold the port
+                        if o.slot != plan.slot:
+                            self._down(o.slot, files, host)
+                    files.write_current(plan.compose_text)
+                    compose.run_compose(compose.up_argv(self.fleet.name, files.current, plan.force_recreate,
+                                                        slot=plan.slot), host)
+                    phase = "health"
+                    self._step(name, phase, f"waiting up to {self.timeout:g}s for healthy")
+                    self.wait_healthy(engine, self.digest_ref, device_address(host), plan.port, slot=plan.slot)
+                    phase = "smoke"
+                    self._smoke(name, plan)
                 files.write_last_good(plan.compose_text)
         except KitError as e:
-            touched = name in self.rollback_to
-            note = "" if touched else "; not touched"
-            self.store.device(name, result=st.FAILED, reason=f"{phase}: {e.message}{note}", finished_at=utc_timestamp())
+            if staged:  # the new container never took over: remove it, the old one kept serving
+                note = self._unstage(plan, files, old_text)
+            else:
+                note = "" if name in self.rollback_to else "; not touched"
+            self._close_step(name)
+            if isinstance(e, Interrupted):
+                self.store.device(name, result=st.UNTOUCHED, reason=f"{phase}: {e.message}{note}",
+                                  after=dep.image if dep.exists else None, finished_at=utc_timestamp())
+                self.progress(name, "stopped", f"{phase}: {e.message}{note}")
+                return True
+            self.store.device(name, result=st.FAILED, reason=f"{phase}: {e.message}{note}", finished_at=utc_timestamp(),
+                              **({"after": dep.image} if staged or name not in self.rollback_to else {}))
             self.progress(name, "failed", f"{phase}: {e.message}{note}")
             return False
+        self._close_step(name)
         self.store.device(name, result=st.DONE, reason="", phase="done", finished_at=utc_timestamp())
         self.progress(name, "done", f"runs {self.digest_ref}, healthy, smoke prediction answered")
         return True
+
+    def _unstage(self, plan: DevicePlan, files: st.DeviceFiles, old_text: str | None) -> str:
+        """Remove a new container that never took over; the old one never stopped."""
+        try:
+            self._down(plan.slot, files, plan.device.host)
+        except KitError as e:
+            return f"; the new container (slot {plan.slot}) could not be removed: {e.message}"
+        finally:
+            if old_text is not None:
+                files.write_current(old_text)
+        return "; the new container was removed, the old one kept serving"
 
     def rollback_device(self, plan: DevicePlan, why: str) -> None:
         name, host = plan.device.name, plan.device.host
@@ -416,43 +592,105 @@ class ComposeRollout:
         self._step(name, "rollback", "restoring last-good" if text else "nothing ran before: compose down")
         try:
             with connected(plan.device, timeout=60) as engine:
+                now = deployment(engine, self.fleet.name)
+                running = {o.slot for o in [now, *now.others] if o.exists}
                 if text is None:
-                    compose.run_compose(compose.down_argv(self.fleet.name, files.current), host)
+                    for slot in sorted(running):
+                        self._down(slot, files, host)
                     after = None
                 else:
+                    slot = compose.slot_of(text)
+                    # beside what runs when both share the port (start-first back), else stop it first
+                    beside = "KIT_REUSE_PORT" in text and now.reuse_port and plan.strategy == START_FIRST
+                    if not beside:
+                        for other in sorted(running - {slot}):
+                            self._down(other, files, host)
                     files.write_current(text)
                     after = compose.image_of(text)
-                    compose.run_compose(compose.up_argv(self.fleet.name, files.current), host)
-                    self.wait_healthy(engine, after, device_address(host), plan.port)
+                    compose.run_compose(compose.up_argv(self.fleet.name, files.current, slot=slot), host)
+                    self.wait_healthy(engine, after, device_address(host), plan.port, slot=slot,
+                                      shared=beside and slot != now.slot)
+                    for other in sorted(running - {slot}) if beside else ():
+                        self._down(other, files, host)
         except KitError as e:
+            self._close_step(name)
             self.store.device(name, result=st.FAILED, reason=f"{reason}; rollback failed: {e.message}",
                               finished_at=utc_timestamp())
             self.progress(name, "failed", f"rollback failed: {e.message}")
             return
+        self._close_step(name)
         self.store.device(name, result=st.ROLLED_BACK, reason=reason, after=after, finished_at=utc_timestamp())
         self.progress(name, "rolled-back", f"runs {after or 'nothing (as before)'}")
 
+    # -- interrupt --
+
+    def interrupt(self, signal_name: str) -> None:
+        """SIGINT/SIGTERM: start no device, stop those not yet switched where it is safe, let
+        those already switching finish; the record says so at once."""
+        if self.stopping.is_set() and self.signal_name:
+            self.progress("*", "interrupt", f"{signal_name} again: still finishing the devices in progress")
+            return
+        self.signal_name = signal_name
+        self.stopping.set()
+        record = self.store.record
+        at = {r.name: r.phase for r in record.devices.values() if r.result == st.RUNNING}
+        self.progress("*", "interrupt", f"{signal_name}: starting no other device; finishing "
+                      + (", ".join(f"{n} ({p})" for n, p in at.items()) or "nothing") + " first")
+        # Written by a thread: the signal handler may run while this thread holds the store's lock.
+        threading.Thread(target=self.store.update, kwargs={"status": st.INTERRUPTED, "interrupted": {
+            "signal": signal_name, "at": utc_timestamp(), "devices": at}}, daemon=True).start()
+
     # -- waves --
 
-    def run(self, plans: list[DevicePlan], image: str) -> st.RolloutRecord:
+    def run(self, plans: list[DevicePlan], image: str, durations: dict | None = None) -> st.RolloutRecord:
         record = st.RolloutRecord(fleet=self.fleet.name, image=image, digest_ref=self.digest_ref,
-                                  on_failure=self.fleet.rollout.on_failure)
+                                  on_failure=self.fleet.rollout.on_failure, durations=dict(durations or {}))
         record_plans(record, plans)
         self.store = st.RecordStore(self.root / "rollout.json", record)
         self.store.save()
+        started = time.monotonic()
 
         todo = [p for p in plans if p.action == UPDATE]
-        canary = max(0, int(self.fleet.rollout.canary))
+        canary = min(max(0, int(self.fleet.rollout.canary)), len(todo))
         width = max(1, int(self.fleet.rollout.max_parallel))
-        waves = plan_waves(todo, canary, width)
+        wave_of = {p.device.name: number for number, wave in enumerate(plan_waves(todo, canary, width)) for p in wave}
+        canary_names = {p.device.name for p in todo[:canary]}
+        left = [len(canary_names)]
+        if not canary_names:
+            self.canary_passed.set()
 
-        failed: list[str] = []
-        for number, wave in enumerate(waves):
-            with ThreadPoolExecutor(max_workers=len(wave)) as pool:
-                ok = list(pool.map(lambda p: self.update_device(p, number), wave))
-            failed = [p.device.name for p, good in zip(wave, ok) if not good]
-            if failed:
-                break
+        def work(p: DevicePlan) -> bool:
+            name = p.device.name
+            if self.stopping.is_set():
+                return True  # never started: pending, marked below
+            ok = self.update_device(p, wave_of[name], canary=name in canary_names)
+            if not ok:
+                self.stopping.set()
+            elif name in canary_names:
+                with self._lock:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        self.canary_passed.set()
+            return ok
+
+        # At most max_parallel devices at once, canary devices first. Past the canary a device
+        # may pull and, start-first, start and prove its new container beside the old one while
+        # the canary is checked; it switches (or, stop-first, stops the old) only after it.
+        with ThreadPoolExecutor(max_workers=min(width, max(1, len(todo)))) as pool:
+            ok = list(pool.map(work, todo))
+        failed = [p.device.name for p, good in zip(todo, ok) if not good]
+        record.durations["update"] = round(time.monotonic() - started, 3)
+
+        if self.signal_name and not failed:
+            for r in record.devices.values():
+                if r.result == st.PENDING:
+                    r.result, r.reason = st.UNTOUCHED, f"{self.signal_name} came before the rollout reached it"
+            done = sum(r.result == st.DONE for r in record.devices.values())
+            where = "; ".join(f"{n} at {p}" for n, p in (record.interrupted or {}).get("devices", {}).items())
+            self.store.finish(st.INTERRUPTED, f"{self.signal_name} while {where or 'no device was in progress'}; "
+                              f"{done} device(s) done, the others kept what they ran: run `kit rollout` "
+                              "again to resume")
+            return record
 
         if not failed:
             partial = [r for r in record.devices.values() if r.result in (st.REFUSED, st.UNTOUCHED)]
@@ -463,7 +701,7 @@ class ComposeRollout:
             return record
 
         first = failed[0]
-        cause = f"{'canary ' if record.devices[first].wave == 0 and canary else ''}{first} failed " \
+        cause = f"{'canary ' if first in canary_names else ''}{first} failed " \
                 f"({record.devices[first].reason})"
         for r in record.devices.values():
             if r.result == st.PENDING:
@@ -504,6 +742,7 @@ def rollout(fleet_path: str | Path, image: str | None = None, dry_run: bool = Fa
 
         return rollout_swarm(fleet, ref, dry_run, progress)
     # Resolve ONCE, before any device: a registry that is down stops everything here.
+    t0 = time.monotonic()
     (progress or _quiet)("*", "resolve", f"resolving {ref} to a digest")
     resolved = resolve(ref)
     (progress or _quiet)("*", "resolve", f"{ref} is {resolved.digest_ref}")
@@ -512,7 +751,28 @@ def rollout(fleet_path: str | Path, image: str | None = None, dry_run: bool = Fa
         plans = run.plan(dry_run=True)
         return RolloutResult(fleet.name, ref, resolved.digest_ref, True, "planned", "", plans)
     with fleet_lock(run.root):
+        t1 = time.monotonic()
         plans = run.plan(dry_run=False)
-        record = run.run(plans, ref)
+        durations = {"resolve": round(t1 - t0, 3), "plan": round(time.monotonic() - t1, 3)}
+        with _signals_stop(run):
+            record = run.run(plans, ref, durations)
     return RolloutResult(fleet.name, ref, resolved.digest_ref, False, record.status, record.reason, plans,
                          record, str(run.root / "rollout.json"))
+
+
+@contextlib.contextmanager
+def _signals_stop(run: ComposeRollout):
+    """While devices are updated, SIGINT (Ctrl-C) and SIGTERM stop the rollout between safe
+    points instead of killing it mid-step (see ComposeRollout.interrupt). Main thread only."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+    before = {sig: signal.signal(sig, lambda signum, _frame: run.interrupt(names[signum])) for sig in names}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

@@ -30,6 +30,7 @@ FAILED = "failed"  # the update (or its rollback) failed on this device
 UNTOUCHED = "untouched"  # the rollout stopped (or the device was unreachable) before it
 PENDING = "pending"  # planned, not started yet
 RUNNING = "running"  # being updated right now
+INTERRUPTED = "interrupted"  # the rollout's status after SIGINT/SIGTERM (devices keep old or new)
 
 
 def fleet_dir(fleet_file: Path, fleet_name: str) -> Path:
@@ -48,6 +49,11 @@ class DeviceRecord:
     wave: int | None = None  # 0 = canary
     started_at: str | None = None
     finished_at: str | None = None
+    # start-first: the new container starts beside the old on the same port, the old one
+    # drains once the new is healthy; stop-first: the old one stops, then the new starts.
+    strategy: str = ""
+    strategy_reason: str = ""
+    durations: dict = field(default_factory=dict)  # step -> seconds spent in it
 
 
 @dataclass
@@ -57,10 +63,13 @@ class RolloutRecord:
     digest_ref: str  # repository@sha256:... every device runs
     on_failure: str
     orchestrator: str = "compose"  # compose (kit on each device) | swarm (the swarm's rolling update)
-    status: str = RUNNING  # running | done | partial | rolled-back | halted | failed
+    status: str = RUNNING  # running | done | partial | rolled-back | halted | failed | interrupted
     reason: str = ""
     started_at: str = field(default_factory=utc_timestamp)
     finished_at: str | None = None
+    # Set the moment SIGINT/SIGTERM arrives: {"signal", "at", "devices": {device: step}}.
+    interrupted: dict | None = None
+    durations: dict = field(default_factory=dict)  # resolve, plan, update: seconds
     devices: dict = field(default_factory=dict)  # name -> DeviceRecord
 
     def to_dict(self) -> dict:
@@ -96,6 +105,12 @@ class RecordStore:
                 setattr(rec, key, value)
             write_json_atomic(self.path, self.record.to_dict())
             return rec
+
+    def update(self, **changes) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self.record, key, value)
+            write_json_atomic(self.path, self.record.to_dict())
 
     def finish(self, status: str, reason: str = "") -> None:
         with self._lock:

@@ -6,6 +6,7 @@ v1 and Compose v2 alike)."""
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -33,6 +34,14 @@ class Deployment:
     exit_code: int | None = None
     labels: dict | None = None  # the running image's labels
     port: int | None = None  # KIT_PORT in the container's environment
+    slot: str = compose.BLUE  # the compose project (slot) it runs in
+    env: dict | None = None  # the container's environment
+    others: tuple = ()  # the fleet's containers in the other slot (a start-first update in progress)
+
+    @property
+    def reuse_port(self) -> bool:
+        """Started with SO_REUSEPORT: a new server may bind its port beside it."""
+        return (self.env or {}).get("KIT_REUSE_PORT") == "1"
 
     @property
     def exists(self) -> bool:
@@ -43,11 +52,13 @@ class Deployment:
         return self.status == "running" and self.health in ("healthy", None)
 
 
-def ready(address: str, port: int, timeout: float = READY_TIMEOUT) -> bool:
-    """GET /v2/health/ready answers 200: what the image's own health probe checks."""
+def ready(address: str, port: int, timeout: float = READY_TIMEOUT, slot: str | None = None) -> bool:
+    """GET /v2/health/ready answers 200: what the image's own health probe checks.
+    With `slot`, only an answer from that slot's server (Kit-Slot header) counts: during a
+    start-first update two servers share the port and the kernel picks one per connection."""
     try:
         with urllib.request.urlopen(f"http://{address}:{port}/v2/health/ready", timeout=timeout) as r:
-            return r.status == 200
+            return r.status == 200 and (slot is None or r.headers.get("Kit-Slot") == slot)
     except (OSError, ValueError):
         return False
 
@@ -59,15 +70,7 @@ def ready_while_starting(dep: Deployment, host: str) -> bool:
             and dep.port is not None and ready(device_address(host), dep.port))
 
 
-def deployment(engine, fleet: str, with_labels: bool = False) -> Deployment:
-    """The fleet's model container on this engine, or an empty Deployment."""
-    found = engine.containers(labels={"com.docker.compose.project": compose.project_name(fleet),
-                                      "com.docker.compose.service": compose.SERVICE})
-    if not found:
-        return Deployment()
-    # One replica; if compose left an old one next to a new one, prefer the running one.
-    found.sort(key=lambda c: c.status != "running")
-    c = found[0]
+def _container(engine, c, slot: str, with_labels: bool) -> Deployment:
     d = engine.container_inspect(c.id)
     state = d.get("State") or {}
     labels = None
@@ -80,7 +83,23 @@ def deployment(engine, fleet: str, with_labels: bool = False) -> Deployment:
     port = int(env["KIT_PORT"]) if str(env.get("KIT_PORT", "")).isdigit() else None
     return Deployment(container=c.id, image=c.image, status=c.status, health=c.health, port=port,
                       restart_count=int(d.get("RestartCount") or 0), started_at=state.get("StartedAt"),
-                      exit_code=state.get("ExitCode"), labels=labels)
+                      exit_code=state.get("ExitCode"), labels=labels, slot=slot, env=env)
+
+
+def deployment(engine, fleet: str, with_labels: bool = False, slot: str | None = None) -> Deployment:
+    """The fleet's model container on this engine (in `slot`, or in either), or an empty
+    Deployment. Two at once (a start-first update between start and switch): the running,
+    healthy, newest one, the other in `others`."""
+    found = []
+    for s in ([slot] if slot else compose.SLOTS):
+        for c in engine.containers(labels={"com.docker.compose.project": compose.project_name(fleet, s),
+                                           "com.docker.compose.service": compose.SERVICE}):
+            found.append(_container(engine, c, s, with_labels))
+    if not found:
+        return Deployment()
+    found.sort(key=lambda d: d.started_at or "", reverse=True)
+    found.sort(key=lambda d: (d.status != "running", not d.healthy))
+    return dataclasses.replace(found[0], others=tuple(found[1:]))
 
 
 @dataclass(frozen=True)

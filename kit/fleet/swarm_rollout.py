@@ -36,7 +36,8 @@ from kit.fleet import swarm
 from kit.units import utc_timestamp
 from kit.fleet import state as st
 from kit.fleet.facts import connected, read_facts, unreachable
-from kit.fleet.gate import Fingerprint, check
+from kit.fleet.release import Release
+from kit.fleet.gate import check
 from kit.manifest.load import FleetDevice, FleetManifest
 
 POLL = 0.5  # seconds between reads of the service and its tasks
@@ -47,21 +48,12 @@ def _quiet(device: str, phase: str, message: str) -> None:
     pass
 
 
-class SwarmRollout:
+class SwarmRollout(Release):
     def __init__(self, fleet: FleetManifest, resolved, progress=None):
         from kit.fleet.rollout import DEFAULT_PORT
 
-        self.fleet = fleet
-        self.resolved = resolved
-        self.digest_ref = resolved.digest_ref
-        self.fp = Fingerprint.from_labels(resolved.labels, resolved.architecture)
-        self.progress = progress or _quiet
-        self.root = st.fleet_dir(fleet.file, fleet.name)
+        super().__init__(fleet, resolved, progress)
         self.manager = fleet.swarm.manager
-        self.timeout = float(fleet.rollout.health_timeout)
-        self.model = resolved.env.get("KIT_MODEL_NAME") or "model"
-        grpc_port = resolved.env.get("KIT_GRPC_PORT")
-        self.grpc_port = int(grpc_port) if grpc_port and grpc_port.isdigit() else None
         first = fleet.devices[0]
         self.port = int(first.port or resolved.env.get("KIT_PORT") or DEFAULT_PORT)
         self.policy = swarm.UpdatePolicy(parallelism=max(1, int(fleet.rollout.max_parallel)),

@@ -161,7 +161,7 @@ def _build_model(file: Path, ctx: Context) -> ModelManifest:
         version=g(("metadata", "version")),
         model=ModelSource(path=ctx.resolve(g(("model", "path"))), signature=g(("model", "signature")), inputs=inputs),
         target=Target(device=g(("target", "device")), jetpack=g(("target", "jetpack")),
-                      base_image=g(("target", "base_image"))),
+                      base_image=g(("target", "base_image")), stack=g(("target", "stack"))),
         optimize=Optimize(
             precision=g(("optimize", "precision")),
             batch_sizes=batch_sizes,

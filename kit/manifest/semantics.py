@@ -108,6 +108,7 @@ def semantic_problems(kind: str, data: dict, base_dir: Path, check_files: bool, 
 
 DEVICE = ("target", "device")
 JETPACK = ("target", "jetpack")
+STACK = ("target", "stack")
 PRECISION = ("optimize", "precision")
 BATCH_SIZES = ("optimize", "batch_sizes")
 WORKSPACE = ("optimize", "max_workspace_size")
@@ -136,6 +137,15 @@ def _jetpack(ctx: Context):
     elif profile.tensorrt and jetpack not in profile.jetpacks:
         yield Problem(JETPACK, f"JetPack {jetpack} is not pinned for {device}", show(jetpack),
                       f"use one of: {pinned}")
+
+
+@_check("Model", DEVICE, STACK)
+def _stack(ctx: Context):
+    device, stack = ctx.get(DEVICE), ctx.get(STACK)
+    if PROFILES[device].tensorrt and stack is not None:
+        yield Problem(STACK, f"target.stack applies to the cpu profile only; {device} takes its stack from "
+                      "target.jetpack", show(stack),
+                      "remove target.stack (the twin stack is for building on x86-64: target.device: cpu)")
 
 
 @_check("Model", DEVICE, PRECISION)

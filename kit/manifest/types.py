@@ -28,6 +28,7 @@ class Target:
     device: str
     jetpack: str | None = None
     base_image: str | None = None
+    stack: str | None = None  # cpu profile only: cpu (default) or twin
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Optimize:
 @dataclass(frozen=True)
 class ImageSpec:
     repository: str
-    tag: str | None = None  # resolved default: {version}-r{l4t}-{precision} ("cpu" for l4t on cpu)
+    tag: str | None = None  # resolved default: {version}-r{l4t}-{precision} (the stack's name, cpu or twin, for r{l4t} on cpu)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class ModelManifest:
 
     @property
     def stack(self) -> Stack:
-        return stack_for(self.profile, self.target.jetpack)
+        return stack_for(self.profile, self.target.jetpack, self.target.stack)
 
     @property
     def base_image(self) -> str:
@@ -99,7 +100,7 @@ class ModelManifest:
     def tag(self) -> str:
         if self.image.tag:
             return self.image.tag
-        platform = "r" + self.stack.l4t if self.stack.l4t else "cpu"
+        platform = "r" + self.stack.l4t if self.stack.l4t else self.stack.name  # cpu, twin
         return f"{self.version}-{platform}-{self.optimize.precision}"
 
     @property

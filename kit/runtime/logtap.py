@@ -9,14 +9,18 @@ engines did not cover a request (a build takes ~30 minutes on a Nano).
 
 Line classification comes from kit.runtime.trtlog's parser (it owns the
 TF-TRT log patterns) and falls back to the small pattern list below when that
-module is absent. On TF 2.3 "Building a new TensorRT engine" is an INFO line;
-newer TF logs it at VLOG(1) (TF_CPP_VMODULE=trt_engine_op=1, which also logs
-every engine execution), so the server does not turn that on by itself.
+module is absent. TF 2.3.1 logs "Building a new TensorRT engine" (and "Added
+new engine to cache") only at VLOG(1) of trt_engine_op, so those lines exist
+only with TF_CPP_VMODULE=trt_engine_op=1 or more: the runtime image sets it,
+and `kit serve --local` sets it for its server (engine_build_vmodule).
 """
 
 import os
 import re
 import threading
+
+# The VLOG that makes TF-TRT print an engine build at run time (runtime.Dockerfile sets the same).
+ENGINE_BUILD_VMODULE = "trt_engine_op=1"
 
 ENGINE_BUILD = "engine_build"
 NATIVE_FALLBACK = "native_fallback"
@@ -28,6 +32,17 @@ _FALLBACK_PATTERNS = (
                                  r"|Running native segment for"
                                  r"|Retrying with native segment for")),
 )
+
+
+def engine_build_vmodule(vmodule):
+    """TF_CPP_VMODULE with trt_engine_op at level 1 or more, the user's other modules (and a higher level) kept."""
+    parts = [p.strip() for p in (vmodule or "").split(",") if p.strip()]
+    for part in parts:
+        name, _, level = part.partition("=")
+        if name.strip() == "trt_engine_op" and level.strip().isdigit() and int(level) >= 1:
+            return ",".join(parts)
+    parts = [p for p in parts if p.partition("=")[0].strip() != "trt_engine_op"]
+    return ",".join(parts + [ENGINE_BUILD_VMODULE])
 
 
 def _simple_classify(line):

@@ -179,6 +179,12 @@ class Model(object):
         meta_graph = read_saved_model_proto(path)
         import tensorflow as tf
 
+        from kit.runtime import compat
+
+        try:
+            compat.check(tf.__version__, path, meta_graph)
+        except compat.ModelTooNew as e:
+            raise ModelError("%s (%s)" % (e.message, e.hint))
         try:
             loaded = tf.saved_model.load(path)
         except Exception as e:  # TF raises many kinds; report them as one

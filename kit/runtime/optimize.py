@@ -67,6 +67,7 @@ import time
 import traceback
 
 from kit.runtime import audit as audit_mod
+from kit.runtime import compat
 from kit.runtime import gate as gate_mod
 from kit.runtime import parity as parity_mod
 from kit.runtime import preflight
@@ -305,11 +306,15 @@ class Optimizer(object):
     def resolve_inputs(self):
         s, r = self.spec, self.report
         try:
-            sig = sig_mod.read_signature(s.model_dir, s.signature, s.tags)
+            saved_model = sig_mod.read_saved_model(s.model_dir)
+            compat.check(self.tf.__version__, s.model_dir, sig_mod.meta_graph(saved_model, s.tags))
+            sig = sig_mod.read_signature(s.model_dir, s.signature, s.tags, saved_model)
             inputs = sig_mod.resolve_inputs(sig["inputs"], s.inputs, s.batch_sizes)
             samples = sig_mod.load_samples(s.parity.samples, inputs) if s.parity.samples else None
         except sig_mod.InputError as e:
             raise Failure("inputs", EXIT_SPEC, str(e), problems=getattr(e, "problems", None))
+        except compat.ModelTooNew as e:
+            raise Failure("model", EXIT_SPEC, e.message, hint=e.hint, problems=e.missing)
         r["inputs"] = inputs
         r["signature_outputs"] = sig["outputs"]
         feeds = sig_mod.feeds(inputs, s.batch_sizes, samples, s.parity.seed)
@@ -362,10 +367,8 @@ class Optimizer(object):
             r["parameters"] = dict(params, api=api, converter_arguments=trt_shim.describe_arguments(kwargs))
             say("TF-TRT %s via %s" % (params["precision_mode"], api))
             if s.precision == "int8":
-                # The calibration function takes the converter as an argument, not through a closure over
-                # this local: `del converter` below would leave such a closure with a deleted name.
-                self.timed("convert", converter.convert,
-                           calibration_input_fn=self.calibration_input_fn(inputs, converter))
+                # Passed inline: no local and no closure keeps `converter` alive past the `del` below.
+                self.timed("convert", converter.convert, calibration_input_fn=self.calibration_input_fn(inputs, converter))
             else:
                 self.timed("convert", converter.convert)
             order = self.timed("input_order", self.input_order, inputs, converter)

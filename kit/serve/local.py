@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from kit.errors import PreflightError, UsageError
+from kit.runtime.logtap import engine_build_vmodule
 
 
 def require_tensorflow() -> None:
@@ -86,7 +87,11 @@ def runtime_env() -> dict:
     # The server imports kit.runtime from this checkout/installation, whatever the cwd.
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    # As in the runtime image: without this VLOG, TF 2.3.1 never prints an engine built at run time,
+    # and the server's kit_trt_engine_builds_total would stay 0 through a 30-minute first request.
+    # VLOG lines pass only at TF_CPP_MIN_LOG_LEVEL 0 (a level the user set is kept: it hides them).
+    env["TF_CPP_VMODULE"] = engine_build_vmodule(env.get("TF_CPP_VMODULE"))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
     return env
 
 
@@ -102,6 +107,10 @@ def serve_local(manifest, port: int | None = None, host: str = "127.0.0.1", anno
     if grpc_port:
         _check_port_free(host, grpc_port)
     args = runtime_args(manifest, port=port, host=host, grpc_port=grpc_port, warmup=warmup)
+    env = dict(runtime_env(), KIT_PARENT_PID=str(os.getpid()))
+    if announce and env["TF_CPP_MIN_LOG_LEVEL"].strip() not in ("", "0"):
+        announce(f"warning: TF_CPP_MIN_LOG_LEVEL={env['TF_CPP_MIN_LOG_LEVEL']} hides TensorFlow's VLOG lines: "
+                 "engines TF-TRT builds at run time will not be logged or counted (unset it, or set 0)")
     if announce:
         base = f"http://{host}:{port}"
         name = manifest.model_name
@@ -114,8 +123,7 @@ def serve_local(manifest, port: int | None = None, host: str = "127.0.0.1", anno
                      "ModelService; inference.GRPCInferenceService)")
         announce("Ctrl-C stops it (requests in flight finish first)")
     # The server stops when kit dies, even by SIGKILL (it watches KIT_PARENT_PID, see main.py).
-    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.serving.main"] + args,
-                            env=dict(runtime_env(), KIT_PARENT_PID=str(os.getpid())))
+    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.serving.main"] + args, env=env)
 
     def forward(signum, _frame):
         # SIGTERM/SIGINT to kit reach the server, which drains and exits 0 (a terminal's

@@ -3,7 +3,7 @@
 - `engine`: the connected engine (session). No engine -> the test skips,
   unless KIT_REQUIRE_DOCKER=1 (CI, scripts/test), where it FAILS: CI must
   never go green by skipping the docker tests.
-- `debian_base`, `tf_base`: kit's offline bases, built once per machine
+- `debian_base`, `tf_base`, `twin_base`: kit's offline bases, built once per machine
   (cached by image name, exactly like `kit base`).
 - `throwaway`: unique `kit-test-*` image and container names, removed at
   teardown whatever the test did.
@@ -64,6 +64,14 @@ def tf_base(engine: Engine) -> str:
     from kit.build.base import ensure_tf_base
 
     return ensure_tf_base(engine, progress=_progress)
+
+
+@pytest.fixture(scope="session")
+def twin_base(engine: Engine) -> str:
+    """kit/tf-cpu-base:tf2.3.1-py3.6, the twin (first use: this host's Python 3.6 + ~300 MB of wheels, ~10 min)."""
+    from kit.build.twin_base import ensure_twin_base
+
+    return ensure_twin_base(engine, progress=_progress)
 
 
 class Throwaway:

@@ -16,9 +16,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kit.build import images
@@ -143,6 +145,137 @@ def test_model_layer_is_last_and_the_rest_is_the_builder(built, engine):
     assert layers[: len(base)] == base
     assert layers[:-1] == builder  # base + kit code, shared with the builder image
     assert len(layers) == len(builder) + 1
+
+
+# ---- the built image, called by the real clients --------------------------------------------------
+# tensorflow-serving-api's gRPC stubs, tritonclient's http and grpc clients and curl (TF Serving's REST
+# docs use curl) against the runtime image of the full build above: the image, not `kit serve --local`.
+
+
+@pytest.fixture(scope="module")
+def served(built, engine):
+    """The built image running on free ports (host network), ready; (rest port, grpc port, model name)."""
+    from kit.net import free_port
+
+    record, _ = built
+    port, grpc_port = free_port(), free_port()
+    name = f"kit-test-perf-clients-{RUN_ID}"
+    cid = engine.run(record["image"], name=name, env={"KIT_PORT": str(port), "KIT_GRPC_PORT": str(grpc_port),
+                                                      "KIT_HOST": "127.0.0.1"})
+    try:
+        deadline = time.time() + 180
+        while True:
+            status = _curl("GET", f"http://127.0.0.1:{port}/v2/health/ready", check=False)[0]
+            if status == 200:
+                break
+            assert time.time() < deadline and engine.container_state(cid).status == "running", engine.logs(cid)[-3000:]
+            time.sleep(0.5)
+        yield port, grpc_port, "digits"
+    finally:
+        engine.remove_container(cid, force=True)
+
+
+def _curl(method, url, body=None, check=True):
+    """curl as TF Serving's REST docs call it -> (HTTP status, parsed JSON body or None)."""
+    argv = ["curl", "-sS", "-X", method, "-o", "-", "-w", "\n%{http_code}", url]
+    if body is not None:
+        argv += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        assert not check, proc.stderr
+        return 0, None
+    text, _, code = proc.stdout.rpartition("\n")
+    return int(code), (json.loads(text) if text.strip() else None)
+
+
+def _pixels(n):
+    return np.random.RandomState(n).uniform(0, 16, size=(n, 8, 8, 1)).astype(np.float32)
+
+
+def test_built_image_answers_curl(served):
+    port, _, name = served
+    base = f"http://127.0.0.1:{port}"
+    status, body = _curl("GET", f"{base}/v1/models/{name}")
+    assert status == 200 and body["model_version_status"][0]["state"] == "AVAILABLE"
+    status, meta = _curl("GET", f"{base}/v1/models/{name}/metadata")
+    signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert status == 200 and list(signature["inputs"]) == ["pixels"]
+    output = next(iter(signature["outputs"]))
+    x = _pixels(3)
+    status, rows = _curl("POST", f"{base}/v1/models/{name}:predict", {"instances": x.tolist()})
+    assert status == 200 and np.asarray(rows["predictions"]).shape[0] == 3
+    status, cols = _curl("POST", f"{base}/v1/models/{name}:predict", {"inputs": {"pixels": x.tolist()}})
+    assert status == 200 and np.allclose(np.asarray(cols["outputs"]), np.asarray(rows["predictions"]), atol=1e-6)
+    status, v2 = _curl("POST", f"{base}/v2/models/{name}/infer", {"inputs": [
+        {"name": "pixels", "shape": [3, 8, 8, 1], "datatype": "FP32", "data": x.ravel().tolist()}]})
+    assert status == 200 and v2["outputs"][0]["name"] == output
+    assert np.allclose(np.asarray(v2["outputs"][0]["data"]).reshape(v2["outputs"][0]["shape"]),
+                       np.asarray(rows["predictions"]), atol=1e-6)
+    # A client's mistake is a 4xx with a JSON error, never a 500.
+    status, bad = _curl("POST", f"{base}/v1/models/{name}:predict", {"instances": [[1.0, 2.0]]})
+    assert status == 400 and "pixels" in bad["error"]
+
+
+def test_built_image_answers_tensorflow_serving_grpc_stubs(served):
+    grpc = pytest.importorskip("grpc")
+    tf = pytest.importorskip("tensorflow")
+    apis = pytest.importorskip("tensorflow_serving.apis.prediction_service_pb2_grpc")
+    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2
+
+    _, grpc_port, name = served
+    x = _pixels(4)
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        stub = apis.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = name
+        request.inputs["pixels"].CopyFrom(tf.make_tensor_proto(x))
+        response = stub.Predict(request, timeout=60)
+        (output,) = response.outputs.values()
+        probabilities = tf.make_ndarray(output)
+        assert probabilities.shape[0] == 4 and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+        meta_request = get_model_metadata_pb2.GetModelMetadataRequest()
+        meta_request.model_spec.name = name
+        meta_request.metadata_field.append("signature_def")
+        meta = stub.GetModelMetadata(meta_request, timeout=60)
+        assert meta.model_spec.name == name and "signature_def" in meta.metadata
+        status_request = get_model_status_pb2.GetModelStatusRequest()
+        status_request.model_spec.name = name
+        status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request, timeout=60)
+        assert status.model_version_status[0].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        request.model_spec.name = "nope"
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(request, timeout=60)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_built_image_answers_tritonclient(served, protocol):
+    client_module = pytest.importorskip("tritonclient." + protocol)
+    from tritonclient.utils import InferenceServerException
+
+    port, grpc_port, name = served
+    client = client_module.InferenceServerClient(f"127.0.0.1:{port if protocol == 'http' else grpc_port}")
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(name)
+    meta = client.get_model_metadata(name)
+    inputs_meta = meta["inputs"] if protocol == "http" else [{"name": i.name} for i in meta.inputs]
+    outputs_meta = meta["outputs"] if protocol == "http" else [{"name": o.name} for o in meta.outputs]
+    assert [i["name"] for i in inputs_meta] == ["pixels"]
+    x = _pixels(8)
+    tensor = client_module.InferInput("pixels", list(x.shape), "FP32")
+    if protocol == "http":
+        tensor.set_data_from_numpy(x, binary_data=True)
+        wanted = [client_module.InferRequestedOutput(outputs_meta[0]["name"], binary_data=True)]
+    else:
+        tensor.set_data_from_numpy(x)
+        wanted = [client_module.InferRequestedOutput(outputs_meta[0]["name"])]
+    result = client.infer(name, [tensor], outputs=wanted)
+    probabilities = result.as_numpy(outputs_meta[0]["name"])
+    assert probabilities.shape[0] == 8 and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    wrong = client_module.InferInput("pixels", [1, 8, 8], "FP32")
+    wrong.set_data_from_numpy(x[:1, :, :, 0])
+    with pytest.raises(InferenceServerException) as info:
+        client.infer(name, [wrong])
+    assert "shape" in str(info.value)
 
 
 def rebuilt_with_stable_code(example, previous: dict) -> tuple[dict, dict]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from testkit import manifests  # noqa: E402
 from kit.cli import main  # noqa: E402
 from kit.errors import DockerError  # noqa: E402
 from kit.fleet import state as st  # noqa: E402
+from kit.fleet.compose import other_slot  # noqa: E402
 from kit.fleet.rollout import rollout  # noqa: E402
 from kit.fleet.status import deployment, fleet_status  # noqa: E402
 from kit.fleet.registry import push  # noqa: E402
@@ -71,13 +73,13 @@ def compose_major(fleet, name="lab") -> dict:
 class Images:
     """Fixture images pushed to the harness registry: v1, v2 (model-only change), broken."""
 
-    def __init__(self, engine, fleet, base, state_root: Path):
+    def __init__(self, engine, fleet, base, state_root: Path, repository: str = "fixture", labels=None):
         self.engine = engine
-        repo = f"{fleet.registry.address}/kit-test/fixture"
+        repo = f"{fleet.registry.address}/kit-test/{repository}"
         self.refs = {"v1": f"{repo}:v1", "v2": f"{repo}:v2", "broken": f"{repo}:broken"}
-        fh.build_fixture_image(engine, self.refs["v1"], "1", base=base)
-        fh.build_fixture_image(engine, self.refs["v2"], "2", base=base)
-        fh.build_fixture_image(engine, self.refs["broken"], "3", mode="never-healthy", base=base)
+        fh.build_fixture_image(engine, self.refs["v1"], "1", base=base, labels=labels)
+        fh.build_fixture_image(engine, self.refs["v2"], "2", base=base, labels=labels)
+        fh.build_fixture_image(engine, self.refs["broken"], "3", mode="never-healthy", base=base, labels=labels)
         self.digest = {k: push(ref, state_root=state_root, engine=engine).digest_ref for k, ref in self.refs.items()}
 
     def cleanup(self):
@@ -423,3 +425,130 @@ def test_real_kit_build_image_rolls_out(engine, fleet, tf_base, tmp_path, capsys
     finally:
         # the devices' copies go with the daemons; the local image is this test's
         engine.remove_image(pushed["ref"], force=True)
+
+
+# ---- zero-downtime (start-first) updates and Ctrl-C -------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sf_images(engine, fleet, debian_base, tmp_path_factory):
+    """Fixture images that can start beside an old copy: labels kit.reuse_port=true and a
+    64 MiB kit.memory_limit (two copies fit on the test devices)."""
+    imgs = Images(engine, fleet, debian_base, tmp_path_factory.mktemp("push-sf"), repository="fixture-sf",
+                  labels=fh.START_FIRST_LABELS)
+    yield imgs
+    imgs.cleanup()
+
+
+def containers_of(fleet, name="lab") -> dict:
+    """device -> [(slot, image)] of every model container of the fleet (both slots)."""
+    out = {}
+    for d in fleet.devices:
+        with d.client() as eng:
+            dep = deployment(eng, name)
+            out[d.name] = sorted((c.slot, c.image) for c in [dep, *dep.others] if c.exists)
+    return out
+
+
+def hammer(fleet):
+    return fh.Hammer({d.name: d.port for d in fleet.devices}, "fixture", [[1.0]])
+
+
+def test_start_first_update_loses_no_request(compose_flavour, fleet, sf_images, tmp_path):
+    """v1 -> v2 with a client on every device the whole time: not one failed request."""
+    ensure(fleet, tmp_path, sf_images, "v1")  # now started with KIT_REUSE_PORT=1
+    slots = {n: c[0][0] for n, c in containers_of(fleet).items()}
+    with hammer(fleet) as h:
+        result = rollout(fleet_file(fleet, tmp_path, sf_images.refs["v2"]))
+    assert result.status == "done", result.to_dict()
+    for rec in result.record.devices.values():
+        assert rec.strategy == "start-first" and rec.strategy_reason.startswith("two copies fit"), rec
+        assert {"start", "health", "smoke", "switch"} <= set(rec.durations), rec.durations
+    assert h.failures == {d.name: [] for d in fleet.devices}
+    for d in fleet.devices:
+        seen = h.versions(d.name)  # both answer while they share the port, then only the new one
+        assert seen[0] == "1" and seen[-1] == "2" and set(seen) == {"1", "2"}, (d.name, seen)
+        print(d.name, result.record.devices[d.name].durations, len(h.answers[d.name]), "answers")
+    # one container per device, in the other slot; the old one is gone
+    assert containers_of(fleet) == {n: [(other_slot(s), sf_images.digest["v2"])] for n, s in slots.items()}
+
+
+def test_start_first_new_container_never_ready_old_one_keeps_serving(fleet, sf_images, tmp_path):
+    ensure(fleet, tmp_path, sf_images, "v1")
+    before = snapshot(fleet)
+    with hammer(fleet) as h:
+        result = rollout(fleet_file(fleet, tmp_path, sf_images.refs["broken"], health_timeout="8s"))
+    assert result.status == "rolled-back", result.to_dict()
+    canary = result.record.devices["dev-1"]
+    assert canary.strategy == "start-first" and canary.result == "failed"
+    assert canary.reason.startswith("health: not healthy within 8s") and "the old one kept serving" in canary.reason
+    assert canary.after == sf_images.digest["v1"]
+    for name in ("dev-2", "dev-3"):  # staged beside the old one while the canary was checked, or not yet
+        rec = result.record.devices[name]
+        assert rec.after == sf_images.digest["v1"] and (
+            rec.result == "untouched" or (rec.result == "failed" and "the old one kept serving" in rec.reason)), rec
+    assert h.failures == {d.name: [] for d in fleet.devices}
+    assert snapshot(fleet) == before  # the very same containers, never restarted
+    assert {n: [img for _, img in c] for n, c in containers_of(fleet).items()} == \
+        {d.name: [sf_images.digest["v1"]] for d in fleet.devices}  # the broken one was removed
+
+
+def test_two_copies_that_do_not_fit_update_stop_first(engine, fleet, images, sf_images, debian_base, tmp_path):
+    """The device's memory (facts) and the image's kit.memory_limit decide; the plan says why."""
+    ensure(fleet, tmp_path, sf_images, "v1")
+    big = f"{fleet.registry.address}/kit-test/fixture-sf:big"
+    fh.build_fixture_image(engine, big, "4", base=debian_base,
+                           labels={**fh.START_FIRST_LABELS, "kit.memory_limit": str(1 << 40)})  # 1 TiB
+    try:
+        push(big, state_root=tmp_path, engine=engine)
+        plans = rollout(fleet_file(fleet, tmp_path, big), dry_run=True).plans
+        assert {p.strategy for p in plans} == {"stop-first"}
+        assert all(p.strategy_reason.startswith("two copies do not fit: 1.1 GiB + 1025.0 GiB >") for p in plans), plans[0]
+        plans = rollout(fleet_file(fleet, tmp_path, sf_images.refs["v2"]), dry_run=True).plans
+        assert {p.strategy for p in plans} == {"start-first"}
+        # the old fixture image cannot share its port at all
+        assert {p.strategy_reason for p in rollout(fleet_file(fleet, tmp_path, images.refs["v1"]),
+                                                   dry_run=True).plans} == \
+            {"the image cannot share its port (no kit.reuse_port=true label)"}
+    finally:
+        engine.remove_image(big, force=True)
+
+
+def test_sigint_mid_rollout_leaves_every_device_serving_and_a_rerun_resumes(engine, fleet, sf_images, debian_base,
+                                                                             tmp_path):
+    """Ctrl-C to a real `kit rollout` process while it updates dev-2 (canary dev-1 done)."""
+    ensure(fleet, tmp_path, sf_images, "v1")
+    slow = f"{fleet.registry.address}/kit-test/fixture-sf:v2-slow"  # 3 s to ready: a window to hit
+    fh.build_fixture_image(engine, slow, "2", base=debian_base, labels=fh.START_FIRST_LABELS, start_delay=3)
+    push(slow, state_root=tmp_path, engine=engine)
+    path = fleet_file(fleet, tmp_path, slow, max_parallel=1)
+    record_path = tmp_path / ".kit/fleet/lab/rollout.json"
+    record_path.unlink()
+    proc = subprocess.Popen([sys.executable, "-m", "kit.cli", "rollout", str(path), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        rec = st.load_record(record_path)
+        if rec and rec.devices["dev-2"].result == "running" and rec.devices["dev-2"].phase == "health":
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 6, err  # RolloutError: not done
+    record = json.loads(out)["record"]
+    assert record["status"] == "interrupted" and "run `kit rollout` again to resume" in record["reason"]
+    assert record["interrupted"]["signal"] == "SIGINT"
+    assert record["interrupted"]["devices"] == {"dev-2": "health"}
+    devices = {d["name"]: d for d in record["devices"]}
+    assert devices["dev-1"]["result"] == "done"
+    # dev-2 was not switched yet: its new container was removed, the old one kept serving
+    assert devices["dev-2"]["result"] == "untouched" and "SIGINT" in devices["dev-2"]["reason"]
+    assert devices["dev-3"]["result"] == "untouched"
+    assert serving_versions(fleet) == {"dev-1": "2", "dev-2": "1", "dev-3": "1"}
+    assert {n: len(c) for n, c in containers_of(fleet).items()} == {"dev-1": 1, "dev-2": 1, "dev-3": 1}
+
+    again = rollout(path)
+    assert again.status == "done", again.to_dict()
+    assert [again.record.devices[n].result for n in ("dev-1", "dev-2", "dev-3")] == ["unchanged", "done", "done"]
+    assert serving_versions(fleet) == {"dev-1": "2", "dev-2": "2", "dev-3": "2"}
+    engine.remove_image(slow, force=True)

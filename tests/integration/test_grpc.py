@@ -211,6 +211,18 @@ def test_v2_infer_raw_and_contents(hp2):
     assert np.frombuffer(response.raw_output_contents[0], "<f4").tolist() == [4.0, 6.0]
 
 
+def test_v2_class_count(hp2):
+    c = hp2.triton
+    x = tritongrpc.InferInput("x", [2, 1], "FP32")
+    x.set_data_from_numpy(np.array([[1.0], [5.0]], np.float32))
+    result = c.infer("half_plus_two", [x], outputs=[tritongrpc.InferRequestedOutput("y", class_count=1)])
+    assert result.as_numpy("y").tolist() == [[b"2.500000:0"], [b"4.500000:0"]]
+    assert result.get_output("y").datatype == "BYTES"
+    with pytest.raises(InferenceServerException) as info:
+        c.infer("half_plus_two", [x], outputs=[tritongrpc.InferRequestedOutput("y", class_count=-1)])
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "positive integer" in str(info.value)
+
+
 def test_v2_errors(hp2):
     c = hp2.triton
     x = tritongrpc.InferInput("x", [3, 1], "FP64")
@@ -338,12 +350,20 @@ def test_status_says_loading_until_warm_on_rest_and_grpc(tmp_path):
             ready = server.get("/v2/health/ready")[0] == 200
             if grpc_state == get_model_status_pb2.ModelVersionStatus.LOADING and rest_state == "LOADING":
                 seen.add("loading")
-                assert not triton.is_model_ready("half_plus_two")
-                assert server.predict({"instances": [[1.0]]})[0] == 503
+                triton_ready = triton.is_model_ready("half_plus_two")
+                code = server.predict({"instances": [[1.0]]})[0]
+                if triton_ready or code != 503:
+                    # Warm-up ended between the status calls and these (a slow machine, the twin): then the
+                    # status must say AVAILABLE by now, never LOADING while inference answers.
+                    after = json.loads(server.get("/v1/models/half_plus_two")[2])["model_version_status"][0]
+                    assert after["state"] == "AVAILABLE" and code == 200
+                else:
+                    seen.add("refused while loading")
             if ready:
                 break
             time.sleep(0.1)
         assert "loading" in seen and ready
+        assert "refused while loading" in seen  # LOADING was seen with inference refused, not only racing
         assert status_stub.GetModelStatus(request, timeout=10).model_version_status[0].state == \
             get_model_status_pb2.ModelVersionStatus.AVAILABLE
         assert json.loads(server.get("/v1/models/half_plus_two")[2])["model_version_status"][0]["state"] == "AVAILABLE"
@@ -423,3 +443,34 @@ def test_bad_warmup_samples_fail_the_start(tmp_path):
         assert "hold y, but signature serving_default takes x" in server.logs()
     finally:
         server.stop()
+
+
+def test_columnar_inputs_with_different_0th_dimensions(tmp_path):
+    """TF Serving feeds columnar inputs as sent: their 0th dimensions need not agree (REST and gRPC)."""
+    class Two(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="a"),
+                                      tf.TensorSpec([None], tf.float32, name="b")])
+        def serve(self, a, b):
+            return {"twice_a": a * 2.0, "b_plus_1": b + 1.0}
+
+    module = Two()
+    path = tmp_path / "two" / "1"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    server = Server(path, "two", "1,4").wait_ready()
+    try:
+        status, _, body = server.predict({"inputs": {"a": [1.0, 2.0, 3.0], "b": [4.0]}})
+        assert status == 200 and json.loads(body) == {"outputs": {"b_plus_1": [5.0], "twice_a": [2.0, 4.0, 6.0]}}, body
+        # The row format has one entry per example: there the inputs agree, and are batched.
+        status, _, body = server.predict({"instances": [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 4.0}]})
+        assert status == 200 and json.loads(body) == {"predictions": [{"b_plus_1": 3.0, "twice_a": 2.0},
+                                                                      {"b_plus_1": 5.0, "twice_a": 6.0}]}, body
+        with grpc.insecure_channel("127.0.0.1:%d" % server.grpc_port) as channel:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "two"
+            request.inputs["a"].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))
+            request.inputs["b"].CopyFrom(tf.make_tensor_proto(np.array([2.0, 3.0], np.float32)))
+            response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+            assert tf.make_ndarray(response.outputs["twice_a"]).tolist() == [2.0]
+            assert tf.make_ndarray(response.outputs["b_plus_1"]).tolist() == [3.0, 4.0]
+    finally:
+        assert server.stop() == 0

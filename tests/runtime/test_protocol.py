@@ -1,4 +1,4 @@
-"""Request parsing, validation and response shaping (kit/runtime/serving/protocol.py), no HTTP, no TF.
+"""Request parsing, validation and response shaping (protocol.py, tfserving.py, kserve_v2.py), no HTTP, no TF.
 
 Signatures are described with the same TensorInfo/Signature objects the
 server builds from a SavedModel's SignatureDefs; they never run here.
@@ -12,7 +12,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from kit.runtime.serving import protocol
+from kit.runtime.serving import kserve_v2, tfserving
 from kit.runtime.model import Signature, TensorInfo
 from kit.runtime.serving.protocol import RequestError
 
@@ -42,7 +42,7 @@ LIMIT = 100
 
 
 def tfs(body, limit=LIMIT):
-    return protocol.parse_tfserving(json.dumps(body).encode() if not isinstance(body, bytes) else body, MODEL, limit)
+    return tfserving.parse_tfserving(json.dumps(body).encode() if not isinstance(body, bytes) else body, MODEL, limit)
 
 
 def error_of(fn, *args, **kwargs):
@@ -145,24 +145,24 @@ def test_fixed_shape_signature_is_not_batched():
 
 def test_row_response_single_output_is_a_plain_list():
     parsed = tfs({"instances": [[1, 2], [3, 4]]})
-    body = json.loads(protocol.tfserving_response(parsed, {"y": np.array([[1, 2], [3, 4]], np.float32)}))
+    body = json.loads(tfserving.tfserving_response(parsed, {"y": np.array([[1, 2], [3, 4]], np.float32)}))
     assert body == {"predictions": [[1.0, 2.0], [3.0, 4.0]]}
 
 
 def test_row_response_several_outputs_is_a_dict_per_instance_and_bytes_are_b64():
     parsed = tfs({"signature_name": "two", "instances": [{"a": [1, 2, 3], "b": 1}, {"a": [1, 2, 3], "b": 2}]})
     outputs = {"p": np.array([0.5, 1.5], np.float32), "q_bytes": np.array([b"\x00a", b"b"], dtype=object)}
-    body = json.loads(protocol.tfserving_response(parsed, outputs))
+    body = json.loads(tfserving.tfserving_response(parsed, outputs))
     assert body == {"predictions": [{"p": 0.5, "q_bytes": {"b64": base64.b64encode(b"\x00a").decode()}},
                                     {"p": 1.5, "q_bytes": {"b64": base64.b64encode(b"b").decode()}}]}
 
 
 def test_columnar_response_shapes():
     parsed = tfs({"inputs": [[1, 2]]})
-    assert json.loads(protocol.tfserving_response(parsed, {"y": np.array([[5, 6]], np.float32)})) == {
+    assert json.loads(tfserving.tfserving_response(parsed, {"y": np.array([[5, 6]], np.float32)})) == {
         "outputs": [[5.0, 6.0]]}
     parsed = tfs({"signature_name": "two", "inputs": {"a": [[1, 2, 3]], "b": [1]}})
-    body = json.loads(protocol.tfserving_response(
+    body = json.loads(tfserving.tfserving_response(
         parsed, {"p": np.array([2.0], np.float32), "q_bytes": np.array([b"z"], dtype=object)}))
     assert body == {"outputs": {"p": [2.0], "q_bytes": [{"b64": "eg=="}]}}
 
@@ -174,7 +174,7 @@ def v2(header, binary=b"", header_length="auto", limit=LIMIT):
     head = json.dumps(header).encode()
     if header_length == "auto":
         header_length = str(len(head)) if binary else None
-    return protocol.parse_v2(bytearray(head + binary), MODEL, limit, header_length)
+    return kserve_v2.parse_v2(bytearray(head + binary), MODEL, limit, header_length)
 
 
 def test_v2_json_flat_and_nested_data():
@@ -186,17 +186,17 @@ def test_v2_json_flat_and_nested_data():
 
 def test_v2_binary_input_is_a_zero_copy_view_of_the_body():
     x = np.arange(6, dtype=np.float32).reshape(3, 2)
-    body, headers = protocol.v2_binary_request({"x": x})
-    parsed = protocol.parse_v2(bytearray(body), MODEL, LIMIT, headers["Inference-Header-Content-Length"])
+    body, headers = kserve_v2.v2_binary_request({"x": x})
+    parsed = kserve_v2.parse_v2(bytearray(body), MODEL, LIMIT, headers["Inference-Header-Content-Length"])
     np.testing.assert_array_equal(parsed.inputs["x"], x)
     assert not parsed.inputs["x"].flags.owndata  # a view on the request buffer, no copy
     assert parsed.binary == {"y": True}
 
 
 def test_v2_binary_bytes_elements_and_output_selection():
-    body, headers = protocol.v2_binary_request({"s": np.array([b"ab", b"", b"\x00z"], dtype=object)},
+    body, headers = kserve_v2.v2_binary_request({"s": np.array([b"ab", b"", b"\x00z"], dtype=object)},
                                                outputs=["n"], parameters={"signature_name": "text"})
-    parsed = protocol.parse_v2(bytearray(body), MODEL, LIMIT, headers["Inference-Header-Content-Length"])
+    parsed = kserve_v2.parse_v2(bytearray(body), MODEL, LIMIT, headers["Inference-Header-Content-Length"])
     assert list(parsed.inputs["s"]) == [b"ab", b"", b"\x00z"] and parsed.signature.key == "text"
     assert parsed.outputs == ["n"] and parsed.binary == {"n": True}
 
@@ -262,10 +262,10 @@ def test_v2_response_binary_layout():
                             {"name": "b", "shape": [2], "datatype": "FP32", "data": [1, 2]}],
                  "id": "req-7"})
     outputs = {"p": np.array([0.25, 4.0], np.float32), "q_bytes": np.array([b"hi", b""], dtype=object)}
-    parts, headers = protocol.v2_response(parsed, outputs, MODEL)
+    parts, headers = kserve_v2.v2_response(parsed, outputs, MODEL)
     body = b"".join(bytes(p) for p in parts)
     hlen = int(headers["Inference-Header-Content-Length"])
-    header, arrays = protocol.v2_decode_response(body, hlen)
+    header, arrays = kserve_v2.v2_decode_response(body, hlen)
     assert header["id"] == "req-7" and header["model_name"] == "m" and header["model_version"] == "3"
     assert [o["parameters"]["binary_data_size"] for o in header["outputs"]] == [8, 4 + 2 + 4]
     np.testing.assert_array_equal(arrays["p"], outputs["p"])
@@ -275,7 +275,49 @@ def test_v2_response_binary_layout():
 
 def test_v2_response_json_only():
     parsed = v2({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]})
-    parts, headers = protocol.v2_response(parsed, {"y": np.array([[3, 4]], np.float32)}, MODEL)
+    parts, headers = kserve_v2.v2_response(parsed, {"y": np.array([[3, 4]], np.float32)}, MODEL)
     assert headers == {"Content-Type": "application/json"}
     assert json.loads(b"".join(parts))["outputs"] == [{"name": "y", "datatype": "FP32", "shape": [1, 2],
                                                        "data": [3.0, 4.0]}]
+
+
+def test_v2_classification_extension():
+    parsed = v2({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+                 "outputs": [{"name": "y", "parameters": {"classification": 1}}]})
+    assert parsed.classes == {"y": 1}
+    parts, _ = kserve_v2.v2_response(parsed, {"y": np.array([[0.1, 0.7], [0.9, 0.2]], np.float32)}, MODEL)
+    out = json.loads(b"".join(parts))["outputs"][0]
+    assert out["datatype"] == "BYTES" and out["shape"] == [2, 1]
+    assert out["data"] == ["0.700000:1", "0.900000:0"]
+    parsed = v2({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}],
+                 "outputs": [{"name": "y", "parameters": {"classification": 5, "binary_data": True}}]})
+    parts, headers = kserve_v2.v2_response(parsed, {"y": np.array([[0.25, 0.5]], np.float32)}, MODEL)
+    header, arrays = kserve_v2.v2_decode_response(b"".join(bytes(p) for p in parts),
+                                                  headers["Inference-Header-Content-Length"])
+    assert arrays["y"].tolist() == [[b"0.500000:1", b"0.250000:0"]]  # at most as many classes as there are
+    for count in (0, -1, "2", True, 1.5):
+        body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}],
+                "outputs": [{"name": "y", "parameters": {"classification": count}}]}
+        assert "classification must be a positive integer" in error_of(v2, body).message
+    body = {"parameters": {"signature_name": "two"},
+            "inputs": [{"name": "a", "shape": [1, 3], "datatype": "INT32", "data": [1, 2, 3]},
+                       {"name": "b", "shape": [1], "datatype": "FP32", "data": [1]}],
+            "outputs": [{"name": "q_bytes", "parameters": {"classification": 1}}]}
+    assert "needs a numeric output" in error_of(v2, body).message
+
+
+def test_v2_bytes_that_are_not_utf8_are_refused_in_json_and_sent_binary():
+    body = {"parameters": {"signature_name": "two"},
+            "inputs": [{"name": "a", "shape": [1, 3], "datatype": "INT32", "data": [1, 2, 3]},
+                       {"name": "b", "shape": [1], "datatype": "FP32", "data": [1]}]}
+    outputs = {"p": np.array([1.0], np.float32), "q_bytes": np.array([b"\xff\xfe"], dtype=object)}
+    error = error_of(kserve_v2.v2_response, v2(body), outputs, MODEL)
+    assert error.status == 400 and "not UTF-8" in error.message and "binary_data" in error.message
+    body["outputs"] = [{"name": "q_bytes", "parameters": {"binary_data": True}}]
+    parts, headers = kserve_v2.v2_response(v2(body), outputs, MODEL)
+    _, arrays = kserve_v2.v2_decode_response(b"".join(bytes(p) for p in parts),
+                                             headers["Inference-Header-Content-Length"])
+    assert arrays["q_bytes"].tolist() == [b"\xff\xfe"]
+    outputs["q_bytes"] = np.array(["caf\u00e9".encode("utf-8")], dtype=object)
+    parts, _ = kserve_v2.v2_response(v2(dict(body, outputs=None)), outputs, MODEL)
+    assert json.loads(b"".join(parts))["outputs"][1]["data"] == ["caf\u00e9"]

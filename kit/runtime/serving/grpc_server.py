@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 
 from kit import __version__
-from kit.runtime.serving import examples, inference
+from kit.runtime.serving import examples, inference, kserve_v2
 from kit.runtime.serving import protocol
 from kit.runtime.serving.grpc_messages import messages
 from kit.runtime.serving.protocol import RequestError
@@ -48,6 +48,8 @@ def _handler(state, endpoint, request_class, response_class, method):
             context.set_code(_CODES.get(e.status, grpc.StatusCode.UNKNOWN))
             context.set_details(e.message)
             state.metrics.record_request(endpoint, e.status)
+            if endpoint in _INFER_ENDPOINTS:
+                state.metrics.model_stats.fail()
             return response_class()
         except Exception as e:  # a bug: answer INTERNAL, keep serving
             log.exception("gRPC %s failed", endpoint)
@@ -313,7 +315,7 @@ def model_infer(state, request):
             raise RequestError(400, "input '%s': shape must hold non-negative sizes, got %s" % (key, shape))
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
         if raw:
-            inputs[key] = protocol.decode_binary_tensor(raw[i], shape, count, info, key)
+            inputs[key] = kserve_v2.decode_binary_tensor(raw[i], shape, count, info, key)
         else:
             field = _V2_FIELDS.get(tensor.datatype)
             if field is None:
@@ -332,10 +334,14 @@ def model_infer(state, request):
             inputs[key] = array.reshape(shape)
     parsed = protocol.finish_inputs("v2", signature, inputs, state.config.max_instances)
     wanted = [o.name for o in request.outputs] or list(signature.outputs)
+    classes = {}
+    for out in request.outputs:
+        kserve_v2.check_output(signature, out.name)
+        if "classification" in out.parameters:
+            count = _param(out.parameters, "classification", "int64_param", 0)
+            classes[out.name] = kserve_v2.class_count(signature, out.name, int(count))
     for name in wanted:
-        if name not in signature.outputs:
-            raise RequestError(400, "unknown output '%s': signature '%s' has %s"
-                               % (name, signature.key, ", ".join("'%s'" % k for k in signature.outputs)))
+        kserve_v2.check_output(signature, name)
     outputs = inference.run(state, parsed)
     response = messages()["inference.ModelInferResponse"](model_name=state.config.model_name,
                                                           model_version=str(state.config.model_version),
@@ -343,9 +349,11 @@ def model_infer(state, request):
     for name in wanted:
         array = outputs[name]
         info = signature.outputs[name]
-        response.outputs.add(name=name, datatype=info.v2_datatype or info.dtype_name,
-                             shape=[int(d) for d in array.shape])
-        response.raw_output_contents.append(protocol.encode_binary_tensor(array))
+        datatype = info.v2_datatype or info.dtype_name
+        if name in classes:  # Triton's classification extension: "value:index" strings
+            array, datatype = kserve_v2.classifications(array, classes[name], signature.batchable), "BYTES"
+        response.outputs.add(name=name, datatype=datatype, shape=[int(d) for d in array.shape])
+        response.raw_output_contents.append(kserve_v2.encode_binary_tensor(array))
     return response
 
 
@@ -394,7 +402,7 @@ def start(state, host, port, workers=8):
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kit-grpc"),
         handlers=handlers,
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1),
-                 ("grpc.so_reuseport", 0)],
+                 ("grpc.so_reuseport", 1 if config.reuse_port else 0)],
         # Beyond this many RPCs in flight new ones get RESOURCE_EXHAUSTED at once: memory stays bounded.
         maximum_concurrent_rpcs=config.max_queue + workers,
     )

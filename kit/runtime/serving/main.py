@@ -52,6 +52,11 @@ wins over the variable, the variable over the default.
   --no-log-scan        KIT_LOG_SCAN=0                   do not tee stderr to count TF-TRT events
   --access-log         KIT_ACCESS_LOG=1                 log every request to stderr (escaped)
                        KIT_PARENT_PID                   stop (SIGTERM) when this parent process dies
+                       KIT_REUSE_PORT=1                 bind with SO_REUSEPORT (HTTP and gRPC): a new
+                                                        server starts beside the old on one port
+                                                        (kit rollout's start-first updates)
+                       KIT_SLOT                         sent as the Kit-Slot header on every reply
+                                                        (which of two servers on a port answered)
   --probe                                               GET /v2/health/ready on KIT_HOST:KIT_PORT;
                                                         exit 0 on 200, else 1 (HEALTHCHECK)
 
@@ -250,6 +255,11 @@ class Config(object):
             raise ConfigError("warm-up samples %s: no such file" % self.warmup_samples)
         self.log_scan = bool(args.log_scan)
         self.access_log = bool(args.access_log)
+        # Zero-downtime updates (kit rollout, start-first): the new server binds the same port
+        # beside the old one (SO_REUSEPORT, both must set it) and names its slot in a Kit-Slot
+        # header, so the rollout can tell which of the two answered.
+        self.reuse_port = _env_flag("KIT_REUSE_PORT", False)
+        self.slot = _env("KIT_SLOT", "")
         # Test-only hooks, see the module docstring.
         self.test_warmup_delay = parse_duration(_env("KIT_TEST_WARMUP_DELAY", "0"), "KIT_TEST_WARMUP_DELAY")
         self.test_infer_delay = parse_duration(_env("KIT_TEST_INFER_DELAY", "0"), "KIT_TEST_INFER_DELAY")

@@ -7,6 +7,7 @@ telemetry.py, read at scrape time and cached.
 """
 
 import threading
+import time
 
 from kit.runtime.serving.telemetry import JetsonTelemetry, TelemetryMetrics
 
@@ -118,6 +119,10 @@ class Histogram(_Metric):
     def count(self):
         return self._count
 
+    @property
+    def total(self):
+        return self._sum
+
     def render(self):
         lines = self._header()
         cumulative = 0
@@ -128,6 +133,32 @@ class Histogram(_Metric):
         lines.append("%s_sum %s" % (self.name, repr(self._sum)))
         lines.append("%s_count %d" % (self.name, self._count))
         return lines
+
+
+class ModelStats(object):
+    """What KServe v2's /v2/models/NAME/stats reports (Triton's statistics extension): model calls per batch
+    size with their time, examples run, failed inference requests, the last inference's time."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.batches = {}  # batch size -> [calls, nanoseconds]
+        self.inference_count = 0
+        self.execution_count = 0
+        self.failures = 0
+        self.last_inference_ms = 0
+
+    def batch(self, batch_size, rows, seconds):
+        with self._lock:
+            entry = self.batches.setdefault(batch_size, [0, 0])
+            entry[0] += 1
+            entry[1] += int(seconds * 1e9)
+            self.inference_count += rows
+            self.execution_count += 1
+            self.last_inference_ms = int(time.time() * 1000)
+
+    def fail(self):
+        with self._lock:
+            self.failures += 1
 
 
 class Registry(object):
@@ -172,6 +203,7 @@ class ServerMetrics(object):
                                      "(from the TensorFlow log; each one stalls serving).")
         self.native_fallbacks = Counter(r, "kit_trt_native_fallbacks_total", "TF-TRT segments that ran natively "
                                         "instead of in an engine (from the TensorFlow log).")
+        self.model_stats = ModelStats()
         self.warmup_seconds = Gauge(r, "kit_warmup_seconds", "Time the warm-up over every built batch size took.")
         # Last: the device's own gauges (absent files give no family at all).
         self.telemetry = TelemetryMetrics(r, telemetry if telemetry is not None else JetsonTelemetry())
@@ -181,6 +213,7 @@ class ServerMetrics(object):
         return (padded / float(real + padded)) if (real + padded) else 0.0
 
     def record_batch(self, batch_size, rows, seconds):
+        self.model_stats.batch(batch_size, rows, seconds)
         self.batches.inc(1, batch_size)
         self.batch_rows.inc(rows)
         self.padded_rows.inc(batch_size - rows)

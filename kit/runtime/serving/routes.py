@@ -4,18 +4,18 @@ No sockets and no event loop here: `resolve` names the endpoint from the
 method and path, `answer` produces a Response for everything that is not an
 inference, and `inference` returns an Inference (a parse function and the
 checks before it) that the transport runs off the event loop. The protocol
-formats live in protocol.py.
+formats live in tfserving.py, kserve_v2.py and examples.py.
 """
 
 import json
 import re
 
 from kit import __version__
-from kit.runtime.serving import examples, inference as inference_calls, protocol
+from kit.runtime.serving import encoding, examples, inference as inference_calls, kserve_v2, protocol, tfserving
 from kit.runtime.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 _V1 = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<rest>/metadata|:[A-Za-z]+)?$")
-_V2_MODEL = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<rest>/ready|/infer)?$")
+_V2_MODEL = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<rest>/ready|/infer|/config|/stats)?$")
 
 RETRY_AFTER_SECONDS = 1
 
@@ -179,6 +179,10 @@ def _v2(state, method, route):
         return json_response(503, {"name": route.name, "ready": False, "error": not_ready_reason(state)}, endpoint)
     if state.model is None:
         return unavailable("model '%s' is loading" % route.name, endpoint, "not_ready")
+    if rest == "/config":
+        return json_response(200, kserve_v2.model_config(state.model, state.config), endpoint)
+    if rest == "/stats":
+        return json_response(200, kserve_v2.model_stats(state.model, state.metrics), endpoint)
     return json_response(200, state.model.v2_metadata(), endpoint)
 
 
@@ -192,9 +196,13 @@ class Inference(object):
         self.parse = parse
 
 
-def inference(state, route, body, header_length):
-    """An Inference to run, or the Response that refuses it (unknown model, not ready, queue full)."""
+def inference(state, route, body, header_length, content_encoding=None):
+    """An Inference to run, or the Response that refuses it (unknown model, not ready, queue full,
+    an unsupported Content-Encoding)."""
     endpoint = route.kind
+    if not encoding.supported(content_encoding):
+        return error(415, "Content-Encoding %s is not supported: send gzip, deflate or identity"
+                     % content_encoding, endpoint)
     missing = _check_model(state, route, endpoint)
     if missing:
         return missing
@@ -203,12 +211,27 @@ def inference(state, route, body, header_length):
                            endpoint, "not_ready")
     if not state.batcher.has_room():
         return queue_full(state, endpoint)
-    model, limit = state.model, state.config.max_instances
-    if endpoint == "v1" and route.rest in (":classify", ":regress"):
-        return Inference(endpoint, lambda: parse_examples(body, model, route.rest[1:], limit))
-    if endpoint == "v1":
-        return Inference(endpoint, lambda: protocol.parse_tfserving(body, model, limit))
-    return Inference(endpoint, lambda: protocol.parse_v2(body, model, limit, header_length))
+    model, limit, config = state.model, state.config.max_instances, state.config
+    if content_encoding and content_encoding.strip().lower() != "identity":
+        # The decompressed body counts against the limit the transport applied to the body as sent.
+        size, name = ((config.max_body, "KIT_MAX_BODY") if header_length is not None
+                      else (config.max_json_body, "KIT_MAX_JSON_BODY"))
+        raw = body
+
+        def parse():
+            plain = encoding.decode(raw, content_encoding, size, name)
+            return parse_plain(state, route, plain, header_length, model, limit)
+
+        return Inference(endpoint, parse)
+    return Inference(endpoint, lambda: parse_plain(state, route, body, header_length, model, limit))
+
+
+def parse_plain(state, route, body, header_length, model, limit):
+    if route.kind == "v1" and route.rest in (":classify", ":regress"):
+        return parse_examples(body, model, route.rest[1:], limit)
+    if route.kind == "v1":
+        return tfserving.parse_tfserving(body, model, limit)
+    return kserve_v2.parse_v2(body, model, limit, header_length)
 
 
 def parse_examples(body, model, method, limit):
@@ -233,13 +256,13 @@ def inference_response(parsed, outputs, model):
 
 def _inference_response(parsed, outputs, model):
     if parsed.fmt == "v2":
-        parts, headers = protocol.v2_response(parsed, outputs, model)
+        parts, headers = kserve_v2.v2_response(parsed, outputs, model)
     elif parsed.fmt == "classify":
         return json_response(200, examples.classify_json(examples.classifications(outputs, parsed.rows)), "v1")
     elif parsed.fmt == "regress":
         return json_response(200, examples.regress_json(examples.regressions(outputs, parsed.rows)), "v1")
     else:
-        parts, headers = [protocol.tfserving_response(parsed, outputs)], {"Content-Type": "application/json"}
+        parts, headers = [tfserving.tfserving_response(parsed, outputs)], {"Content-Type": "application/json"}
     return Response(200, parts, headers, parsed.fmt)
 
 

@@ -171,6 +171,8 @@ class KitHandler(web.RequestHandler):
 
     def set_default_headers(self):
         self.set_header("Server", SERVER_HEADER)
+        if self.application.settings.get("kit_slot"):  # runs before initialize(): no self.kit yet
+            self.set_header("Kit-Slot", self.application.settings["kit_slot"])
         if self.request.version == "HTTP/1.0" and self.request.headers.get("Connection", "").lower() != "keep-alive":
             self.set_header("Connection", "close")
 
@@ -197,6 +199,8 @@ class KitHandler(web.RequestHandler):
         parts = response.parts
         self.write(parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts))
         state.metrics.record_request(response.endpoint, response.status)
+        if response.status >= 400 and self.route is not None and self.route.is_inference(self.request.method):
+            state.metrics.model_stats.fail()
         self.finish()
 
     def _refuse_now(self, status, message, endpoint="other", headers=None):
@@ -326,14 +330,17 @@ class KitHandler(web.RequestHandler):
             return self._send(routes.answer(state, method, route))
         started = time.monotonic()
         body = self._body
-        plan = routes.inference(state, route, body, self.request.headers.get("Inference-Header-Content-Length"))
+        headers = self.request.headers
+        plan = routes.inference(state, route, body, headers.get("Inference-Header-Content-Length"),
+                                headers.get("Content-Encoding"))
         if isinstance(plan, routes.Response):
             return self._send(plan)
         self._arriving = True
         state.arrival(1)
         try:
             try:
-                if len(body) > INLINE_PARSE_BYTES:
+                # Compressed bodies always go to the pool: a few KiB may inflate to the body limit.
+                if len(body) > INLINE_PARSE_BYTES or "Content-Encoding" in headers:
                     parsed = await IOLoop.current().run_in_executor(self.kit.pool, plan.parse)
                 else:
                     parsed = plan.parse()
@@ -439,6 +446,9 @@ class KitHTTPServer(HTTPServer):
                 IOLoop.current().remove_handler(sock)
             except (KeyError, ValueError):
                 pass
+            # Closing a listener resets the connections still in its backlog: take them first
+            # (a server beside this one on a SO_REUSEPORT port gets every later connection).
+            self._on_acceptable(sock, None)
             sock.close()
         self._listening.clear()
 
@@ -465,7 +475,7 @@ def _access_log(config):
 def make_server(kit):
     config = kit.state.config
     app = web.Application([(r".*", KitHandler, {"kit": kit})], log_function=_access_log(config),
-                          compress_response=False)
+                          compress_response=False, kit_slot=config.slot)
     server = KitHTTPServer(app, max_header_size=config.max_header_bytes, max_body_size=config.max_body,
                            idle_connection_timeout=config.idle_timeout, body_timeout=config.body_timeout,
                            chunk_size=64 * 1024, max_buffer_size=config.max_header_bytes + 256 * 1024)
@@ -557,20 +567,37 @@ def _raise_fd_limit(connections):
         log.warning("cannot raise the open-file limit: %s", e)
 
 
+def _bound_only(config):
+    """A SO_REUSEPORT socket bound to the port (so a clash shows at start) but not listening:
+    the kernel gives a port's connections only to listening sockets."""
+    family = socket.AF_INET6 if ":" in (config.host or "") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setblocking(False)
+    try:
+        sock.bind((config.host or "0.0.0.0", config.port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def run(config):
     """Serve until SIGTERM/SIGINT; return the process exit code."""
     _raise_fd_limit(config.max_connections)
     state = ServerState(config)
     tap = _start_log_scan(state) if config.log_scan else None
     try:
-        sockets = bind_sockets(config.port, address=config.host, backlog=config.backlog)
+        sockets = [_bound_only(config)] if config.reuse_port else \
+            bind_sockets(config.port, address=config.host, backlog=config.backlog)
     except OSError as e:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, e)
         if tap:
             tap.stop()
         return 1
     grpc_server = None
-    if config.grpc_port:
+    if config.grpc_port and not config.reuse_port:
         from kit.runtime.serving import grpc_server as grpc_front
 
         try:
@@ -586,10 +613,37 @@ def run(config):
     loop = IOLoop.current()
     kit = Kit(state)
     server = make_server(kit)
-    server.listen_on(sockets)
-    log.info("listening on %s:%d (model '%s' loading; at most %d connections)", config.host,
+    if not config.reuse_port:
+        server.listen_on(sockets)
+    log.info("%s on %s:%d (model '%s' loading; at most %d connections)",
+             "bound (listening once ready: KIT_REUSE_PORT)" if config.reuse_port else "listening", config.host,
              sockets[0].getsockname()[1], config.model_name, config.max_connections)
     outcome = {"drained": True}
+
+    def listen_when_ready():
+        """KIT_REUSE_PORT: an old server may share the port; take connections only once ready."""
+        nonlocal grpc_server
+        if state.draining:
+            return
+        if config.grpc_port:
+            from kit.runtime.serving import grpc_server as grpc_front
+
+            try:
+                grpc_server, bound = grpc_front.start(state, config.host, config.grpc_port)
+            except OSError as e:
+                log.error("%s", e)
+                state.failed = str(e)
+                return begin_shutdown()
+            log.info("gRPC listening on %s:%d", config.host, bound)
+        for sock in sockets:
+            sock.listen(config.backlog)
+        server.listen_on(sockets)
+        log.info("listening on %s:%d", config.host, sockets[0].getsockname()[1])
+
+    def load():
+        _load_and_warm(state, lambda: loop.add_callback(begin_shutdown))
+        if config.reuse_port and state.ready:
+            loop.add_callback(listen_when_ready)
 
     def drain():
         if grpc_server is not None:
@@ -611,8 +665,7 @@ def run(config):
     # asyncio's own signal handling wakes the loop (a plain signal.signal handler would not).
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.asyncio_loop.add_signal_handler(signum, begin_shutdown)
-    loader = threading.Thread(target=_load_and_warm, args=(state, lambda: loop.add_callback(begin_shutdown)),
-                              name="kit-loader", daemon=True)
+    loader = threading.Thread(target=load, name="kit-loader", daemon=True)
     loader.start()
     loop.start()
     kit.pool.shutdown(wait=False)

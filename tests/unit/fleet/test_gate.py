@@ -120,3 +120,22 @@ def test_unknown_profile_refused():
 @pytest.mark.parametrize("l4t,trt", [("32.4.4", "7.1.3"), ("32.5.0", None), (None, None)])
 def test_tensorrt_for_l4t(l4t, trt):
     assert tensorrt_for_l4t(l4t) == trt
+
+
+# What `kit build` writes on an image of the twin stack (Python 3.6 + TF 2.3.1 on x86-64): the Jetson's
+# TensorFlow version, but no L4T, no TensorRT, no GPU arch, and kit.device cpu.
+TWIN_LABELS = dict(CPU_LABELS, **{"kit.stack": "twin", "kit.tensorflow": "2.3.1", "kit.python": "3.6.15",
+                                  "kit.jetpack": "none", "kit.cuda": "none"})
+
+
+def test_twin_image_is_a_cpu_image_never_a_jetson_one():
+    fp = Fingerprint.from_labels(TWIN_LABELS, "amd64")
+    assert not fp.jetson and fp.tensorflow == "2.3.1" and fp.l4t is None and fp.tensorrt is None
+    assert check(fp, dev("cpu"), cpu_facts()).ok
+    for profile in ("jetson-nano", "jetson-xavier-nx"):
+        refused = check(fp, dev(profile), jetson_facts())
+        assert not refused.ok
+        assert f"image is built for cpu, device is {profile}" in refused.reason
+        assert "image is amd64, device reports arm64" in refused.reason
+    # Even an engine that wrongly reported amd64 and a matching L4T does not make a Nano take it.
+    assert not check(fp, dev("jetson-nano"), jetson_facts(architecture="amd64")).ok

@@ -90,6 +90,8 @@ EXPECTED = {
     "cached-engines-below-batch-sizes.yaml": ("optimize -> maximum_cached_engines", "less than the number of batch sizes (2)", "at least 2", False),
     "jetpack-missing-on-jetson.yaml": ("target -> jetpack", "target.jetpack is required for jetson-nano", 'jetpack: "4.4.1"', False),
     "jetpack-on-cpu.yaml": ("target -> jetpack", "cpu profile has no JetPack", "remove target.jetpack", False),
+    "stack-on-jetson.yaml": ("target -> stack", "target.stack applies to the cpu profile only", "remove target.stack", False),
+    "stack-unknown.yaml": ("target -> stack", '"jetpack-4.6" is not a valid stack', "cpu, twin", False),
     "fp16-on-cpu.yaml": ("optimize -> precision", "precision must be native", "precision: native", False),
     "model-path-escapes.yaml": ("model -> path", "leaves the manifest's directory", "absolute path", False),
     "calibration-samples-wrong-suffix.yaml": ("optimize -> calibration -> samples", "must be a .npy file", None, False),

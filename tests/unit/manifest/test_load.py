@@ -231,6 +231,18 @@ def test_problem_serialisation():
     assert p.lines()[0] == 'target -> device (line 10): unknown device profile "jetson-nan"'
 
 
+def test_twin_stack_on_the_cpu_profile():
+    from kit.profiles import TWIN_STACK
+
+    m = load_model(VALID / "twin-model.yaml", check_files=False)
+    assert m.target.stack == "twin" and m.stack == TWIN_STACK
+    assert (m.stack.python, m.stack.tensorflow, m.stack.tensorrt) == ("3.6", "2.3.1", None)
+    assert m.base_image == "kit/tf-cpu-base:tf2.3.1-py3.6"
+    assert m.tag == "0.1.0-twin-native"  # never the cpu stack's tag: both can live in one repository
+    plain = load_model(VALID / "minimal-model.yaml", check_files=False)
+    assert plain.target.stack is None and plain.stack == CPU_STACK and plain.tag.endswith("-cpu-native")
+
+
 def _with_serve(tmp_path: Path, serve: str) -> Path:
     text = (VALID / "minimal-model.yaml").read_text()
     path = tmp_path / "kit.yaml"

@@ -1,0 +1,1 @@
+../kit/docker/tf-twin-base.Dockerfile

@@ -1,0 +1,86 @@
+"""Two real servers on one port (KIT_REUSE_PORT=1): what a start-first `kit rollout`
+does on a device, without Docker. The new server takes no connection before it is
+ready; the old one, on SIGTERM, serves what it accepted and what waits in its
+backlog, then exits; a client sending requests back to back sees no failure.
+
+Model: TensorFlow Serving's half_plus_two (test data, no training)."""
+
+import http.client
+import json
+import threading
+import time
+
+import pytest
+
+from testkit.server import ServerProcess as Server
+from tests.integration.test_server import HALF_PLUS_TWO
+
+pytestmark = [pytest.mark.tf, pytest.mark.slow]
+
+
+class Client(threading.Thread):
+    """Predictions back to back, a new connection each; keeps (slot, status) or the error."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port, self.results, self.errors = port, [], []
+        self.stopped = threading.Event()
+
+    def run(self):
+        body = json.dumps({"instances": [[1.0], [2.0]]})
+        while not self.stopped.is_set():
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                conn.request("POST", "/v1/models/half_plus_two:predict", body=body,
+                             headers={"Content-Type": "application/json"})
+                r = conn.getresponse()
+                data = r.read()
+                if r.status != 200 or json.loads(data)["predictions"] != [[2.5], [3.0]]:
+                    self.errors.append((r.status, data[:200]))
+                self.results.append((time.monotonic(), r.getheader("Kit-Slot")))
+            except Exception as e:  # refused, reset, timeout: all count
+                self.errors.append(repr(e))
+            finally:
+                conn.close()
+            time.sleep(0.005)
+
+    def slots(self, since=0.0):
+        return [s for t, s in self.results if t >= since]
+
+
+def test_second_server_shares_the_port_takes_over_and_no_request_fails():
+    old = Server(HALF_PLUS_TWO, "half_plus_two", "1", env={"KIT_REUSE_PORT": "1", "KIT_SLOT": "blue"}).wait_ready(180)
+    client = Client(old.port)
+    client.start()
+    new = Server(HALF_PLUS_TWO, "half_plus_two", "1", port=old.port, grpc_port=old.grpc_port,
+                 env={"KIT_REUSE_PORT": "1", "KIT_SLOT": "green", "KIT_TEST_WARMUP_DELAY": "2"})
+    try:
+        deadline = time.monotonic() + 120
+        while "green" not in client.slots() and time.monotonic() < deadline:
+            assert new.proc.poll() is None, new.logs()
+            time.sleep(0.05)
+        assert "green" in client.slots(), new.logs()
+        # the new server answered nothing before it was ready (it was loading and warming up)
+        assert "listening on 127.0.0.1:%d" % old.port in new.logs()
+        assert old.stop() == 0  # SIGTERM: drain, exit
+        switched = time.monotonic()
+        time.sleep(1.0)
+        client.stopped.set()
+        client.join()
+        assert client.errors == []
+        assert set(client.slots()) == {"blue", "green"}
+        assert set(client.slots(since=switched + 0.1)) == {"green"}
+        assert len(client.slots(since=switched)) > 10
+    finally:
+        client.stopped.set()
+        assert new.stop() == 0
+
+
+def test_a_port_held_without_reuse_port_is_refused_at_start():
+    plain = Server(HALF_PLUS_TWO, "half_plus_two", "1").wait_ready(180)
+    try:
+        second = Server(HALF_PLUS_TWO, "half_plus_two", "1", port=plain.port, env={"KIT_REUSE_PORT": "1"})
+        assert second.proc.wait(60) == 1
+        assert "cannot listen on 127.0.0.1:%d" % plain.port in second.logs()
+    finally:
+        assert plain.stop() == 0
