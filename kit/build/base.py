@@ -273,14 +273,19 @@ def download_wheels(tensorflow: str, python: str, progress: Progress | None = No
             raise KitError(f"pip download of tensorflow-cpu=={tensorflow} failed (exit {proc.returncode})",
                            details=tail, hint="check that PyPI (or your PIP_INDEX_URL mirror) is reachable "
                            "and that this TensorFlow version has Linux x86-64 wheels for Python " + python)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-        size = sum(p.stat().st_size for p in dest.glob("*.whl"))
-        progress(f"wheels: {len(list(dest.glob('*.whl')))} wheels, {size / 1e6:.0f} MB in {dest}")
-        return dest
+        return publish_wheels(tmp, dest, progress)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_wheels(tmp: Path, dest: Path, progress: Progress) -> Path:
+    """Put a fully downloaded wheel directory in place of `dest` (never a half-filled one) and say what it holds."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    size = sum(p.stat().st_size for p in dest.glob("*.whl"))
+    progress(f"wheels: {len(list(dest.glob('*.whl')))} wheels, {size / 1e6:.0f} MB in {dest}")
+    return dest
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

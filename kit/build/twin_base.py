@@ -173,12 +173,7 @@ def download_wheels(progress: bases.Progress | None = None) -> Path:
         if missing:
             raise KitError(f"no wheel was fetched for {', '.join(missing)}")
         (tmp / "requirements.txt").write_text(text)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-        size = sum(p.stat().st_size for p in dest.glob("*.whl"))
-        progress(f"wheels: {len(list(dest.glob('*.whl')))} wheels, {size / 1e6:.0f} MB in {dest}")
-        return dest
+        return bases.publish_wheels(tmp, dest, progress)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
