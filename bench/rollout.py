@@ -22,6 +22,7 @@ Prints, side by side in one run:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -201,8 +202,18 @@ def bench_swarm(engine, base: str, work: Path, repeats: int) -> dict:
         compose_path.write_text(yaml.safe_dump(doc, sort_keys=False))
         for _ in range(repeats):
             for kind, path in (("swarm", swarm_path), ("compose", compose_path)):
-                timed_rollout(path, refs["1"])
-                seconds, _ = timed_rollout(path, refs["2"])
+                # the compose rollout resolves through the local engine: here the manager's,
+                # which reaches the bridge registry (the swarm rollout does so on its own)
+                saved = os.environ.get("DOCKER_HOST")
+                os.environ["DOCKER_HOST"] = cluster.manager.host
+                try:
+                    timed_rollout(path, refs["1"])
+                    seconds, _ = timed_rollout(path, refs["2"])
+                finally:
+                    if saved is None:
+                        os.environ.pop("DOCKER_HOST", None)
+                    else:
+                        os.environ["DOCKER_HOST"] = saved
                 out[kind].append(seconds)
     return out
 
@@ -214,41 +225,48 @@ def report_bytes(title: str, r: dict) -> None:
           f"   -> {r['whole'] / max(r['only'], 1):.0f}x less")
 
 
+def bench_fleets(args, engine, base: str, work: Path) -> None:
+    """Parts 1-4: three dockerd devices on this host."""
+    with fh.Fleet(3) as fleet:
+        print(f"registry {fleet.registry.address}; devices: "
+              + ", ".join(f"{d.name} ({d.host}, port {d.port})" for d in fleet.devices), flush=True)
+        plain = build_pair(fleet, engine, base, work, "fixture")
+        sf = build_pair(fleet, engine, base, work, "fixture-sf", labels=fh.START_FIRST_LABELS)
+        report_updates("stop-first fixture image, v1 -> v2 on 3 devices (images already there):",
+                       update_runs(fleet, work, "stopfirst", plain, args.repeats))
+        take_down(fleet, work, "stopfirst")
+        report_updates("start-first fixture image (kit.reuse_port, 2 x 1.1 GiB fit), v1 -> v2 on 3 devices:",
+                       update_runs(fleet, work, "startfirst", sf, args.repeats))
+        take_down(fleet, work, "startfirst")
+        report_bytes("bytes per device, fixture image (16 MiB model layer on the Debian base):",
+                     bench_bytes(fleet, plain, work))
+        for ref in [*plain.values(), *sf.values()]:
+            engine.remove_image(ref, force=True)
+        if not args.skip_real:
+            real = bench_real(fleet, engine, work)
+            print(f"\nkit build image (digits, TF 2.17 CPU): first rollout {real['first']:.1f} s, model update "
+                  f"{real['update']:.1f} s (canary 1, max_parallel 3), strategy "
+                  + ", ".join(f"{n} {s}" for n, s in real["strategy"].items()))
+            print("  failed requests during the update: " + "  ".join(
+                f"{n} {real['failures'][n]} of {real['failures'][n] + real['answers'][n]}" for n in real["failures"])
+                  + "   longest gap " + " ".join(f"{g:.2f}s" for g in real["gaps"].values()))
+            if real["errors"]:
+                print("  errors: " + "; ".join(real["errors"]))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-real", action="store_true", help="no kit build image (fixture images only)")
     ap.add_argument("--skip-swarm", action="store_true", help="no swarm vs compose comparison")
+    ap.add_argument("--only-swarm", action="store_true", help="only the swarm vs compose comparison")
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
     engine = connect()
     base = ensure_debian_base(engine)
     work = Path(tempfile.mkdtemp(prefix="kit-bench-rollout-"))
     try:
-        with fh.Fleet(3) as fleet:
-            print(f"registry {fleet.registry.address}; devices: "
-                  + ", ".join(f"{d.name} ({d.host}, port {d.port})" for d in fleet.devices), flush=True)
-            plain = build_pair(fleet, engine, base, work, "fixture")
-            sf = build_pair(fleet, engine, base, work, "fixture-sf", labels=fh.START_FIRST_LABELS)
-            report_updates("stop-first fixture image, v1 -> v2 on 3 devices (images already there):",
-                           update_runs(fleet, work, "stopfirst", plain, args.repeats))
-            take_down(fleet, work, "stopfirst")
-            report_updates("start-first fixture image (kit.reuse_port, 2 x 1.1 GiB fit), v1 -> v2 on 3 devices:",
-                           update_runs(fleet, work, "startfirst", sf, args.repeats))
-            take_down(fleet, work, "startfirst")
-            report_bytes("bytes per device, fixture image (16 MiB model layer on the Debian base):",
-                         bench_bytes(fleet, plain, work))
-            for ref in [*plain.values(), *sf.values()]:
-                engine.remove_image(ref, force=True)
-            if not args.skip_real:
-                real = bench_real(fleet, engine, work)
-                print(f"\nkit build image (digits, TF 2.17 CPU): first rollout {real['first']:.1f} s, model update "
-                      f"{real['update']:.1f} s (canary 1, max_parallel 3), strategy "
-                      + ", ".join(f"{n} {s}" for n, s in real["strategy"].items()))
-                print("  failed requests during the update: " + "  ".join(
-                    f"{n} {real['failures'][n]} of {real['failures'][n] + real['answers'][n]}" for n in real["failures"])
-                      + "   longest gap " + " ".join(f"{g:.2f}s" for g in real["gaps"].values()))
-                if real["errors"]:
-                    print("  errors: " + "; ".join(real["errors"]))
+        if not args.only_swarm:
+            bench_fleets(args, engine, base, work)
         if not args.skip_swarm:
             sw = bench_swarm(engine, base, work, args.repeats)
             s, c = statistics.median(sw["swarm"]), statistics.median(sw["compose"])

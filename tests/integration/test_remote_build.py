@@ -94,7 +94,9 @@ def test_build_on_a_device_that_does_not_see_this_disk(transport, request, devic
     else:
         host, env = device.tcp_host, {}
 
-    record = record_of(kit("build", manifest, "--host", host, "--json", env=env, timeout=1500))
+    proc = kit("build", manifest, "--host", host, "--json", env=env, timeout=1500)
+    record = record_of(proc)
+    assert "Traceback" not in proc.stderr  # the ssh transport's connections closed cleanly too
 
     steps = statuses(record)
     assert set(steps.values()) <= {"ran", "reused"}
