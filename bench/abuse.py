@@ -29,8 +29,9 @@ import tempfile
 import threading
 import time
 
-from bench._models import REPO, start_server  # noqa: E402
+from bench._models import REPO  # noqa: E402
 from testkit.rawhttp import RawClient, proc_status  # noqa: E402
+from testkit.server import ServerProcess  # noqa: E402
 
 BIG = 60 << 20
 
@@ -183,7 +184,13 @@ def main(argv=None):
     work = tempfile.mkdtemp(prefix="kit-bench-abuse-")
     subprocess.run([sys.executable, str(REPO / "manifests/examples/digits/train.py"), "--out", work], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    server = start_server(os.path.join(work, "saved_model"), "1,4,8", name="digits")
+    # The server's own default limits (bench._models.start_server raises the body limits for big batches).
+    server = ServerProcess(os.path.join(work, "saved_model"), "digits", "1,4,8", log_level="2")
+    try:
+        server.wait_ready(180)
+    except AssertionError:
+        server.stop()
+        raise
     try:
         sampler = Sampler(server.proc.pid)
         sampler.start()
