@@ -6,7 +6,6 @@ at an empty directory and is checked afterwards to prove it.
 """
 
 import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -76,48 +75,6 @@ def start_server(model_dir, batch_sizes, max_batch_delay="2ms", max_queue=64, en
     except AssertionError:
         server.stop()
         raise
-
-
-class RawClient(object):
-    """A minimal HTTP/1.1 keep-alive client on a raw socket: one sendall per request, the
-    response read by Content-Length. Far cheaper per request than http.client (no email-based
-    header parsing), so 16 of them on the server's own two cores steal less CPU from it; clients
-    run on other machines in a deployment."""
-
-    def __init__(self, port, host="127.0.0.1"):
-        self.sock = socket.create_connection((host, port), timeout=120)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.pending = b""
-
-    def post(self, path, body, headers):
-        head = "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n%s\r\n" % (
-            path, len(body), "".join("%s: %s\r\n" % kv for kv in headers.items()))
-        self.sock.sendall(head.encode("latin-1") + body)
-        data = self.pending
-        while b"\r\n\r\n" not in data:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(rest) < length:
-            chunk = self.sock.recv(max(65536, length - len(rest)))
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            rest += chunk
-        self.pending = rest[length:]
-        if status != 200:
-            raise RuntimeError("HTTP %d: %s" % (status, rest[:300]))
-        return rest[:length]
-
-    def close(self):
-        self.sock.close()
 
 
 def post(conn, path, body, headers):

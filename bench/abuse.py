@@ -29,18 +29,10 @@ import tempfile
 import threading
 import time
 
-from bench._models import REPO, RawClient, start_server  # noqa: E402
+from bench._models import REPO, start_server  # noqa: E402
+from testkit.rawhttp import RawClient, proc_status  # noqa: E402
 
 BIG = 60 << 20
-
-
-def proc_status(pid):
-    fields = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["Threads"])
 
 
 class Sampler(threading.Thread):
@@ -52,8 +44,8 @@ class Sampler(threading.Thread):
 
     def run(self):
         while not self.stopped.is_set():
-            rss, threads = proc_status(self.pid)
-            self.rss, self.threads = max(self.rss, rss), max(self.threads, threads)
+            status = proc_status(self.pid)
+            self.rss, self.threads = max(self.rss, status["rss"]), max(self.threads, status["threads"])
             time.sleep(0.1)
 
 

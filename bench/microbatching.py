@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 
-from bench._models import REPO, RawClient, export_mobilenet_v2, start_server  # noqa: E402
+from bench._models import REPO, export_mobilenet_v2, start_server  # noqa: E402
+from testkit.rawhttp import RawClient  # noqa: E402
 
 from kit.runtime.serving.kserve_v2 import v2_binary_request  # noqa: E402
 

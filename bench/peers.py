@@ -10,7 +10,8 @@ protocol shares), on 127.0.0.1:
   kserve  the `kserve` package's ModelServer with a kserve.Model that loads
           the SavedModel (what KServe's docs show for a custom model)
   flask   a hand-written Flask app calling the signature per request (what a
-          user writes otherwise), on Flask's threaded server
+          user writes otherwise), on Flask's threaded server; its clients open a
+          connection per request (its server stalls kept-alive ones here)
 
 KServe and Flask run in their own venv, .bench-venvs/peers (kserve, flask and
 the same tensorflow-cpu as .venv); the benchmark creates it on first use (a
@@ -167,13 +168,20 @@ class PeerProcess(object):
 
 
 class Client(RawClient):
-    """RawClient that reconnects when a server closes the connection after a response (HTTP/1.0 style)."""
+    """RawClient that reconnects when a server closes the connection after a response (HTTP/1.0 style).
+    keep_alive=False: a new connection per request (Flask's development server stalls a second request on
+    a kept-alive connection here, so its clients connect per request, as requests.post without a session)."""
 
-    def __init__(self, port):
+    def __init__(self, port, keep_alive=True):
         self.port = port
+        self.keep_alive = keep_alive
         RawClient.__init__(self, port)
 
     def post(self, path, body, headers):
+        if not self.keep_alive:
+            self.sock.close()
+            RawClient.__init__(self, self.port)
+            return RawClient.post(self, path, body, dict(headers, Connection="close"))
         try:
             return RawClient.post(self, path, body, headers)
         except (ConnectionError, OSError):
@@ -182,10 +190,10 @@ class Client(RawClient):
             return RawClient.post(self, path, body, headers)
 
 
-def measure(port, body, seconds, clients):
-    """(requests/s, latencies in ms) of `clients` keep-alive connections posting `body` for `seconds`."""
+def measure(port, body, seconds, clients, keep_alive=True):
+    """(requests/s, latencies in ms) of `clients` connections posting `body` for `seconds`."""
     headers = {"Content-Type": "application/json"}
-    conns = [Client(port) for _ in range(clients)]
+    conns = [Client(port, keep_alive) for _ in range(clients)]
     for c in conns:
         c.post("/v1/models/m:predict", body, headers)
     latencies = [[] for _ in range(clients)]
@@ -274,13 +282,13 @@ def main(argv=None):
                 (reference,) = fn(**{input_name: tf.constant(x)}).values()
                 body = json.dumps({"instances": x.tolist()}).encode()
                 for name, server in servers.items():  # every peer answers what the model computes
-                    answer = json.loads(Client(server.port).post("/v1/models/m:predict", body,
+                    answer = json.loads(Client(server.port, name != "flask").post("/v1/models/m:predict", body,
                                                                  {"Content-Type": "application/json"}))
                     np.testing.assert_allclose(np.asarray(answer["predictions"]), reference.numpy(), atol=1e-4,
                                                err_msg=name)
                 for clients in client_counts:
                     for name, server in servers.items():
-                        rate, latencies = measure(server.port, body, args.seconds, clients)
+                        rate, latencies = measure(server.port, body, args.seconds, clients, name != "flask")
                         row = dict(model=model, batch=batch, clients=clients, server=name, rps=rate,
                                    p50=percentile(latencies, 50), p99=percentile(latencies, 99))
                         rows.append(row)

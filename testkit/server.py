@@ -1,4 +1,9 @@
-"""The model server (`python -m kit.runtime.serving.main`) as a background process on 127.0.0.1."""
+"""The model server (`python -m kit.runtime.serving.main`) as a background process on 127.0.0.1.
+
+SERVER_PYTHON is the interpreter it runs on: this one, or the one KIT_SERVER_PYTHON names
+(scripts/test sets it to .venv-twin/bin/python: Python 3.6 + TF 2.3.1, the Jetson's Python side).
+The bundled digits example, trained fresh, is the model most server tests and benchmarks use.
+"""
 
 import http.client
 import json
@@ -14,6 +19,23 @@ from pathlib import Path
 from kit.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
+SERVER_PYTHON = os.environ.get("KIT_SERVER_PYTHON") or sys.executable
+DIGITS_REQUEST = {"instances": [[[[0.5]] * 8] * 8]}  # one 8x8x1 image, TF Serving row format
+# TensorFlow Serving's own test model (TF1-era signatures; serving_default: y = x/2 + 2).
+HALF_PLUS_TWO = (Path(os.environ.get("KIT_SHARED", REPO.parent / "shared"))
+                 / "testdata/tf-serving-half-plus-two/00000123")
+if not HALF_PLUS_TWO.is_dir():
+    HALF_PLUS_TWO = Path("/work/shared/testdata/tf-serving-half-plus-two/00000123")
+# The kit CLI on this interpreter (`kit serve --local` starts the server as its child).
+KIT_CLI = [sys.executable, "-c", "import sys; from kit.cli import main; sys.exit(main())"]
+
+
+def train_digits(out, python=None):
+    """Train the bundled example into `out` (saved_model/, parity.npy; about 6 s) on the server's TensorFlow."""
+    subprocess.run([python or SERVER_PYTHON, str(REPO / "manifests/examples/digits/train.py"), "--out", str(out)],
+                   check=True, cwd=str(REPO), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    return Path(out)
 
 
 class ServerProcess(object):
@@ -27,14 +49,23 @@ class ServerProcess(object):
         self.log = tempfile.NamedTemporaryFile(prefix="kit-serve-", suffix=".log", delete=False)
         full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=log_level, PYTHONPATH=str(REPO))
         full_env.update(env or {})
-        # KIT_SERVER_PYTHON: the interpreter the server runs on (scripts/test's twin stage: .venv-twin's Python 3.6).
-        python = os.environ.get("KIT_SERVER_PYTHON") or sys.executable
-        cmd = [python, "-m", "kit.runtime.serving.main", "--model-dir", str(model_dir), "--model-name", name,
+        cmd = [SERVER_PYTHON, "-m", "kit.runtime.serving.main", "--model-dir", str(model_dir), "--model-name", name,
                "--host", "127.0.0.1", "--port", str(self.port), "--grpc-port", str(self.grpc_port),
                "--batch-sizes", batch_sizes] + list(args)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO))
 
+    @classmethod
+    def attach(cls, proc, port, name, logs="(log not kept)"):
+        """A ServerProcess for a server started some other way (`kit serve`, special rlimits), to wait on
+        and talk to; stop() signals `proc`."""
+        server = cls.__new__(cls)
+        server.proc, server.port, server.grpc_port, server.name, server.log = proc, port, None, name, None
+        server._logs = logs
+        return server
+
     def logs(self):
+        if self.log is None:
+            return self._logs
         return Path(self.log.name).read_text(errors="replace")
 
     def connect(self, timeout=30):
@@ -109,4 +140,14 @@ class ServerProcess(object):
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
-            os.unlink(self.log.name)
+            if self.log is not None:
+                os.unlink(self.log.name)
+
+
+def kit_serve_local(manifest, name, port=None, grpc_port=None, **popen):
+    """`kit serve MANIFEST --local` as a child process on a free port, as a ServerProcess (stop() signals kit)."""
+    port = port or free_port()
+    proc = subprocess.Popen(KIT_CLI + ["serve", str(manifest), "--local", "--port", str(port),
+                                       "--grpc-port", str(grpc_port or free_port())],
+                            cwd=str(REPO), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), **popen)
+    return ServerProcess.attach(proc, port, name, logs="(see the kit serve output)")

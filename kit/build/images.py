@@ -37,7 +37,9 @@ VIDEO_GID = 44
 
 # The build args runtime.Dockerfile declares for the serve settings.
 SERVE_BUILD_ARGS = ("KIT_MODEL_NAME", "KIT_MODEL_VERSION", "KIT_SIGNATURE", "KIT_PORT", "KIT_GRPC_PORT", "KIT_BATCH_SIZES",
-                    "KIT_MAX_BATCH_DELAY", "KIT_MAX_QUEUE", "KIT_WARMUP", "KIT_WARMUP_SAMPLES")
+                    "KIT_MAX_BATCH_DELAY", "KIT_MAX_QUEUE", "KIT_WARMUP", "KIT_WARMUP_SAMPLES", "KIT_MAX_CONNECTIONS",
+                    "KIT_MAX_HEADER_BYTES", "KIT_MAX_HEADERS", "KIT_MAX_JSON_BODY", "KIT_MAX_BODY", "KIT_MAX_BUFFERED",
+                    "KIT_IDLE_TIMEOUT", "KIT_BODY_TIMEOUT")
 
 # serve.warmup samples inside the runtime image (the context's warmup/ directory).
 WARMUP_DIR = "/opt/kit/warmup"
@@ -231,6 +233,7 @@ def serve_build_args(manifest) -> dict[str, str]:
         "KIT_MAX_QUEUE": str(manifest.serve.max_queue),
         "KIT_WARMUP": "1" if manifest.serve.warmup else "0",
         "KIT_WARMUP_SAMPLES": warmup_samples_in_image(manifest) or "",
+        **manifest.serve.limit_settings(),
     }
 
 

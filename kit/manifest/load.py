@@ -183,7 +183,15 @@ def _build_model(file: Path, ctx: Context) -> ModelManifest:
                     warmup_samples=ctx.resolve(warmup) if isinstance(warmup, str) else None,
                     port=int(g(("serve", "port"))), grpc_port=int(g(("serve", "grpc_port"))),
                     max_batch_delay=parse_duration(g(("serve", "max_batch_delay"))),
-                    max_queue=int(g(("serve", "max_queue")))),
+                    max_queue=int(g(("serve", "max_queue"))),
+                    max_connections=int(g(("serve", "max_connections"))),
+                    max_header_bytes=ctx.size(("serve", "max_header_bytes")),
+                    max_headers=int(g(("serve", "max_headers"))),
+                    max_json_body=ctx.size(("serve", "max_json_body")),
+                    max_body=ctx.size(("serve", "max_body")),
+                    max_buffered=ctx.size(("serve", "max_buffered")),
+                    idle_timeout=parse_duration(g(("serve", "idle_timeout"))),
+                    body_timeout=parse_duration(g(("serve", "body_timeout")))),
     )
 
 

@@ -14,7 +14,7 @@ from kit.manifest.problems import Problem, show, where
 from kit.profiles import MEMORY_RESERVE_BYTES, PROFILES
 from kit.manifest.schema import load_schema
 from kit.net import DEFAULT_PORT
-from kit.units import format_size, parse_size
+from kit.units import format_size, parse_duration, parse_size
 
 SAMPLE_SUFFIXES = (".npy", ".npz")
 
@@ -230,6 +230,47 @@ def _ports_differ(ctx: Context):
     if grpc_port and grpc_port == port:
         yield Problem(GRPC_PORT, f"serve.grpc_port and serve.port are both {port}: HTTP and gRPC need a port each",
                       show(grpc_port), "pick another grpc_port (TF Serving uses 8500 for gRPC), or 0 to turn gRPC off")
+
+
+KIB, MIB = 1 << 10, 1 << 20
+HEADER_BYTES = ("serve", "max_header_bytes")
+JSON_BODY = ("serve", "max_json_body")
+BODY = ("serve", "max_body")
+BUFFERED = ("serve", "max_buffered")
+IDLE_TIMEOUT = ("serve", "idle_timeout")
+BODY_TIMEOUT = ("serve", "body_timeout")
+
+
+@_check("Model", HEADER_BYTES, JSON_BODY, BODY, BUFFERED)
+def _serve_sizes(ctx: Context):
+    """The server's byte limits: each within its range, and each body limit within the next one."""
+    header, json_body, body, buffered = (ctx.size(p) for p in (HEADER_BYTES, JSON_BODY, BODY, BUFFERED))
+    if not KIB <= header <= MIB:
+        yield Problem(HEADER_BYTES, f"serve.max_header_bytes is {format_size(header)}: it must be 1KiB to 1MiB "
+                      "(every open connection may hold that much)", show(ctx.get(HEADER_BYTES)),
+                      "remove it (default 64KiB) or pick a size from 1KiB to 1MiB")
+    for path, value in ((JSON_BODY, json_body), (BODY, body), (BUFFERED, buffered)):
+        if value < KIB:
+            yield Problem(path, f"serve.{path[1]} is {value} bytes: it must be at least 1KiB",
+                          show(ctx.get(path)), f"remove it (default {schema_default('Model', path)}) or raise it")
+    if KIB <= json_body and body < json_body:
+        yield Problem(JSON_BODY, f"serve.max_json_body ({format_size(json_body)}) is larger than serve.max_body "
+                      f"({format_size(body)}): a JSON body is a body too", show(ctx.get(JSON_BODY)),
+                      "lower max_json_body or raise max_body")
+    if KIB <= body and buffered < body:
+        yield Problem(BUFFERED, f"serve.max_buffered ({format_size(buffered)}) is smaller than serve.max_body "
+                      f"({format_size(body)}): a body that large could never be received whole",
+                      show(ctx.get(BUFFERED)), "raise max_buffered to at least max_body, or lower max_body")
+
+
+@_check("Model", IDLE_TIMEOUT, BODY_TIMEOUT)
+def _serve_timeouts(ctx: Context):
+    for path in (IDLE_TIMEOUT, BODY_TIMEOUT):
+        seconds = parse_duration(ctx.get(path))
+        if not 1 <= seconds <= 3600:
+            yield Problem(path, f"serve.{path[1]} is {seconds:g} s: it must be 1s to 1h (shorter cuts off slow "
+                          "clients, longer lets stalled ones hold the server)", show(ctx.get(path)),
+                          f"remove it (default {schema_default('Model', path)}) or pick a duration from 1s to 1h")
 
 
 def _escapes(text: str) -> bool:

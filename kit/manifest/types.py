@@ -66,6 +66,33 @@ class Serve:
     grpc_port: int = 8500  # 0: no gRPC
     max_batch_delay: float = 0.002  # seconds
     max_queue: int = 64
+    # What one client can make the server hold; defaults sized for a 4 GB Jetson Nano (docs/serve.md).
+    max_connections: int = 2048
+    max_header_bytes: int = 64 << 10
+    max_headers: int = 100
+    max_json_body: int = 16 << 20
+    max_body: int = 64 << 20
+    max_buffered: int = 256 << 20
+    idle_timeout: float = 20.0  # seconds
+    body_timeout: float = 60.0  # seconds
+
+    def limit_settings(self) -> dict[str, str]:
+        """The limits as the server's KIT_* settings (bytes, milliseconds): image ENV, `kit serve --local` flags."""
+        return {
+            "KIT_MAX_CONNECTIONS": str(self.max_connections),
+            "KIT_MAX_HEADER_BYTES": str(self.max_header_bytes),
+            "KIT_MAX_HEADERS": str(self.max_headers),
+            "KIT_MAX_JSON_BODY": str(self.max_json_body),
+            "KIT_MAX_BODY": str(self.max_body),
+            "KIT_MAX_BUFFERED": str(self.max_buffered),
+            "KIT_IDLE_TIMEOUT": milliseconds(self.idle_timeout),
+            "KIT_BODY_TIMEOUT": milliseconds(self.body_timeout),
+        }
+
+
+def milliseconds(seconds: float) -> str:
+    """A duration as the server parses it, in milliseconds: 0.002 -> "2ms"."""
+    return format(round(float(seconds) * 1000, 6), "g") + "ms"
 
 
 @dataclass(frozen=True)

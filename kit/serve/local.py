@@ -61,6 +61,8 @@ def runtime_args(manifest, model_dir: Path | None = None, port: int | None = Non
         "--max-batch-delay", _duration_arg(manifest.serve.max_batch_delay),
         "--max-queue", str(manifest.serve.max_queue),
     ]
+    for name, value in manifest.serve.limit_settings().items():  # KIT_MAX_BODY -> --max-body
+        args += ["--" + name[len("KIT_"):].lower().replace("_", "-"), value]
     shapes = input_shapes_arg(manifest)
     if shapes:
         args += ["--input-shapes", shapes]

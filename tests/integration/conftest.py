@@ -7,6 +7,9 @@
   (cached by image name, exactly like `kit base`).
 - `throwaway`: unique `kit-test-*` image and container names, removed at
   teardown whatever the test did.
+- `digits_dir`, `digits_images`, `digits_manifest`: the bundled example trained
+  fresh on the server's TensorFlow (testkit.server), its held-out images, and a
+  cpu manifest for it (the model server tests).
 
 Any test that uses `engine` is marked `docker` automatically.
 """
@@ -128,3 +131,41 @@ def throwaway(engine: Engine):
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (host networking: containers bind it directly)."""
     return net.free_port()
+
+
+# ---- the bundled example, for the model server tests ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory):
+    """saved_model/ and parity.npy of the bundled example, trained fresh (about 6 s) on the server's TensorFlow."""
+    from testkit.server import train_digits
+
+    return train_digits(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(scope="session")
+def digits_images(digits_dir):
+    """Held-out digits with their labels (the same split train.py used)."""
+    from testkit.server import REPO
+
+    sys.path.insert(0, str(REPO / "manifests/examples/digits"))
+    try:
+        from train import load_digits_split
+    finally:
+        sys.path.pop(0)
+    _, _, x_test, y_test = load_digits_split(0)
+    return x_test, y_test
+
+
+@pytest.fixture(scope="session")
+def digits_manifest(digits_dir, tmp_path_factory):
+    """A cpu model manifest for the trained example (batch sizes 1 and 4)."""
+    path = tmp_path_factory.mktemp("manifest") / "kit.yaml"
+    path.write_text(
+        "apiVersion: kit/v1\nkind: Model\nmetadata: {name: digits, version: '0.3.0'}\n"
+        "model:\n  path: %s\n  inputs:\n    pixels: {shape: [8, 8, 1], dtype: float32}\n"
+        "target: {device: cpu}\noptimize: {precision: native, batch_sizes: [1, 4]}\n"
+        "image: {repository: 127.0.0.1:5000/kit/digits}\nserve: {port: 8501, max_batch_delay: 3ms, max_queue: 16}\n"
+        % (digits_dir / "saved_model"))
+    return path

@@ -135,6 +135,9 @@ def test_full_build_tags_and_labels(built, engine, example):
     assert env["KIT_MODEL_DIR"] == "/opt/kit/model" and "TF_GPU_ALLOCATOR" not in env
     assert env["TF_CPP_VMODULE"] == "trt_engine_op=1"  # engine builds at run time are VLOG(1) on TF 2.3.1
     assert env["KIT_PORT"] == "8501" and env["KIT_MAX_BATCH_DELAY"] == "2ms"
+    # The server's limits: the manifest's serve.max_json_body (1MiB), the defaults for the others.
+    assert env["KIT_MAX_JSON_BODY"] == str(1 << 20) and env["KIT_MAX_BODY"] == str(64 << 20)
+    assert env["KIT_MAX_CONNECTIONS"] == "2048" and env["KIT_IDLE_TIMEOUT"] == "20000ms"
 
 
 def test_model_layer_is_last_and_the_rest_is_the_builder(built, engine):

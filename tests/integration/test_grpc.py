@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (  # noqa: E402
 )
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from test_server import HALF_PLUS_TWO, Server, digits_dir  # noqa: E402,F401
+from testkit.server import HALF_PLUS_TWO, ServerProcess as Server  # noqa: E402
 
 
 @pytest.fixture(scope="module")

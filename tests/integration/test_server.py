@@ -30,18 +30,9 @@ import numpy as np
 import pytest
 
 from kit.net import free_port
+from testkit.server import DIGITS_REQUEST as GOOD, HALF_PLUS_TWO, KIT_CLI as KIT, REPO, SERVER_PYTHON, kit_serve_local
 from testkit.server import ServerProcess as Server
 from kit.runtime.serving.kserve_v2 import v2_binary_request, v2_decode_response
-
-REPO = Path(__file__).resolve().parents[2]
-HALF_PLUS_TWO = Path(os.environ.get("KIT_SHARED", REPO.parent / "shared")) / "testdata/tf-serving-half-plus-two/00000123"
-if not HALF_PLUS_TWO.is_dir():
-    HALF_PLUS_TWO = Path("/work/shared/testdata/tf-serving-half-plus-two/00000123")
-
-
-# The interpreter the server process runs on: this one, or the twin's (scripts/test sets it to
-# .venv-twin/bin/python: Python 3.6 + TF 2.3.1, the Jetson's Python side).
-SERVER_PYTHON = os.environ.get("KIT_SERVER_PYTHON") or sys.executable
 
 
 def batches_by_size(metrics):
@@ -50,28 +41,6 @@ def batches_by_size(metrics):
 
 
 # ---- fixtures ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def digits_dir(tmp_path_factory):
-    """The bundled example trained fresh (about 6 s) on the server's TensorFlow: saved_model/ and parity.npy."""
-    out = tmp_path_factory.mktemp("digits")
-    subprocess.run([SERVER_PYTHON, str(REPO / "manifests/examples/digits/train.py"), "--out", str(out)],
-                   check=True, cwd=str(REPO), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
-    return out
-
-
-@pytest.fixture(scope="session")
-def digits_images(digits_dir):
-    """Held-out digits with their labels (the same split train.py used)."""
-    sys.path.insert(0, str(REPO / "manifests/examples/digits"))
-    try:
-        from train import load_digits_split
-    finally:
-        sys.path.pop(0)
-    _, _, x_test, y_test = load_digits_split(0)
-    return x_test, y_test
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +149,6 @@ def test_v2_json_and_metadata(digits, digits_images):
 
 # ---- malformed input: 4xx, and the server keeps serving ----------------------------------
 
-GOOD = {"instances": [[[[0.5]] * 8] * 8]}
 BINARY_GOOD, BINARY_HEADERS = v2_binary_request({"pixels": np.zeros((1, 8, 8, 1), np.float32)})
 
 
@@ -235,13 +203,13 @@ def test_protocol_level_garbage_and_missing_length(digits):
         s.sendall(b"THIS IS NOT HTTP\r\n\r\n")
         reply = s.recv(4096)
     assert reply.startswith(b"HTTP/1.1 400")
-    # Chunked bodies are read (tornado implements them completely), a POST without either length is 411.
+    # A POST needs a Content-Length: chunked bodies are refused too (411, see transport.py).
     body = json.dumps(GOOD).encode()
     with socket.create_connection(("127.0.0.1", digits.port), timeout=10) as s:
         s.sendall(b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                   + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
         reply = s.recv(4096)
-    assert reply.startswith(b"HTTP/1.1 200") and b'"predictions"' in reply
+    assert reply.startswith(b"HTTP/1.1 411") and b"Content-Length" in reply
     with socket.create_connection(("127.0.0.1", digits.port), timeout=10) as s:
         s.sendall(b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\n\r\n")
         reply = s.recv(4096)
@@ -568,13 +536,23 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(digits_dir, digits_imag
 
     kept = server.connect()
     assert server.predict({"instances": rows(x[:1])}, conn=kept)[0] == 200  # an open keep-alive connection
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)  # and one kept open by a raw client
+    raw.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert raw.recv(4096).startswith(b"HTTP/1.1 200")
     threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
     time.sleep(0.5)  # all three are in flight: the model call takes 1.5 s
     server.proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
-    # A request on an existing connection during the drain is still served, and the connection closes.
+    # A request on an existing connection during the drain is still served, and the server closes the
+    # connection once the answer is out (here while the three requests still run).
+    raw.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = raw.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 200") and b"Connection: close" in answer
+    raw.settimeout(0.5)
+    assert raw.recv(4096) == b"" and server.proc.poll() is None
+    raw.close()
     status, headers, _ = server.predict({"instances": rows(x[:1])}, conn=kept)
     assert status == 200 and headers.get("connection") == "close"
     with pytest.raises(OSError):  # no new connections once draining
@@ -651,21 +629,6 @@ def test_health_probe(digits):
 
 # ---- kit serve --local / kit bench --local (host orchestration) ---------------------------------
 
-KIT = [sys.executable, "-c", "import sys; from kit.cli import main; sys.exit(main())"]
-
-
-@pytest.fixture(scope="module")
-def digits_manifest(digits_dir, tmp_path_factory):
-    path = tmp_path_factory.mktemp("manifest") / "kit.yaml"
-    path.write_text(
-        "apiVersion: kit/v1\nkind: Model\nmetadata: {name: digits, version: '0.3.0'}\n"
-        "model:\n  path: %s\n  inputs:\n    pixels: {shape: [8, 8, 1], dtype: float32}\n"
-        "target: {device: cpu}\noptimize: {precision: native, batch_sizes: [1, 4]}\n"
-        "image: {repository: 127.0.0.1:5000/kit/digits}\nserve: {port: 8501, max_batch_delay: 3ms, max_queue: 16}\n"
-        % (digits_dir / "saved_model"))
-    return path
-
-
 def test_runtime_args_come_from_the_manifest(digits_manifest, digits_dir):
     from kit.manifest.load import load_model
     from kit.serve.local import runtime_args
@@ -674,20 +637,18 @@ def test_runtime_args_come_from_the_manifest(digits_manifest, digits_dir):
     pairs = dict(zip(args[::2], args[1::2]))
     assert pairs == {"--model-dir": str(digits_dir / "saved_model"), "--model-name": "digits",
                      "--model-version": "1", "--signature": "serving_default", "--host": "127.0.0.1",
-                     "--port": "9123", "--grpc-port": "8500", "--batch-sizes": "1,4", "--max-batch-delay": "3ms", "--max-queue": "16",
-                     "--input-shapes": "pixels=8,8,1"}
+                     "--port": "9123", "--grpc-port": "8500", "--batch-sizes": "1,4", "--max-batch-delay": "3ms",
+                     "--max-queue": "16", "--input-shapes": "pixels=8,8,1",
+                     # the serve limits, defaults here (test_server_hardening checks that a manifest's take effect)
+                     "--max-connections": "2048", "--max-header-bytes": "65536", "--max-headers": "100",
+                     "--max-json-body": str(16 << 20), "--max-body": str(64 << 20), "--max-buffered": str(256 << 20),
+                     "--idle-timeout": "20000ms", "--body-timeout": "60000ms"}
 
 
 def test_kit_serve_local_serves_until_sigterm(digits_manifest, digits_images):
     x, _ = digits_images
-    port = free_port()
-    proc = subprocess.Popen(KIT + ["serve", str(digits_manifest), "--local", "--port", str(port),
-                                   "--grpc-port", str(free_port())],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=str(REPO),
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    server = Server.__new__(Server)
-    server.port, server.name, server.proc = port, "digits", proc
-    server.logs = lambda: "(see the kit serve output)"
+    server = kit_serve_local(digits_manifest, "digits", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc, port = server.proc, server.port
     try:
         server.wait_ready()
         status, _, body = server.predict({"instances": rows(x[:2])})

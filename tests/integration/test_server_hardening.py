@@ -10,12 +10,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-from test_server import KIT, REPO, GOOD, Server, digits_dir, digits_images, digits_manifest, free_port  # noqa: F401
+from kit.net import free_port
+from testkit.rawhttp import connect, cpu_seconds, exchange, json_error, post_head, proc_status, read_all
+from testkit.server import DIGITS_REQUEST as GOOD, REPO, SERVER_PYTHON, ServerProcess as Server, kit_serve_local
 
 LIMITS = {"KIT_MAX_CONNECTIONS": "40", "KIT_IDLE_TIMEOUT": "2s", "KIT_BODY_TIMEOUT": "2s",
           "KIT_MAX_JSON_BODY": "1MiB", "KIT_MAX_BODY": "4MiB", "KIT_MAX_HEADER_BYTES": "16KiB",
@@ -24,53 +25,10 @@ GOOD_BODY = json.dumps(GOOD).encode()
 
 
 @pytest.fixture(scope="module")
-def hard(digits_dir):  # noqa: F811
+def hard(digits_dir):
     server = Server(digits_dir / "saved_model", "digits", "1,4,8", env=LIMITS).wait_ready()
     yield server
     assert server.stop() == 0
-
-
-def proc_status(pid):
-    fields = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-    return {"rss": int(fields["VmRSS"].split()[0]) * 1024, "threads": int(fields["Threads"])}
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def post_head(path, length, extra=b""):
-    return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n"
-            % (path.encode(), extra, length))
-
-
-def connect(port, timeout=10):
-    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
-
-
-def read_all(sock):
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def exchange(port, data):
-    with connect(port) as s:
-        s.sendall(data)
-        return read_all(s)
 
 
 def predict_ok(server):
@@ -107,7 +65,9 @@ def test_oversized_headers_are_refused_and_slow_headers_cut(hard):
     many = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 900)
                                                                        for i in range(30)) + b"\r\n"
     reply = exchange(hard.port, many)  # 27 KB of headers, limit 16 KiB: never served
-    assert not reply.startswith(b"HTTP/1.1 200")
+    # tornado stops reading at the limit and would close without a word; kit answers 431 first.
+    status, error, headers = json_error(reply)
+    assert status == 431 and "16384 bytes (KIT_MAX_HEADER_BYTES)" in error and headers["connection"] == "close"
     with connect(hard.port) as s:  # a slowloris on the headers: cut at the 2 s header deadline
         s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
         started = time.monotonic()
@@ -164,7 +124,7 @@ def test_connection_cap_answers_503_and_threads_stay_flat(hard):
     assert hard.metrics()['kit_rejected_total{reason="connections"}'] >= 1
 
 
-def test_accept_loop_survives_running_out_of_file_descriptors(digits_dir):  # noqa: F811
+def test_accept_loop_survives_running_out_of_file_descriptors(digits_dir):
     import resource
 
     def few_fds():
@@ -172,13 +132,11 @@ def test_accept_loop_survives_running_out_of_file_descriptors(digits_dir):  # no
 
     port = free_port()
     log = open(os.devnull, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.serving.main", "--model-dir",
+    proc = subprocess.Popen([SERVER_PYTHON, "-m", "kit.runtime.serving.main", "--model-dir",
                              str(digits_dir / "saved_model"), "--model-name", "digits", "--host", "127.0.0.1",
                              "--port", str(port)], env=dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2"),
                             stdout=log, stderr=subprocess.STDOUT, preexec_fn=few_fds)
-    server = Server.__new__(Server)
-    server.port, server.name, server.proc = port, "digits", proc
-    server.logs = lambda: "(log discarded)"
+    server = Server.attach(proc, port, "digits", logs="(log discarded)")
     try:
         server.wait_ready()
         socks = []
@@ -200,7 +158,7 @@ def test_accept_loop_survives_running_out_of_file_descriptors(digits_dir):  # no
 # ---- 5. a body still arriving never delays other requests --------------------------------------
 
 
-def test_a_stalled_body_does_not_make_the_batcher_wait(digits_dir):  # noqa: F811
+def test_a_stalled_body_does_not_make_the_batcher_wait(digits_dir):
     server = Server(digits_dir / "saved_model", "digits", "1,4,8",
                     env={"KIT_MAX_BATCH_DELAY": "300ms", "KIT_BODY_TIMEOUT": "30s"}).wait_ready()
     try:
@@ -277,32 +235,46 @@ def test_a_gets_body_is_read_not_run_as_a_second_request(hard):
     assert reply.count(b"HTTP/1.1 ") == 1 and b'"live":true' in reply
 
 
-@pytest.mark.parametrize("headers,status", [
-    (b"Content-Length: 1_4\r\n", b"400"),
-    (b"Content-Length: +14\r\n", b"400"),
-    (b"Content-Length: 14\r\nContent-Length: 15\r\n", b"400"),
-    (b"Transfer-Encoding: chunked\r\nContent-Length: 14\r\n", b"400"),
-    (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n", b"501"),
-    (b"Transfer-Encoding: gzip, chunked\r\n", b"501"),
-], ids=["underscores", "plus sign", "two lengths", "TE and CL", "two TE", "gzip TE"])
-def test_ambiguous_framing_is_refused_and_closed(hard, headers, status):
-    data = b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n" + b'{"instances":[]}'
+@pytest.mark.parametrize("headers,status,words", [
+    (b"Content-Length: 1_4\r\n", 400, "digits only"),
+    (b"Content-Length: +14\r\n", 400, "digits only"),
+    (b"Content-Length: 14\r\nContent-Length: 15\r\n", 400, "conflicting Content-Length"),
+    (b"Transfer-Encoding: chunked\r\nContent-Length: 14\r\n", 400, "both Transfer-Encoding and Content-Length"),
+    (b"Transfer-Encoding: chunked\r\n", 411, "send the body with a Content-Length"),
+    (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n", 501, "not supported"),
+    (b"Transfer-Encoding: gzip, chunked\r\n", 501, "not supported"),
+], ids=["underscores", "plus sign", "two lengths", "TE and CL", "chunked", "two TE", "gzip TE"])
+def test_ambiguous_framing_is_refused_and_closed(hard, headers, status, words):
+    # What follows the head is a whole second request: a server that framed the body differently would run it.
+    smuggled = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    data = b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n" + b"e\r\n" + smuggled
     reply = exchange(hard.port, data)
-    assert reply.startswith(b"HTTP/1.1 " + status), reply[:200]
+    got, error, reply_headers = json_error(reply)
+    assert got == status and words in error, reply[:300]
+    assert reply_headers["connection"] == "close"
     assert reply.count(b"HTTP/1.1 ") == 1  # and nothing after it ran as another request
+
+
+@pytest.mark.parametrize("head,words", [
+    (b"THIS IS NOT HTTP\r\n\r\n", "request line"),
+    (b"GET /v2/health/live HTTP/2.0\r\nHost: x\r\n\r\n", "HTTP/2.0"),
+    (b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n", "colon"),
+], ids=["request line", "HTTP/2.0", "header without colon"])
+def test_heads_tornado_cannot_parse_get_kits_json_400(hard, head, words):
+    # tornado refuses these before any handler runs, with a bare "400 Bad Request"; kit's stream puts its JSON
+    # answer with tornado's reason in its place. Fails if tornado's answer changes (kit would pass it through).
+    status, error, headers = json_error(exchange(hard.port, head))
+    assert status == 400 and error.startswith("malformed HTTP/1.1 request: ") and words in error, error
+    assert headers["connection"] == "close" and headers["server"].startswith("kit-serve/")
+    assert predict_ok(hard)
 
 
 # ---- 8. a parent that dies takes the server with it ------------------------------------------------
 
 
-def test_kit_serve_sigkilled_takes_its_server_child_along(digits_manifest):  # noqa: F811
-    port = free_port()
-    proc = subprocess.Popen(KIT + ["serve", str(digits_manifest), "--local", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(REPO),
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    server = Server.__new__(Server)
-    server.port, server.name, server.proc = port, "digits", proc
-    server.logs = lambda: "(see the kit serve output)"
+def test_kit_serve_sigkilled_takes_its_server_child_along(digits_manifest):
+    server = kit_serve_local(digits_manifest, "digits", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = server.proc, server.port
     try:
         server.wait_ready()
         with open("/proc/%d/task/%d/children" % (proc.pid, proc.pid)) as f:
@@ -347,3 +319,40 @@ def test_log_escapes_control_characters_and_server_header_hides_python(hard):
     assert "\x1b" not in logs and "\x07" not in logs
     if raw.startswith(b"HTTP/1.1 404"):
         assert "\\x1b[31mraw\\x07" in logs
+
+
+# ---- the limits come from the manifest's serve section ----------------------------------------------
+
+
+def test_serve_limits_in_the_manifest_take_effect_in_kit_serve_local(digits_dir, tmp_path):
+    manifest = tmp_path / "kit.yaml"
+    manifest.write_text(
+        "apiVersion: kit/v1\nkind: Model\nmetadata: {name: digits, version: '1'}\nmodel: {path: %s}\n"
+        "target: {device: cpu}\noptimize: {precision: native, batch_sizes: [1, 4]}\n"
+        "image: {repository: 127.0.0.1:5000/kit/digits}\n"
+        "serve: {max_json_body: 2KiB, max_connections: 3, max_header_bytes: 4KiB, idle_timeout: 1s}\n"
+        % (digits_dir / "saved_model"))
+    server = kit_serve_local(manifest, "digits", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        server.wait_ready()
+        assert predict_ok(server)
+        status, _, data = server.request("POST", "/v1/models/digits:predict", b" " * 3000)
+        assert status == 413 and "limit of 2048 bytes" in json.loads(data)["error"]  # the default takes 16 MiB
+        status, error, _ = json_error(exchange(server.port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX: "
+                                               + b"a" * 5000 + b"\r\n\r\n"))
+        assert status == 431 and "4096 bytes" in error
+        socks = [connect(server.port) for _ in range(3)]
+        try:
+            time.sleep(0.3)
+            status, error, _ = json_error(exchange(server.port, b""))
+            assert status == 503 and "3 connections" in error
+        finally:
+            for s in socks:
+                s.close()
+        time.sleep(0.5)  # the server sees them closed
+        with connect(server.port) as idle:  # closed after the manifest's 1 s, not the default 20 s
+            started = time.monotonic()
+            assert read_all(idle) == b"" and time.monotonic() - started < 5
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0

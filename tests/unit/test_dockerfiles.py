@@ -98,6 +98,8 @@ def test_runtime_user_health_and_env():
     # The build args kit passes are exactly the ones the Dockerfile declares.
     declared = {a.split("=")[0] for w, a in ins if w == "ARG"} - {"BASE_IMAGE"}
     assert declared == set(images.SERVE_BUILD_ARGS)
+    for name in declared:  # and each one reaches the server as its variable
+        assert "%s=${%s}" % (name, name) in env
 
 
 def test_twin_base_dockerfile_lints_ships_and_installs_only_the_pins():

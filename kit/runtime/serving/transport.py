@@ -1,16 +1,20 @@
 """HTTP front of the model server: tornado's HTTP/1.1 server, kit's limits, lifecycle.
 
 One event loop holds every connection (an idle or slow connection costs
-memory, not a thread). tornado does the HTTP/1.1 framing, keep-alive and
-chunked bodies; kit adds what a 4 GB device needs on top:
+memory, not a thread). tornado does the HTTP/1.1 parsing and keep-alive;
+kit adds what a 4 GB device needs on top:
 
 - a connection cap (beyond it: 503 and close), header bytes and header count,
   a header deadline that is also the keep-alive idle timeout, a body deadline;
 - body limits checked from Content-Length before a byte is read and again as
   bytes arrive (JSON and binary separately), a budget for the bytes all
   bodies hold together (memory grows as bytes arrive, never from a header);
-- strict framing: Content-Length digits only, Transfer-Encoding only
-  `chunked`, never both; a GET's body is read and dropped;
+- strict framing: Content-Length digits only, no Transfer-Encoding (411 for
+  `chunked`: tornado 6.1, the Jetson's, reads chunk sizes with int(x, 16),
+  which takes "0x10", "1_0" and "+a"); a GET's body is read and dropped;
+- every error kit or tornado sends is kit's JSON body with the reason
+  (KitIOStream: tornado's own bare 400 for a malformed head, and a 431 where
+  tornado would close silently at the header limit);
 - an accept loop that backs off on EMFILE instead of spinning.
 
 The loop never runs the model: large bodies are parsed in a small thread
@@ -24,15 +28,16 @@ import logging
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tornado import web
+from tornado import httputil, web
 from tornado.concurrent import Future
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 from tornado.netutil import bind_sockets
 
 from kit import __version__
@@ -48,6 +53,10 @@ INLINE_PARSE_BYTES = 64 * 1024  # bodies up to this size are parsed on the loop;
 _DIGITS = re.compile(r"^[0-9]+$")
 _ACCEPT_PAUSE = 0.1  # seconds the accept loop rests when the process is out of file descriptors
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_DETACHED_WRITE_SECONDS = 5.0  # a detached connection's answer must be out by then, or it is closed anyway
+# What tornado's HTTP1Connection writes, and then closes, when it cannot frame a request (an HTTPInputError):
+# KitIOStream puts kit's JSON answer in its place. tests/integration/test_server_hardening.py fails if it changes.
+TORNADO_BARE_400 = b"HTTP/1.1 400 Bad Request\r\n\r\n"
 
 
 class ServerState(object):
@@ -123,6 +132,51 @@ def printable(text, limit=300):
                    for c in text)
 
 
+def response_bytes(status, headers, body):
+    """A whole HTTP/1.1 response that closes the connection, for answers written past tornado's handler."""
+    lines = ["HTTP/1.1 %d %s" % (status, httputil.responses.get(status, "Error")), "Server: " + SERVER_HEADER,
+             "Date: " + httputil.format_timestamp(time.time())]
+    lines += ["%s: %s" % kv for kv in headers.items()]
+    lines += ["Content-Length: %d" % len(body), "Connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def error_bytes(status, message, headers=None):
+    all_headers = {"Content-Type": "application/json"}
+    all_headers.update(headers or {})
+    return response_bytes(status, all_headers, routes.encode_json({"error": message}))
+
+
+class KitIOStream(IOStream):
+    """tornado's IOStream for a server connection, where tornado answers without kit's handler.
+
+    - tornado's HTTP1Connection answers a request head it cannot parse (request line, header syntax, a
+      missing Host in tornado >= 6.5) with a bare TORNADO_BARE_400 and closes: it writes those bytes while
+      handling the HTTPInputError, so the reason is the exception being handled; kit's JSON 400 goes instead.
+    - At max_header_size tornado's header read is unsatisfiable and it closes without a word: kit first
+      sends a 431 (best effort, on the raw socket: the stream is closing). Kit refuses chunked bodies before
+      tornado reads them, so the header read is the only bounded read a server connection makes.
+    """
+
+    header_limit = 0  # set by KitHTTPServer, for the 431's text
+
+    def write(self, data):
+        if data == TORNADO_BARE_400:
+            error = sys.exc_info()[1]
+            reason = str(error) if isinstance(error, httputil.HTTPInputError) else "the request cannot be framed"
+            data = error_bytes(400, "malformed HTTP/1.1 request: %s" % printable(reason, 200))
+        return IOStream.write(self, data)
+
+    def close(self, exc_info=False):
+        if isinstance(exc_info, UnsatisfiableReadError) and not self.closed():
+            try:
+                self.socket.send(error_bytes(431, "the request line and headers exceed %d bytes (KIT_MAX_HEADER_BYTES)"
+                                             % self.header_limit))
+            except OSError:
+                pass
+        IOStream.close(self, exc_info)
+
+
 def framing_problem(request, max_headers):
     """(status, message) when the request's framing is refused (RFC 9112), else None."""
     headers = request.headers
@@ -134,13 +188,12 @@ def framing_problem(request, max_headers):
     codings = headers.get_list("Transfer-Encoding")
     lengths = [v.strip() for joined in headers.get_list("Content-Length") for v in joined.split(",")]
     if codings:
-        if len(codings) > 1 or codings[0].strip().lower() != "chunked":
-            return 501, ("Transfer-Encoding %r is not supported: send a Content-Length or Transfer-Encoding: "
-                         "chunked, once" % printable(", ".join(codings), 100))
         if lengths:
             return 400, "both Transfer-Encoding and Content-Length: send one of them (RFC 9112 section 6.3)"
-        if request.version != "HTTP/1.1":
-            return 400, "Transfer-Encoding needs HTTP/1.1"
+        if len(codings) == 1 and codings[0].strip().lower() == "chunked":
+            return 411, "chunked request bodies are not accepted: send the body with a Content-Length"
+        return 501, ("Transfer-Encoding %r is not supported: send the body with a Content-Length"
+                     % printable(", ".join(codings), 100))
     if lengths:
         bad = [v for v in lengths if not _DIGITS.match(v)]
         if bad:
@@ -158,7 +211,6 @@ class KitHandler(web.RequestHandler):
         self.kit = kit
         self.route = None
         self._body = None       # bytearray for an inference body; None when the body is dropped
-        self._received = 0
         self._held = 0          # bytes taken from the body budget
         self._limit = 0
         self._limit_name = ""
@@ -179,18 +231,21 @@ class KitHandler(web.RequestHandler):
     def compute_etag(self):
         return None  # responses are computed per request: hashing them buys nothing
 
-    def _close_after(self):
-        """Close the connection once this response is out (tornado adds Connection: close for HTTP/1.1)."""
+    def _finish_and_close(self):
+        """finish(), then close the connection once the response is out (draining, a bug in a handler).
+
+        Only needed when the whole request was read: a response finished while the body is still arriving
+        makes tornado close the connection itself (it cannot frame the next request)."""
         self.set_header("Connection", "close")
-        # tornado has no public switch for it; this is the flag its own keep-alive decision uses.
-        self.request.connection._disconnect_on_finish = True
+        connection = self.request.connection
+        self.finish().add_done_callback(lambda _: connection.close())
 
     def _send(self, response, close=False):
         if self._finished:
             return
         state = self.kit.state
-        if close or state.draining:
-            self._close_after()
+        if close:
+            self.set_header("Connection", "close")
         self.set_status(response.status)
         for name, value in response.headers.items():
             self.set_header(name, value)
@@ -201,10 +256,37 @@ class KitHandler(web.RequestHandler):
         state.metrics.record_request(response.endpoint, response.status)
         if response.status >= 400 and self.route is not None and self.route.is_inference(self.request.method):
             state.metrics.model_stats.fail()
-        self.finish()
+        if state.draining:
+            self._finish_and_close()
+        else:
+            self.finish()
 
-    def _refuse_now(self, status, message, endpoint="other", headers=None):
-        """Answer before (or instead of) reading the rest of the body, then close the connection."""
+    def _refuse_head(self, status, message, endpoint="other", headers=None):
+        """Answer a request refused from its head, and close: the handler detaches the connection, so tornado
+        reads nothing more of it (no body framed from headers kit refused, no second answer)."""
+        response = routes.error(status, message, endpoint, headers)
+        self.set_status(status)
+        if response.rejected:
+            self.kit.state.metrics.rejected.inc(1, response.rejected)
+        self.kit.state.metrics.record_request(endpoint, status)
+        self.application.log_request(self)
+        self._release()
+        stream = self.detach()
+        try:
+            sent = stream.write(response_bytes(status, response.headers, b"".join(response.parts)))
+        except StreamClosedError:
+            return  # the client is gone already
+        closing = IOLoop.current().call_later(_DETACHED_WRITE_SECONDS, stream.close)
+
+        def written(future):
+            future.exception()  # a client gone meanwhile: nothing to report
+            IOLoop.current().remove_timeout(closing)
+            stream.close()
+
+        sent.add_done_callback(written)
+
+    def _refuse_body(self, status, message, endpoint, headers=None):
+        """Answer while the body is still arriving (tornado closes the connection after it) and drop the body."""
         self._drop_body()
         self._send(routes.error(status, message, endpoint, headers), close=True)
 
@@ -249,8 +331,8 @@ class KitHandler(web.RequestHandler):
             message = "internal server error: %s: %s" % (type(error).__name__, error)
         self.set_header("Content-Type", "application/json")
         self.kit.state.metrics.record_request("other", status_code)
-        self._close_after()
-        self.finish(routes.encode_json({"error": message}))
+        self.write(routes.encode_json({"error": message}))
+        self._finish_and_close()
 
     def log_exception(self, typ, value, tb):
         if isinstance(value, web.HTTPError):
@@ -267,15 +349,14 @@ class KitHandler(web.RequestHandler):
         self._entered = True
         problem = framing_problem(request, config.max_headers)
         if problem:
-            return self._refuse_now(*problem)
+            return self._refuse_head(*problem)
         self.route = routes.resolve(request.path)
         method = request.method
         inference = self.route.is_inference(method)
         raw_length = request.headers.get("Content-Length")
         length = int(raw_length.split(",")[0]) if raw_length is not None else None
-        chunked = "Transfer-Encoding" in request.headers
-        if method == "POST" and length is None and not chunked:
-            return self._refuse_now(411, "a Content-Length header is required", self.route.endpoint)
+        if method == "POST" and length is None:
+            return self._refuse_head(411, "a Content-Length header is required", self.route.endpoint)
         binary = inference and self.route.kind == "v2" and "Inference-Header-Content-Length" in request.headers
         self._limit, self._limit_name = ((config.max_body, "KIT_MAX_BODY") if binary
                                          else (config.max_json_body, "KIT_MAX_JSON_BODY"))
@@ -283,12 +364,12 @@ class KitHandler(web.RequestHandler):
             message = "request body of %d bytes exceeds the limit of %d bytes (%s)" % (length, self._limit,
                                                                                        self._limit_name)
             if length > self._limit + config.drain_limit:
-                return self._refuse_now(413, message, self.route.endpoint)
+                return self._refuse_head(413, message, self.route.endpoint)
             # Slightly oversized: read and drop it so the client reads the answer on a usable connection.
             self._refusal = routes.error(413, message, self.route.endpoint)
             request.connection.set_max_body_size(length)
             return None
-        request.connection.set_max_body_size(self._limit if length is None else max(length, 1))
+        request.connection.set_max_body_size(max(length or 0, 1))
         if inference and self._refusal is None:
             self._body = bytearray()
         return None
@@ -297,17 +378,13 @@ class KitHandler(web.RequestHandler):
         if self._finished:
             return
         n = len(chunk)
-        self._received += n
-        if self._received > self._limit and self._refusal is None:  # a chunked body grew past the limit
-            return self._refuse_now(413, "request body exceeds the limit of %d bytes (%s)"
-                                    % (self._limit, self._limit_name), self.route.endpoint)
         if self._body is None:
             return None  # dropped: a GET's body, a refused or non-inference request
         if not self.kit.budget.take(n):
             self.kit.state.metrics.rejected.inc(1, "body_budget")
-            return self._refuse_now(503, "overloaded: request bodies in flight hold %d bytes (KIT_MAX_BUFFERED); "
-                                    "retry later" % self.kit.budget.limit, self.route.endpoint,
-                                    {"Retry-After": str(routes.RETRY_AFTER_SECONDS)})
+            return self._refuse_body(503, "overloaded: request bodies in flight hold %d bytes (KIT_MAX_BUFFERED); "
+                                     "retry later" % self.kit.budget.limit, self.route.endpoint,
+                                     {"Retry-After": str(routes.RETRY_AFTER_SECONDS)})
         self._held += n
         self._body += chunk
         return None
@@ -392,12 +469,9 @@ class KitHTTPServer(HTTPServer):
     def handle_stream(self, stream, address):
         if self.open_connections >= self.max_connections:
             self._rejected.inc(1, "connections")
-            body = routes.encode_json({"error": "overloaded: %d connections are open (KIT_MAX_CONNECTIONS); retry "
-                                                "later" % self.max_connections})
-            head = ("HTTP/1.1 503 Service Unavailable\r\nServer: %s\r\nContent-Type: application/json\r\n"
-                    "Content-Length: %d\r\nRetry-After: %d\r\nConnection: close\r\n\r\n"
-                    % (SERVER_HEADER, len(body), routes.RETRY_AFTER_SECONDS)).encode("latin-1")
-            stream.write(head + body).add_done_callback(lambda _: stream.close())
+            answer = error_bytes(503, "overloaded: %d connections are open (KIT_MAX_CONNECTIONS); retry later"
+                                 % self.max_connections, {"Retry-After": str(routes.RETRY_AFTER_SECONDS)})
+            stream.write(answer).add_done_callback(lambda _: stream.close())
             return
         self.open_connections += 1
         HTTPServer.handle_stream(self, stream, address)
@@ -437,7 +511,9 @@ class KitHTTPServer(HTTPServer):
                 IOLoop.current().call_later(_ACCEPT_PAUSE, self._resume, sock)
                 return
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            stream = IOStream(connection, max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
+            stream = KitIOStream(connection, max_buffer_size=self.max_buffer_size,
+                                 read_chunk_size=self.read_chunk_size)
+            stream.header_limit = self.conn_params.max_header_size
             self.handle_stream(stream, address)
 
     def stop_listening(self):

@@ -92,7 +92,11 @@ def test_serve_build_args(tmp_path):
     args = images.serve_build_args(manifest(tmp_path))
     assert args == {"KIT_MODEL_NAME": "digits", "KIT_MODEL_VERSION": "1", "KIT_SIGNATURE": "serving_default",
                     "KIT_PORT": "9000", "KIT_GRPC_PORT": "8500", "KIT_BATCH_SIZES": "1,8", "KIT_MAX_BATCH_DELAY": "2ms",
-                    "KIT_MAX_QUEUE": "32", "KIT_WARMUP": "1", "KIT_WARMUP_SAMPLES": ""}
+                    "KIT_MAX_QUEUE": "32", "KIT_WARMUP": "1", "KIT_WARMUP_SAMPLES": "",
+                    "KIT_MAX_CONNECTIONS": "2048", "KIT_MAX_HEADER_BYTES": "65536",
+                    "KIT_MAX_HEADERS": "100", "KIT_MAX_JSON_BODY": str(16 << 20), "KIT_MAX_BODY": str(64 << 20),
+                    "KIT_MAX_BUFFERED": str(256 << 20), "KIT_IDLE_TIMEOUT": "20000ms", "KIT_BODY_TIMEOUT": "60000ms"}
+    assert set(args) == set(images.SERVE_BUILD_ARGS)  # the ones runtime.Dockerfile declares (test_dockerfiles)
 
 
 def test_serve_model_name_and_warmup_reach_the_image(tmp_path):
