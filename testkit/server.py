@@ -30,6 +30,17 @@ if not HALF_PLUS_TWO.is_dir():
 KIT_CLI = [sys.executable, "-c", "import sys; from kit.cli import main; sys.exit(main())"]
 
 
+def held_out_digits():
+    """The bundled example's held-out digits and labels (x_test, y_test): the split its train.py holds out."""
+    sys.path.insert(0, str(REPO / "manifests/examples/digits"))
+    try:
+        from train import load_digits_split
+    finally:
+        sys.path.pop(0)
+    _, _, x_test, y_test = load_digits_split(0)
+    return x_test, y_test
+
+
 def train_digits(out, python=None):
     """Train the bundled example into `out` (saved_model/, parity.npy; about 6 s) on the server's TensorFlow."""
     subprocess.run([python or SERVER_PYTHON, str(REPO / "manifests/examples/digits/train.py"), "--out", str(out)],

@@ -147,15 +147,9 @@ def digits_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def digits_images(digits_dir):
     """Held-out digits with their labels (the same split train.py used)."""
-    from testkit.server import REPO
+    from testkit.server import held_out_digits
 
-    sys.path.insert(0, str(REPO / "manifests/examples/digits"))
-    try:
-        from train import load_digits_split
-    finally:
-        sys.path.pop(0)
-    _, _, x_test, y_test = load_digits_split(0)
-    return x_test, y_test
+    return held_out_digits()
 
 
 @pytest.fixture(scope="session")

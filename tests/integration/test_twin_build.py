@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from kit import net
+from testkit.server import held_out_digits
 
 pytestmark = pytest.mark.docker
 
@@ -49,16 +50,6 @@ def twin_manifest(dest: Path) -> Path:
     path = dest / "kit.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
-
-
-def held_out_digits():
-    sys.path.insert(0, str(EXAMPLE / "digits"))
-    try:
-        from train import load_digits_split
-    finally:
-        sys.path.pop(0)
-    _, _, x_test, y_test = load_digits_split(0)
-    return x_test, y_test
 
 
 @pytest.fixture(scope="module")
