@@ -43,10 +43,12 @@ _SPACE_INSIDE = re.compile(br"[0-9.eE+\-][ \t\r\n]+[0-9.eE+\-]")
 _JSON_NUMBER = re.compile(br"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\Z")
 _MIN_BYTES = 256  # smaller arrays: json.loads is as fast
 
-_COMMA, _MINUS, _DOT, _ZERO = 44, 45, 46, 48
+_SPACE, _PLUS, _COMMA, _MINUS, _DOT, _ZERO = 32, 43, 44, 45, 46, 48
+_TEXT_BLOCK = 1 << 18  # number text per block (256 KiB): its temporaries stay in cache
+_WINDOW_REACH = 24  # the widest digit window: numbers ending before it are read again by float()
+IRREGULAR = "irregular whitespace"  # parse_numbers' answer when whitespace is not json.dumps' ", "
 _POW10 = 10.0 ** np.arange(25)  # exact in float64 up to 1e22 (Python writes up to 24 decimals: 0.000xxx)
 _POW10_INT = 10 ** np.arange(19, dtype=np.int64)
-_BLOCK = 1 << 21  # window bytes per gathered block (2 MiB)
 _MAX_EXPONENT_SHARE = 0.05  # more numbers with exponents than this: json.loads decides
 
 
@@ -134,33 +136,35 @@ def _digit_values(c, right, length, width):
     (two digits, then four, then eight per step); the words then combine as base 10**8 digits.
     """
     padded_width = 8 * ((width + 7) // 8)
-    count = right.size
     windows = np.ndarray(shape=(c.size - padded_width + 1,), dtype=np.dtype("V%d" % padded_width), buffer=c,
                          strides=(1,))
-    keep = _KEEP[padded_width]
     m1, s1, mid, m2, s2, high, m3, s3, base = _U8
-    out = np.empty(count, dtype=np.uint64)
-    block = max(1, _BLOCK // padded_width)
-    for b in range(0, count, block):
-        e = min(b + block, count)
-        rows = windows[np.maximum(right[b:e] - padded_width, 0)]  # n windows, contiguous
-        v = rows.view("<u8").reshape(e - b, -1) & keep[padded_width - length[b:e]]  # digit values, 0 outside
-        v = (v * m1) >> s1
-        v = ((v & mid) * m2) >> s2
-        v = ((v & high) * m3) >> s3
-        total = v[:, 0]
-        if v.shape[1] == 3 and total.max() > 1800:
-            return None  # total * 10**16 would leave uint64
-        for j in range(1, v.shape[1]):
-            total = total * base + v[:, j]
-        out[b:e] = total
+    at = right - padded_width
+    np.maximum(at, 0, out=at)
+    v = windows[at].view("<u8").reshape(right.size, -1)  # n windows, contiguous; then in place (a block is small)
+    v &= _KEEP[padded_width][padded_width - length]  # digit values, 0 outside the run
+    v *= m1
+    v >>= s1
+    v &= mid
+    v *= m2
+    v >>= s2
+    v &= high
+    v *= m3
+    v >>= s3
+    out = v[:, 0].copy()
+    if v.shape[1] == 3 and out.max() > 1800:
+        return None  # out * 10**16 would leave uint64
+    for j in range(1, v.shape[1]):
+        out *= base
+        out += v[:, j]
     return out
 
 
-def _exponent_tokens(c, starts, ends, text):
-    """Numbers with an exponent: parsed one by one, their characters then overwritten with zeros (so the
-    bulk pass sees plain numbers) -> (token indexes, values), or None when JSON refuses one."""
-    marks = np.flatnonzero((c == 101) | (c == 69))
+def _exponent_tokens(c, seg, lo, starts, ends, text):
+    """Numbers of the block seg = c[lo:...] with an exponent: parsed one by one, their characters then
+    overwritten with zeros (so the bulk pass sees plain numbers) -> (token indexes, values), or None when
+    JSON refuses one."""
+    marks = np.flatnonzero((seg == 101) | (seg == 69)) + lo
     tokens = np.unique(np.searchsorted(starts, marks, side="right") - 1)
     if tokens.size > _MAX_EXPONENT_SHARE * starts.size:
         return None
@@ -178,10 +182,11 @@ def _exponent_tokens(c, starts, ends, text):
     return tokens, values
 
 
-def _find_dots(c, first, ends, count):
+def _find_dots(c, seg, lo, first, ends, count):
     """(dot position per number, has_dot or None when every number has one) or None when a number has two
-    dots. Numbers usually have a short integer part: the dot is looked for right after it first."""
-    total = int(np.count_nonzero(c == _DOT))
+    dots; seg = c[lo:...] is the block. Numbers usually have a short integer part: the dot is looked for
+    right after it first."""
+    total = int(np.count_nonzero(seg == _DOT))
     if total == count:
         guess = first + 1
         for _ in range(4):
@@ -189,7 +194,7 @@ def _find_dots(c, first, ends, count):
             if not missing.any():
                 return guess, None
             guess = np.where(missing, guess + 1, guess)
-    dots = np.flatnonzero(c == _DOT)
+    dots = np.flatnonzero(seg == _DOT) + lo
     owner = np.searchsorted(first, dots, side="right") - 1
     if dots.size and (np.diff(owner) == 0).any():
         return None
@@ -200,8 +205,22 @@ def _find_dots(c, first, ends, count):
     return dot_at, has_dot
 
 
-def parse_numbers(text, count):
-    """`count` comma-separated JSON numbers (no spaces) -> float64 array, or None when they are not that.
+def _block_bounds(text, block):
+    """[lo, hi) text ranges of about `block` bytes, each ending at a comma (or the text's end)."""
+    lo, size = 0, len(text)
+    while lo < size:
+        hi = text.find(b",", lo + block) if lo + block < size else -1
+        hi = size if hi < 0 else hi
+        yield lo, hi
+        lo = hi + 1
+
+
+def parse_numbers(text, count, block=_TEXT_BLOCK):
+    """`count` comma-separated JSON numbers -> float64 array; None when they are not that; IRREGULAR when
+    whitespace stands anywhere but as one space right after a comma (json.dumps' ", ").
+
+    The text is read in blocks of about `block` bytes (whole numbers), so every temporary is small:
+    cache-resident and reused by malloc instead of fresh pages faulted in on every request.
 
     Every plain decimal is an exact integer mantissa (int64, at most 18 significant digits) divided by a
     power of ten: up to 15 significant digits (below 2**53) and 22 decimals IEEE division rounds as strtod
@@ -209,40 +228,82 @@ def parse_numbers(text, count):
     which rounding to float32, the usual input dtype, removes. Integers above 15 digits go to json.loads
     (int64 inputs stay exact there).
     """
-    if not text:
-        return None
+    if len(text) < 2 * _WINDOW_REACH:
+        return None  # too short for the digit windows: json.loads decides
     c = np.frombuffer(text, dtype=np.uint8)
-    commas = np.flatnonzero(c == _COMMA)
-    if commas.size + 1 != count:
-        return None
-    starts = np.empty(count, dtype=np.int64)
-    starts[0] = 0
-    starts[1:] = commas + 1
-    ends = np.empty(count, dtype=np.int64)
-    ends[:-1] = commas
-    ends[-1] = c.size
-    if (ends - starts).min() < 1:
-        return None  # an empty element: a syntax error json.loads reports
-    exponents = None
-    if b"e" in text or b"E" in text:
-        c = c.copy()
-        exponents = _exponent_tokens(c, starts, ends, text)
-        if exponents is None:
-            return None
-        if np.count_nonzero(c == 43):
-            return None  # a plus sign outside an exponent
+    exponents = b"e" in text or b"E" in text
+    if exponents:
+        c = c.copy()  # exponent numbers are overwritten with plain ones (see _exponent_tokens)
     elif b"+" in text:
         return None
+    out = np.empty(count, dtype=np.float64)
+    done = 0
+    for lo, hi in _block_bounds(text, block):
+        n = _parse_block(c, lo, hi, out[done:], text if exponents else None)
+        if n is None or n is IRREGULAR:
+            return n
+        done += n
+    if done != count:
+        return None
+    # The first numbers' windows reached before the text: read again (already checked as JSON numbers).
+    for i, token in enumerate(text[:_WINDOW_REACH].split(b",")[:-1]):
+        out[i] = float(json.loads(token))  # json.loads: "-0" is the integer 0
+    return out
+
+
+def _block_positions(c, lo, hi):
+    """(starts, ends) of the numbers in c[lo:hi] (global positions), IRREGULAR for stray whitespace, None
+    for an empty element."""
+    seg = c[lo:hi]
+    commas = np.flatnonzero(seg == _COMMA)
+    count = commas.size + 1
+    starts = np.empty(count, dtype=np.int64)
+    starts[0] = lo
+    np.add(commas, lo + 1, out=starts[1:])
+    ends = np.empty(count, dtype=np.int64)
+    np.add(commas, lo, out=ends[:-1])
+    ends[-1] = hi
+    n_space = int(np.count_nonzero(seg < _PLUS))  # whitespace: the only characters below "+" left here
+    if n_space:
+        # Every number but the text's first follows a comma (a block starts after one).
+        spaced = c.take(starts, mode="clip") == _SPACE
+        spaced[0] &= lo > 0
+        if int(np.count_nonzero(spaced)) != n_space:
+            return IRREGULAR
+        starts += spaced
+    if (ends - starts).min() < 1:
+        return None  # an empty element: a syntax error json.loads reports
+    return starts, ends
+
+
+def _parse_block(c, lo, hi, out, text):
+    """The numbers of c[lo:hi] into out[:n] -> n, None when JSON refuses one (or json.loads should
+    decide), IRREGULAR for stray whitespace. `text`: the original text when it has exponents, else None."""
+    positions = _block_positions(c, lo, hi)
+    if positions is None or positions is IRREGULAR:
+        return positions
+    starts, ends = positions
+    count = starts.size
+    if count > out.size:
+        return None
+    seg = c[lo:hi]
+    exponents = None
+    if text is not None:
+        exponents = _exponent_tokens(c, seg, lo, starts, ends, text)
+        if exponents is None:
+            return None
+        if np.count_nonzero(seg == _PLUS):
+            return None  # a plus sign outside an exponent
     # Signs: only first, and counted by their numbers (so no minus stands anywhere else).
     negative = c[starts] == _MINUS
     n_negative = int(np.count_nonzero(negative))
-    if int(np.count_nonzero(c == _MINUS)) != n_negative:
+    if int(np.count_nonzero(seg == _MINUS)) != n_negative:
         return None
     first = starts + negative if n_negative else starts
     if (ends - first).min() < 1:
         return None  # a lone minus
     # Dots: at most one per number, with digits on both sides.
-    found = _find_dots(c, first, ends, count)
+    found = _find_dots(c, seg, lo, first, ends, count)
     if found is None:
         return None
     dot_at, has_dot = found
@@ -276,23 +337,19 @@ def parse_numbers(text, count):
     if long_.size and (ints[long_].astype(np.float64) * _POW10[decimals[long_]]
                        + fracs[long_].astype(np.float64)).max() >= 9.0e18:
         return None
-    mantissa = fracs.astype(np.int64)
+    mantissa = fracs.view(np.int64)
     whole = np.flatnonzero(ints)  # images in [0, 1]: few numbers have an integer part
     if whole.size:
         mantissa[whole] += ints[whole].astype(np.int64) * _POW10_INT[np.minimum(decimals[whole], 18)]
-    result = mantissa.astype(np.float64)
-    result /= _POW10[decimals]
+    result = out[:count]
+    np.divide(mantissa, _POW10[decimals], out=result)
     if n_negative:
         np.negative(result, out=result, where=negative)
         if has_dot is not None:
             result[negative & ~has_dot & (mantissa == 0)] = 0.0  # "-0" is the integer 0 for json.loads
     if exponents is not None:
         result[exponents[0]] = exponents[1]
-    # The first numbers' windows reached before the text: read again by float() (already checked as JSON).
-    reach = max(8 * ((int_width + 7) // 8) if int_width > 1 else 0, 8 * ((dec_width + 7) // 8))
-    for i in np.flatnonzero(ends[:8] < reach + 1).tolist():
-        result[i] = float(text[int(starts[i]):int(ends[i])])
-    return result
+    return count
 
 
 def parse_decimals(text, count):
@@ -309,15 +366,14 @@ def _parse_span(span):
     count = 1
     for d in shape:
         count *= d
-    # Whitespace may only separate numbers from brackets and commas: `1 2` would read as 12 below.
-    # json.dumps' ", " is the common case, recognised by counting.
-    chars = np.frombuffer(span, dtype=np.uint8)
-    spaces = chars == 32
-    n_spaces = int(np.count_nonzero(spaces))
-    if (np.count_nonzero(chars < 32) or (n_spaces and np.count_nonzero(spaces[1:] & (chars[:-1] == _COMMA))
-                                         != n_spaces)) and _SPACE_INSIDE.search(span):
-        return None
-    flat = parse_numbers(span.translate(None, _NUMBERS_DROP), count)
+    # The common text (json.dumps' ", " separators, or none) is parsed with its spaces in place.
+    flat = parse_numbers(span.translate(None, b"[]"), count)
+    if flat is IRREGULAR:
+        # Whitespace elsewhere may only separate numbers from brackets and commas: `1 2` would read as 12
+        # once the whitespace is gone.
+        if _SPACE_INSIDE.search(span):
+            return None
+        flat = parse_numbers(span.translate(None, _NUMBERS_DROP), count)
     if flat is None:
         return None
     return flat.reshape(shape)
@@ -326,8 +382,8 @@ def _parse_span(span):
 def loads(body, min_bytes=_MIN_BYTES, **hooks):
     """Decode a JSON body (bytes); large dense numeric arrays come back as numpy arrays via Decoded.resolve.
     hooks go to json.loads (parse_constant, parse_float: the server refuses NaN and out-of-range floats)."""
-    if isinstance(body, (memoryview, bytearray)):
-        body = bytes(body)
+    if isinstance(body, memoryview):
+        body = bytes(body)  # bytes and bytearray (tornado's body, used in place) have the methods used here
     if len(body) < min_bytes * 2 or b"\\" in body:
         # Small bodies gain nothing; with backslashes a quote could be escaped and the string test below fails.
         return Decoded(json.loads(body.decode("utf-8"), **hooks), {})
