@@ -150,3 +150,74 @@ def test_a_batch_as_clients_send_it():
     decoded = fastjson.loads(body)
     got = decoded.resolve(decoded.data["instances"])
     assert np.array_equal(got.astype(np.float32), x) and decoded.data["signature_name"] == "serving_default"
+
+
+def _values_as_clients_write_them(n, seed):
+    """float32 reprs, short decimals, integers, signs, a few exponents, -0: every form in one list."""
+    rng = np.random.RandomState(seed)
+    values = [repr(float(v)) for v in rng.uniform(-2, 2, size=n).astype(np.float32)]
+    values += [repr(float(v)) for v in np.round(rng.uniform(-100, 100, size=n), 3)]
+    values += ["0", "-0", "17", "-3", "0.0", "-0.0", "2.5e-3", "-1E5", "7e+2"]
+    rng.shuffle(values)
+    return values
+
+
+@pytest.mark.parametrize("block", [48, 100, 1000, 1 << 18])
+@pytest.mark.parametrize("separator", [",", ", "])
+def test_blocks_give_the_same_numbers_as_one_pass(block, separator):
+    """The text is parsed a block at a time (block edges fall anywhere between numbers): every block size
+    reads the same values, the ones json.loads reads (float32 reprs exact once rounded to float32)."""
+    values = _values_as_clients_write_them(1500, 7)
+    text = separator.join(values).encode()
+    got = fastjson.parse_numbers(text, len(values), block=block)
+    expected = np.asarray(json.loads("[" + text.decode() + "]"), dtype=np.float64)
+    assert isinstance(got, np.ndarray) and np.allclose(got, expected, rtol=2.5e-16, atol=0)
+    assert np.array_equal(got.astype(np.float32), expected.astype(np.float32))
+    assert np.array_equal(np.signbit(got), np.signbit(expected))
+    assert np.array_equal(got, fastjson.parse_numbers(text, len(values)))
+
+
+@pytest.mark.parametrize("bad", ["1.2.3", "-", "01", ".5", "1.", "+1", "1e", "", "1 2", "0.5\t"])
+@pytest.mark.parametrize("where", [0, 700, 1499])
+def test_a_bad_number_in_any_block_is_refused(bad, where):
+    """A number JSON refuses (or whitespace parse_numbers does not take) in the first, a middle or the last
+    block: never a value."""
+    values = ["0.125"] * 1500
+    values[where] = bad
+    text = ", ".join(values).encode()
+    got = fastjson.parse_numbers(text, len(values), block=200)
+    assert got is None or got is fastjson.IRREGULAR
+
+
+def test_a_leading_minus_zero_is_the_integer_zero():
+    """The first numbers are re-read one by one: "-0" (an integer) is 0.0 there too, as json.loads has it."""
+    body = '{"instances": [%s]}' % ", ".join(["-0"] + ["0.5"] * 300)
+    decoded = fastjson.loads(body.encode())
+    got = decoded.resolve(decoded.data["instances"])
+    assert got[0] == 0.0 and not np.signbit(got[0])
+
+
+@pytest.mark.parametrize("text", ["[0.5,  0.25]", "[0.5 ,0.25]", "[0.5,\n0.25]", "[ 0.5, 0.25]", "[0.5, 0.25 ]",
+                                  "[0.5,\t0.25]", "[0.5, 0.25]\n", "[0.5, 0 .25]", "[0.5, 0. 25]"])
+def test_whitespace_other_than_one_space_after_a_comma(text):
+    """json.dumps' ", " is parsed with its spaces in place; any other whitespace takes the general path
+    (whitespace removed, a space between number characters refused): the same result as json.loads."""
+    body = '{"instances": [%s]}' % ", ".join([text] * 80)
+    try:
+        expected = json.loads(body)
+    except ValueError:
+        with pytest.raises(ValueError):
+            fastjson.loads(body.encode(), min_bytes=16)
+        return
+    decoded = fastjson.loads(body.encode(), min_bytes=16)
+    assert decoded.arrays, "the array was not cut out"
+    assert np.array_equal(decoded.resolve(decoded.data["instances"]), np.asarray(expected["instances"]))
+
+
+def test_a_bytearray_body_is_read_in_place():
+    """tornado's body is a bytearray: decoded as bytes are, without a copy first."""
+    x = np.round(np.random.RandomState(8).uniform(0, 1, size=(3, 16, 16, 3)), 3).astype(np.float32)
+    body = json.dumps({"instances": x.tolist()}).encode()
+    decoded = fastjson.loads(bytearray(body))
+    got = decoded.resolve(decoded.data["instances"])
+    assert np.array_equal(got.astype(np.float32), x)

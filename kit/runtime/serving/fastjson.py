@@ -166,8 +166,6 @@ def _exponent_tokens(c, seg, lo, starts, ends, text):
     JSON refuses one."""
     marks = np.flatnonzero((seg == 101) | (seg == 69)) + lo
     tokens = np.unique(np.searchsorted(starts, marks, side="right") - 1)
-    if tokens.size > _MAX_EXPONENT_SHARE * starts.size:
-        return None
     values = np.empty(tokens.size, dtype=np.float64)
     for i, t in enumerate(tokens.tolist()):
         token = text[int(starts[t]):int(ends[t])]
@@ -205,19 +203,18 @@ def _find_dots(c, seg, lo, first, ends, count):
     return dot_at, has_dot
 
 
-def _block_bounds(text, block):
-    """[lo, hi) text ranges of about `block` bytes, each ending at a comma (or the text's end)."""
-    lo, size = 0, len(text)
+def _block_bounds(text, lo, size, block):
+    """[lo, hi) ranges of text[lo:size] of about `block` bytes, each ending at a comma (or at size)."""
     while lo < size:
-        hi = text.find(b",", lo + block) if lo + block < size else -1
+        hi = text.find(b",", lo + block, size) if lo + block < size else -1
         hi = size if hi < 0 else hi
         yield lo, hi
         lo = hi + 1
 
 
-def parse_numbers(text, count, block=_TEXT_BLOCK):
-    """`count` comma-separated JSON numbers -> float64 array; None when they are not that; IRREGULAR when
-    whitespace stands anywhere but as one space right after a comma (json.dumps' ", ").
+def parse_numbers(text, count, start=0, stop=None, block=_TEXT_BLOCK):
+    """`count` comma-separated JSON numbers, text[start:stop] -> float64 array; None when they are not
+    that; IRREGULAR when whitespace stands anywhere but as one space right after a comma (json.dumps' ", ").
 
     The text is read in blocks of about `block` bytes (whole numbers), so every temporary is small:
     cache-resident and reused by malloc instead of fresh pages faulted in on every request.
@@ -228,30 +225,33 @@ def parse_numbers(text, count, block=_TEXT_BLOCK):
     which rounding to float32, the usual input dtype, removes. Integers above 15 digits go to json.loads
     (int64 inputs stay exact there).
     """
-    if len(text) < 2 * _WINDOW_REACH:
+    stop = len(text) if stop is None else stop
+    if stop - start < 2 * _WINDOW_REACH:
         return None  # too short for the digit windows: json.loads decides
     c = np.frombuffer(text, dtype=np.uint8)
-    exponents = b"e" in text or b"E" in text
+    exponents = text.find(b"e", start, stop) >= 0 or text.find(b"E", start, stop) >= 0
     if exponents:
+        if text.count(b"e", start, stop) + text.count(b"E", start, stop) > _MAX_EXPONENT_SHARE * count:
+            return None
         c = c.copy()  # exponent numbers are overwritten with plain ones (see _exponent_tokens)
-    elif b"+" in text:
+    elif text.find(b"+", start, stop) >= 0:
         return None
     out = np.empty(count, dtype=np.float64)
     done = 0
-    for lo, hi in _block_bounds(text, block):
-        n = _parse_block(c, lo, hi, out[done:], text if exponents else None)
+    for lo, hi in _block_bounds(text, start, stop, block):
+        n = _parse_block(c, lo, hi, out[done:], text if exponents else None, lo == start)
         if n is None or n is IRREGULAR:
             return n
         done += n
     if done != count:
         return None
     # The first numbers' windows reached before the text: read again (already checked as JSON numbers).
-    for i, token in enumerate(text[:_WINDOW_REACH].split(b",")[:-1]):
+    for i, token in enumerate(text[start:_WINDOW_REACH].split(b",")[:-1]):
         out[i] = float(json.loads(token))  # json.loads: "-0" is the integer 0
     return out
 
 
-def _block_positions(c, lo, hi):
+def _block_positions(c, lo, hi, first_block):
     """(starts, ends) of the numbers in c[lo:hi] (global positions), IRREGULAR for stray whitespace, None
     for an empty element."""
     seg = c[lo:hi]
@@ -267,7 +267,7 @@ def _block_positions(c, lo, hi):
     if n_space:
         # Every number but the text's first follows a comma (a block starts after one).
         spaced = c.take(starts, mode="clip") == _SPACE
-        spaced[0] &= lo > 0
+        spaced[0] &= not first_block
         if int(np.count_nonzero(spaced)) != n_space:
             return IRREGULAR
         starts += spaced
@@ -276,10 +276,10 @@ def _block_positions(c, lo, hi):
     return starts, ends
 
 
-def _parse_block(c, lo, hi, out, text):
+def _parse_block(c, lo, hi, out, text, first_block):
     """The numbers of c[lo:hi] into out[:n] -> n, None when JSON refuses one (or json.loads should
     decide), IRREGULAR for stray whitespace. `text`: the original text when it has exponents, else None."""
-    positions = _block_positions(c, lo, hi)
+    positions = _block_positions(c, lo, hi, first_block)
     if positions is None or positions is IRREGULAR:
         return positions
     starts, ends = positions
@@ -357,23 +357,36 @@ def parse_decimals(text, count):
     return parse_numbers(text, count)
 
 
-def _parse_span(span):
-    """A candidate array's text -> float64 ndarray of its shape, or None (json.loads decides)."""
-    skeleton = span.translate(None, _SKELETON_DROP)
-    shape = _shape(skeleton)
+def _translated(source, lo, hi, drop):
+    """source.translate(None, drop) and the bounds of source[lo:hi]'s part in it. The whole source is
+    translated (no copy of a body-sized span first); the parts before and after are short."""
+    text = source.translate(None, drop)
+    if lo == 0 and hi == len(source):
+        return text, 0, len(text)
+    return text, len(source[:lo].translate(None, drop)), len(text) - len(source[hi:].translate(None, drop))
+
+
+def _parse_span(source, lo=0, hi=None):
+    """A candidate array's text, source[lo:hi] -> float64 ndarray of its shape, or None (json.loads
+    decides)."""
+    hi = len(source) if hi is None else hi
+    skeleton, start, stop = _translated(source, lo, hi, _SKELETON_DROP)
+    shape = _shape(skeleton[start:stop])
     if shape is None:
         return None
     count = 1
     for d in shape:
         count *= d
     # The common text (json.dumps' ", " separators, or none) is parsed with its spaces in place.
-    flat = parse_numbers(span.translate(None, b"[]"), count)
+    text, start, stop = _translated(source, lo, hi, b"[]")
+    flat = parse_numbers(text, count, start, stop)
     if flat is IRREGULAR:
         # Whitespace elsewhere may only separate numbers from brackets and commas: `1 2` would read as 12
         # once the whitespace is gone.
-        if _SPACE_INSIDE.search(span):
+        if _SPACE_INSIDE.search(source, lo, hi):
             return None
-        flat = parse_numbers(span.translate(None, _NUMBERS_DROP), count)
+        text, start, stop = _translated(source, lo, hi, _NUMBERS_DROP)
+        flat = parse_numbers(text, count, start, stop)
     if flat is None:
         return None
     return flat.reshape(shape)
@@ -397,7 +410,7 @@ def loads(body, min_bytes=_MIN_BYTES, **hooks):
     if first >= 0 and last - first >= min_bytes and body.find(b'"', first, last) < 0 \
             and body.find(b"{", first, last) < 0 and body.count(b'"', 0, first) % 2 == 0:
         spans = [(first, last + 1)]
-        array = _parse_span(body[first:last + 1])
+        array = _parse_span(body, first, last + 1)
         if array is None:
             spans = []
         else:
