@@ -111,16 +111,9 @@ def _shape(skeleton):
 # ---- numbers ----------------------------------------------------------------------------
 
 
-def _keep_masks(width):
-    """Row k: a mask for a `width`-byte window whose first k bytes are not the number's: 0x00 there, 0x0F
-    (a digit character's value bits) elsewhere; as little-endian uint64 words."""
-    masks = np.full((width + 1, width), 0x0F, dtype=np.uint8)
-    for k in range(width + 1):
-        masks[k, :k] = 0
-    return masks.view("<u8")
-
-
-_KEEP = dict((w, _keep_masks(w)) for w in (8, 16, 24))
+# Entry k: the mask of a little-endian 8-byte word whose first k bytes are not the number's: 0x00 there,
+# 0x0F (a digit character's value bits) elsewhere.
+_WORD_KEEP = np.array([sum(0x0F << (8 * i) for i in range(k, 8)) for k in range(9)], dtype=np.uint64)
 _U8 = [np.uint64(v) for v in (2561, 8, 0x00FF00FF00FF00FF, 6553601, 16,
                               0x0000FFFF0000FFFF, 42949672960001, 32, 100000000)]
 
@@ -142,7 +135,15 @@ def _digit_values(c, right, length, width):
     at = right - padded_width
     np.maximum(at, 0, out=at)
     v = windows[at].view("<u8").reshape(right.size, -1)  # n windows, contiguous; then in place (a block is small)
-    v &= _KEEP[padded_width][padded_width - length]  # digit values, 0 outside the run
+    # Digit characters to their values (0x0F), then zero the bytes left of each run: in the first word
+    # nearly always, in the others only for short runs (a 9-entry table, not a mask row per number).
+    v &= _WORD_KEEP[0]
+    skip = padded_width - length
+    v[:, 0] &= _WORD_KEEP[np.minimum(skip, 8)]
+    for j in range(1, v.shape[1]):
+        short = np.flatnonzero(skip > 8 * j)
+        if short.size:
+            v[short, j] &= _WORD_KEEP[np.minimum(skip[short] - 8 * j, 8)]
     v *= m1
     v >>= s1
     v &= mid
