@@ -221,3 +221,58 @@ def test_a_bytearray_body_is_read_in_place():
     decoded = fastjson.loads(bytearray(body))
     got = decoded.resolve(decoded.data["instances"])
     assert np.array_equal(got.astype(np.float32), x)
+
+
+@pytest.mark.parametrize("separators", [(", ", ": "), (",", ":")])
+def test_json_dumps_bodies_are_read_in_place(monkeypatch, separators):
+    """json.dumps' output (default or compact separators) is parsed with its brackets and spaces in place
+    (parse_numbers told the list sizes), never through the general path (brackets and spaces removed)."""
+    calls = []
+    parse = fastjson.parse_numbers
+    monkeypatch.setattr(fastjson, "parse_numbers", lambda *a, **k: calls.append(k.get("sizes")) or parse(*a, **k))
+    x = np.round(np.random.RandomState(9).uniform(-1, 1, size=(2, 5, 7, 3)), 3).astype(np.float32)
+    body = json.dumps({"instances": x.tolist()}, separators=separators).encode()
+    decoded = fastjson.loads(body)
+    assert np.array_equal(decoded.resolve(decoded.data["instances"]).astype(np.float32), x)
+    assert calls == [[3, 21, 105]]
+
+
+@pytest.mark.parametrize("text", ["[[1.5, 2] , [3, 4]]", "[[1.5, 2],[ 3, 4]]", "[ [1.5, 2], [3, 4] ]", "[[1.5, 2]\n, [3, 4]]",
+                                  "[[1.5, 2], [3, 4]] ", "[[1.5, 2 ], [3, 4]]", "[[1.5, 2], [3, 4]\t]"])
+def test_whitespace_around_brackets(text):
+    """Whitespace next to a bracket is allowed by JSON: the general path reads it as json.loads does."""
+    body = '{"instances": [%s]}' % ", ".join([text] * 40)
+    decoded = fastjson.loads(body.encode(), min_bytes=16)
+    assert decoded.arrays, "the array was not cut out"
+    assert np.array_equal(decoded.resolve(decoded.data["instances"]), np.asarray(json.loads(body)["instances"]))
+
+
+@pytest.mark.parametrize("text", ["[[1.5, 2], [3, 4]]]", "[[1.5, 2]], [3, 4]]", "[[1.5, 2], [[3, 4]]", "[[1.5, 2], [3, 4]"])
+def test_misplaced_brackets_are_json_loads_errors(text):
+    body = '{"instances": [%s]}' % ", ".join(["[[0.5, 1], [2, 3]]"] * 40 + [text])
+    with pytest.raises(ValueError):
+        json.loads(body)
+    with pytest.raises(ValueError):
+        fastjson.loads(body.encode(), min_bytes=16)
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity", "1e999", ".5", "1.", "01", "+1", "1.2.3", "0x1"])
+@pytest.mark.parametrize("where", [0, 5000, 11999])
+def test_the_server_refuses_a_bad_number_in_a_large_body_with_400(bad, where):
+    """Through protocol.load_json_arrays, as the server decodes a body: a client's mistake anywhere in a
+    large batch is a 400 with json.loads' reason, never a value and never a 500."""
+    from kit.runtime.serving import protocol
+    values = ["0.5490000247955322"] * 12000
+    values[where] = bad
+    body = ('{"instances": [[%s]]}' % ", ".join(values)).encode()
+    with pytest.raises(protocol.RequestError) as info:
+        protocol.load_json_arrays(bytearray(body))
+    assert info.value.status == 400
+
+
+def test_the_server_refuses_deep_nesting_with_400():
+    from kit.runtime.serving import protocol
+    body = ('{"instances": %s0.5%s}' % ("[" * 100000, "]" * 100000)).encode()
+    with pytest.raises(protocol.RequestError) as info:
+        protocol.load_json_arrays(bytearray(body))
+    assert info.value.status == 400 and "deeply" in info.value.message

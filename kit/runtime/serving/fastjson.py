@@ -9,14 +9,18 @@ is cut out of the body and decoded in bulk:
 - structure: its skeleton (brackets and commas, from one bytes.translate) must
   equal the skeleton of a regular nested list of the shape its first lists
   show; the expected skeleton is built with bytes joins and compared whole;
-- numbers: the bracket- and space-free text is checked against JSON's number
-  grammar with a few numpy passes over positions (one dot per number at most,
-  a minus only first, digits on both sides of a dot, no leading zeros), then
-  the digits of every number are read at once: right-aligned windows of the
-  integer and fraction digits, gathered a block of numbers at a time, turned
-  into exact integers by a matrix-vector product with powers of ten, and
-  divided by an exact power of ten (see parse_numbers). The rare numbers with
-  an exponent are parsed one by one by float().
+- numbers: read in place in the body (tornado's bytearray, no copy), a block
+  of about 256 KiB at a time so every temporary stays small (cache-resident,
+  no fresh pages per request). The shape says where each bracket stands and
+  json.dumps' ", " puts one space after each comma: both are checked where they
+  should be (anything else: the brackets and whitespace are removed and the text
+  checked as before). The text is checked against JSON's number grammar with a
+  few numpy passes over positions (one dot per number at most, a minus only
+  first, digits on both sides of a dot, no leading zeros), then the digits of
+  every number are read at once: right-aligned windows of the integer and
+  fraction digits, turned into exact integers with SWAR multiply-and-shift
+  steps, and divided by an exact power of ten (see parse_numbers). The rare
+  numbers with an exponent are parsed one by one by float().
 
 The body then goes to json.loads with an unguessable placeholder string in
 each array's place. Anything that does not fit (ragged lists, NaN, strings,
@@ -35,15 +39,15 @@ import numpy as np
 # Numbers, commas, brackets, whitespace: nothing else can appear in a dense numeric array.
 _ARRAY = re.compile(br"\[[\[\]0-9eE+\-., \t\r\n]*\]")
 _SPACES = b" \t\r\n"
-_NUMBER_CHARS = b"0123456789eE+-."
-_SKELETON_DROP = _NUMBER_CHARS + _SPACES
+_MARKED_SKELETON_DROP = b"0123456789-." + _SPACES  # keeps e, E and +: whether any stands is then cheap to see
 _NUMBERS_DROP = b"[]" + _SPACES
 # Two number characters with only whitespace between them: two numbers JSON refuses, one after deletion.
 _SPACE_INSIDE = re.compile(br"[0-9.eE+\-][ \t\r\n]+[0-9.eE+\-]")
 _JSON_NUMBER = re.compile(br"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\Z")
+_MAX_DEPTH = 64  # nesting beyond any tensor's rank (TF Serving's clients send up to a few levels)
 _MIN_BYTES = 256  # smaller arrays: json.loads is as fast
 
-_SPACE, _PLUS, _COMMA, _MINUS, _DOT, _ZERO = 32, 43, 44, 45, 46, 48
+_SPACE, _PLUS, _COMMA, _MINUS, _DOT, _ZERO, _OPEN, _CLOSE = 32, 43, 44, 45, 46, 48, 91, 93
 _TEXT_BLOCK = 1 << 18  # number text per block (256 KiB): its temporaries stay in cache
 _WINDOW_REACH = 24  # the widest digit window: numbers ending before it are read again by float()
 IRREGULAR = "irregular whitespace"  # parse_numbers' answer when whitespace is not json.dumps' ", "
@@ -83,8 +87,8 @@ def _shape(skeleton):
     shape is then built and compared with the whole skeleton (C speed: joins and one comparison).
     """
     depth = len(skeleton) - len(skeleton.lstrip(b"["))
-    if depth == 0:
-        return None
+    if depth == 0 or depth > _MAX_DEPTH:
+        return None  # deeper: json.loads decides (each level below costs a search of the skeleton)
     shape = []
     token = None
     for level in range(1, depth + 1):
@@ -213,9 +217,13 @@ def _block_bounds(text, lo, size, block):
         lo = hi + 1
 
 
-def parse_numbers(text, count, start=0, stop=None, block=_TEXT_BLOCK):
+def parse_numbers(text, count, start=0, stop=None, block=_TEXT_BLOCK, sizes=None, plain=False):
     """`count` comma-separated JSON numbers, text[start:stop] -> float64 array; None when they are not
     that; IRREGULAR when whitespace stands anywhere but as one space right after a comma (json.dumps' ", ").
+
+    sizes: the brackets are still in the text, as a regular array has them (its list sizes in numbers,
+    innermost first; see _brackets_in_place): each is checked where it should stand. plain: the caller
+    knows the text holds no e, E or + (no search for them).
 
     The text is read in blocks of about `block` bytes (whole numbers), so every temporary is small:
     cache-resident and reused by malloc instead of fresh pages faulted in on every request.
@@ -230,17 +238,18 @@ def parse_numbers(text, count, start=0, stop=None, block=_TEXT_BLOCK):
     if stop - start < 2 * _WINDOW_REACH:
         return None  # too short for the digit windows: json.loads decides
     c = np.frombuffer(text, dtype=np.uint8)
-    exponents = text.find(b"e", start, stop) >= 0 or text.find(b"E", start, stop) >= 0
+    exponents = not plain and (text.find(b"e", start, stop) >= 0 or text.find(b"E", start, stop) >= 0)
     if exponents:
         if text.count(b"e", start, stop) + text.count(b"E", start, stop) > _MAX_EXPONENT_SHARE * count:
             return None
         c = c.copy()  # exponent numbers are overwritten with plain ones (see _exponent_tokens)
-    elif text.find(b"+", start, stop) >= 0:
+    elif not plain and text.find(b"+", start, stop) >= 0:
         return None
     out = np.empty(count, dtype=np.float64)
     done = 0
     for lo, hi in _block_bounds(text, start, stop, block):
-        n = _parse_block(c, lo, hi, out[done:], text if exponents else None, lo == start)
+        brackets = None if sizes is None else (sizes, done, count)
+        n = _parse_block(c, lo, hi, out[done:], text if exponents else None, lo == start, brackets)
         if n is None or n is IRREGULAR:
             return n
         done += n
@@ -248,13 +257,13 @@ def parse_numbers(text, count, start=0, stop=None, block=_TEXT_BLOCK):
         return None
     # The first numbers' windows reached before the text: read again (already checked as JSON numbers).
     for i, token in enumerate(text[start:_WINDOW_REACH].split(b",")[:-1]):
-        out[i] = float(json.loads(token))  # json.loads: "-0" is the integer 0
+        out[i] = float(json.loads(token.strip(b" []")))  # json.loads: "-0" is the integer 0
     return out
 
 
-def _block_positions(c, lo, hi, first_block):
-    """(starts, ends) of the numbers in c[lo:hi] (global positions), IRREGULAR for stray whitespace, None
-    for an empty element."""
+def _block_positions(c, lo, hi, first_block, brackets):
+    """(starts, ends) of the numbers in c[lo:hi] (global positions), IRREGULAR for stray whitespace or
+    brackets elsewhere than where `brackets` (see _brackets_in_place) puts them, None for an empty element."""
     seg = c[lo:hi]
     commas = np.flatnonzero(seg == _COMMA)
     count = commas.size + 1
@@ -272,15 +281,42 @@ def _block_positions(c, lo, hi, first_block):
         if int(np.count_nonzero(spaced)) != n_space:
             return IRREGULAR
         starts += spaced
+    if brackets is not None and not _brackets_in_place(c, starts, ends, brackets):
+        return IRREGULAR
     if (ends - starts).min() < 1:
         return None  # an empty element: a syntax error json.loads reports
     return starts, ends
 
 
-def _parse_block(c, lo, hi, out, text, first_block):
+def _brackets_in_place(c, starts, ends, brackets):
+    """brackets = (list sizes in numbers, innermost first: shape[-1], shape[-2] * shape[-1], ...; the
+    index of the block's first number; the array's number count). Moves ends before the "]" each number
+    closes and starts after the "[" that open the next one (in place), and checks those bytes are
+    brackets. The skeleton holds exactly these brackets, so when every one stands where the shape puts
+    it, none is left inside a number."""
+    sizes, first, total = brackets
+    count = starts.size
+    for size in sizes:
+        # Numbers that end a list of this depth: every size-th one (never the array's last: its
+        # brackets lie outside the text); the next number opens one. Inner lists were stepped over.
+        ending = np.arange((-(first + 1)) % size, min(count, total - 1 - first), size)
+        if not (c[ends[ending] - 1] == _CLOSE).all():
+            return False
+        ends[ending] -= 1
+        opening = ending + 1
+        if first and first % size == 0:
+            opening = np.concatenate(([0], opening))
+        opening = opening[opening < count]
+        if not (c[starts[opening]] == _OPEN).all():
+            return False
+        starts[opening] += 1
+    return True
+
+
+def _parse_block(c, lo, hi, out, text, first_block, brackets):
     """The numbers of c[lo:hi] into out[:n] -> n, None when JSON refuses one (or json.loads should
     decide), IRREGULAR for stray whitespace. `text`: the original text when it has exponents, else None."""
-    positions = _block_positions(c, lo, hi, first_block)
+    positions = _block_positions(c, lo, hi, first_block, brackets)
     if positions is None or positions is IRREGULAR:
         return positions
     starts, ends = positions
@@ -367,27 +403,43 @@ def _translated(source, lo, hi, drop):
     return text, len(source[:lo].translate(None, drop)), len(text) - len(source[hi:].translate(None, drop))
 
 
+def _list_sizes(shape):
+    """Numbers per list at each depth, innermost first: [shape[-1], shape[-2] * shape[-1], ...]."""
+    sizes, size = [], 1
+    for d in reversed(shape[1:]):
+        size *= d
+        sizes.append(size)
+    return sizes
+
+
 def _parse_span(source, lo=0, hi=None):
     """A candidate array's text, source[lo:hi] -> float64 ndarray of its shape, or None (json.loads
     decides)."""
     hi = len(source) if hi is None else hi
-    skeleton, start, stop = _translated(source, lo, hi, _SKELETON_DROP)
-    shape = _shape(skeleton[start:stop])
+    marked, start, stop = _translated(source, lo, hi, _MARKED_SKELETON_DROP)
+    skeleton = marked[start:stop]
+    plain = not (b"e" in skeleton or b"E" in skeleton or b"+" in skeleton)
+    if not plain:
+        skeleton = skeleton.translate(None, b"eE+")
+    shape = _shape(skeleton)
     if shape is None:
         return None
     count = 1
     for d in shape:
         count *= d
-    # The common text (json.dumps' ", " separators, or none) is parsed with its spaces in place.
-    text, start, stop = _translated(source, lo, hi, b"[]")
-    flat = parse_numbers(text, count, start, stop)
+    # The common text (json.dumps' ", " separators, or none) is parsed in place, brackets and spaces
+    # included: the shape says where the brackets stand.
+    flat = IRREGULAR
+    depth = len(shape)
+    if source[lo:lo + depth] == b"[" * depth and source[hi - depth:hi] == b"]" * depth:
+        flat = parse_numbers(source, count, lo + depth, hi - depth, sizes=_list_sizes(shape), plain=plain)
     if flat is IRREGULAR:
         # Whitespace elsewhere may only separate numbers from brackets and commas: `1 2` would read as 12
         # once the whitespace is gone.
         if _SPACE_INSIDE.search(source, lo, hi):
             return None
         text, start, stop = _translated(source, lo, hi, _NUMBERS_DROP)
-        flat = parse_numbers(text, count, start, stop)
+        flat = parse_numbers(text, count, start, stop, plain=plain)
     if flat is None:
         return None
     return flat.reshape(shape)
