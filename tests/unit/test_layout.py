@@ -46,10 +46,11 @@ def test_no_function_over_100_lines():
 def test_the_size_measure_counts_a_definitions_own_lines(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("class A:\n    def f(self):\n        def g():\n            return 1\n        return g\n\n\n"
-                   "def h():\n" + "    x = 1\n" * 101)
+                   "def h():\n" + "    x = 1\n" * 101 + "\n\nclass B:\n" + "    y = 1\n" * 299 +
+                   "\n\nclass C:\n" + "    z = 1\n" * 300)
     spans = {s.qualname: s.lines for s in layout.spans([src])}
-    assert spans == {"A": 5, "A.f": 4, "A.f.g": 2, "h": 102}
-    assert [s.qualname for s in layout.over_limits(layout.spans([src]))] == ["h"]
+    assert spans == {"A": 5, "A.f": 4, "A.f.g": 2, "h": 102, "B": 300, "C": 301}
+    assert [s.qualname for s in layout.over_limits(layout.spans([src]))] == ["C", "h"]  # largest first
 
 
 def test_kit_is_pyflakes_clean():
