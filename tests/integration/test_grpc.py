@@ -24,6 +24,8 @@ from tensorflow_serving.apis import (  # noqa: E402
     classification_pb2, get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
     prediction_service_pb2_grpc, regression_pb2,
 )
+from google.protobuf import json_format  # noqa: E402
+from tritonclient.grpc import model_config_pb2, service_pb2  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from testkit.server import HALF_PLUS_TWO, ServerProcess as Server  # noqa: E402
@@ -201,7 +203,7 @@ def test_v2_infer_raw_and_contents(hp2):
     assert result.as_numpy("y").ravel().tolist() == [2.5, 3.0, 4.5]
     assert result.get_response().id == "r-1"
     # typed contents (fp32_contents), as other KServe clients send it
-    from tritonclient.grpc import service_pb2, service_pb2_grpc
+    from tritonclient.grpc import service_pb2_grpc
 
     stub = service_pb2_grpc.GRPCInferenceServiceStub(hp2.channel)
     request = service_pb2.ModelInferRequest(model_name="half_plus_two")
@@ -221,6 +223,45 @@ def test_v2_class_count(hp2):
     with pytest.raises(InferenceServerException) as info:
         c.infer("half_plus_two", [x], outputs=[tritongrpc.InferRequestedOutput("y", class_count=-1)])
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "positive integer" in str(info.value)
+
+
+def test_v2_model_config_and_statistics_match_rest(hp2):
+    c = hp2.triton
+    config = c.get_model_config("half_plus_two", as_json=True)["config"]
+    assert config["name"] == "half_plus_two" and config["platform"] == "tensorflow_savedmodel"
+    assert config["max_batch_size"] == 4 and config["backend"] == "tensorflow"
+    assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": ["1"]}]
+    assert config["dynamic_batching"]["preferred_batch_size"] == [1, 4]
+    assert config["parameters"] == {"signature_name": {"string_value": "serving_default"}}
+    typed = c.get_model_config("half_plus_two")  # the message itself, as Triton's tools read it
+    assert typed.config.input[0].data_type == model_config_pb2.TYPE_FP32
+    assert typed.config.version_policy.specific.versions == [123]
+    status, _, body = hp2.get("/v2/models/half_plus_two/config")  # REST's JSON, read into Triton's own message
+    assert status == 200 and typed.config == json_format.Parse(body, model_config_pb2.ModelConfig())
+
+    x = tritongrpc.InferInput("x", [3, 1], "FP32")
+    x.set_data_from_numpy(np.ones((3, 1), np.float32))
+    before = c.get_inference_statistics("half_plus_two", as_json=True)["model_stats"][0]
+    c.infer("half_plus_two", [x])
+    with pytest.raises(InferenceServerException):
+        c.infer("half_plus_two", [tritongrpc.InferInput("x", [3, 1], "FP64").set_data_from_numpy(
+            np.ones((3, 1), np.float64))])
+    stats = c.get_inference_statistics("half_plus_two", as_json=True)["model_stats"][0]
+    assert stats["name"] == "half_plus_two" and stats["version"] == "123"
+    success = lambda s, k: int(s["inference_stats"].get(k, {}).get("count", 0))  # noqa: E731
+    assert success(stats, "success") == success(before, "success") + 1
+    assert success(stats, "fail") == success(before, "fail") + 1
+    assert int(stats["inference_count"]) >= 3 and int(stats["last_inference"]) > 0
+    status, _, body = hp2.get("/v2/models/half_plus_two/stats")
+    assert status == 200 and c.get_inference_statistics("half_plus_two") == json_format.Parse(
+        body, service_pb2.ModelStatisticsResponse())
+    # an empty name asks for every model (Triton's rule): here, the one
+    assert [s.name for s in c.get_inference_statistics().model_stats] == ["half_plus_two"]
+    for call in (lambda: c.get_model_config("nope"), lambda: c.get_inference_statistics("nope"),
+                 lambda: c.get_model_config("half_plus_two", model_version="7")):
+        with pytest.raises(InferenceServerException) as info:
+            call()
+        assert info.value.status() == "StatusCode.NOT_FOUND"
 
 
 def test_v2_errors(hp2):
