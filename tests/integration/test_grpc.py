@@ -326,6 +326,7 @@ def test_jpeg_model_starts_and_serves(tmp_path):
     server = Server(model, "jpeg", "1,4").wait_ready()
     try:
         assert "warm-up skipped" in server.logs() and "image_bytes" in server.logs()
+        assert not any(k.startswith("kit_warmup_runs_total") for k in server.metrics())
         import base64
 
         status, _, body = server.predict({"instances": [{"b64": base64.b64encode(_jpeg(100)).decode()}]})
@@ -354,6 +355,9 @@ def test_tf_serving_warmup_file_is_replayed(tmp_path):
         logs = server.logs()
         assert "warm-up: 2 requests from assets.extra/tf_serving_warmup_requests" in logs
         assert "warm-up: batch size 4" in logs
+        runs = dict((k, v) for k, v in server.metrics().items() if k.startswith("kit_warmup_runs_total"))
+        assert runs == {'kit_warmup_runs_total{source="file",batch_size="1"}': 1,
+                        'kit_warmup_runs_total{source="file",batch_size="4"}': 1}
     finally:
         assert server.stop() == 0
 
@@ -451,6 +455,9 @@ def test_manifest_model_name_and_warmup_samples_through_kit_serve(tmp_path):
         status, _, body = server.predict({"instances": [[1.0]]})
         assert status == 200 and json.loads(body) == {"predictions": [[2.5]]}
         assert server.request("POST", "/v1/models/hp2:predict", {"instances": [[1.0]]})[0] == 404
+        runs = server.metrics()
+        assert runs['kit_warmup_runs_total{source="samples",batch_size="1"}'] == 1
+        assert runs['kit_warmup_runs_total{source="samples",batch_size="4"}'] == 1
         with grpc.insecure_channel("127.0.0.1:%d" % grpc_port) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             response = stub.Predict(_predict_request(), timeout=30)

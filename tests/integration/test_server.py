@@ -496,7 +496,10 @@ def test_not_ready_until_warm_up_ran_every_batch_size_then_overload_gives_503(di
         assert json.loads(server.get("/v1/models/digits")[2])["model_version_status"][0]["state"] == "AVAILABLE"
         logs = server.logs()
         assert logs.index("warm-up: batch size 1") < logs.index("warm-up: batch size 2") < logs.index("ready:")
-        assert server.metrics()["kit_warmup_seconds"] >= 3.0  # 2 sizes x 1.5 s test delay
+        warm = server.metrics()
+        assert warm["kit_warmup_seconds"] >= 3.0  # 2 sizes x 1.5 s test delay
+        assert warm['kit_warmup_runs_total{source="zeros",batch_size="1"}'] == 1
+        assert warm['kit_warmup_runs_total{source="zeros",batch_size="2"}'] == 1
 
         # Overload: a queue of 2 items and a 0.3 s model call, 12 requests at once.
         results = []
