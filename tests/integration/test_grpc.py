@@ -289,6 +289,51 @@ def test_grpc_requests_are_counted_in_metrics(hp2):
     assert metrics.get('kit_requests_total{endpoint="grpc_predict",code="404"}', 0) >= 1
 
 
+def test_overload_and_oversized_messages_get_grpc_codes_and_the_server_recovers():
+    """Queue full (REST's 503) is UNAVAILABLE with the same text, to TF Serving's stub and to tritonclient; RPCs
+    beyond the bound are RESOURCE_EXHAUSTED at once; a message over KIT_MAX_BODY is RESOURCE_EXHAUSTED."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = Server(HALF_PLUS_TWO, "half_plus_two", "1", env={
+        "KIT_MAX_QUEUE": "2", "KIT_TEST_INFER_DELAY": "0.3", "KIT_MAX_BODY": "64KiB"}).wait_ready()
+    channel = grpc.insecure_channel("127.0.0.1:%d" % server.grpc_port)
+    triton = tritongrpc.InferenceServerClient("127.0.0.1:%d" % server.grpc_port)
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        x = tritongrpc.InferInput("x", [1, 1], "FP32")
+        x.set_data_from_numpy(np.ones((1, 1), np.float32))
+
+        def tfs():
+            try:
+                stub.Predict(_predict_request(x=np.ones((1, 1), np.float32)), timeout=60)
+                return "OK", ""
+            except grpc.RpcError as e:
+                return e.code().name, e.details()
+
+        def v2():
+            try:
+                triton.infer("half_plus_two", [x], client_timeout=60)
+                return "OK", ""
+            except InferenceServerException as e:
+                return e.status().replace("StatusCode.", ""), e.message()
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda i: (tfs if i % 2 else v2)(), range(16)))
+        codes = [code for code, _ in results]
+        assert "OK" in codes and set(codes) <= {"OK", "UNAVAILABLE", "RESOURCE_EXHAUSTED"}, results
+        assert "UNAVAILABLE" in codes, results
+        assert all("queue is full" in text for code, text in results if code == "UNAVAILABLE"), results
+        assert server.metrics()['kit_rejected_total{reason="queue_full"}'] == codes.count("UNAVAILABLE")
+        big = np.ones((20000, 1), np.float32)  # 80 kB of floats: over the 64 KiB message bound
+        code, _ = _code(lambda: stub.Predict(_predict_request(x=big), timeout=30))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert tfs() == ("OK", "")  # recovered: the queue drained, the channel still works
+    finally:
+        channel.close()
+        triton.close()
+        assert server.stop() == 0
+
+
 def test_grpc_port_zero_turns_grpc_off(digits_dir):  # noqa: F811
     server = Server(digits_dir / "saved_model", "digits", "1", args=["--grpc-port", "0"]).wait_ready()
     try:
