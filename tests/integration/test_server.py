@@ -427,6 +427,28 @@ def curl(server, path, body):
     return int(code), json.loads(text)
 
 
+def test_tf_serving_rest_docs_requests_with_curl(half_plus_two):
+    """The requests of TF Serving's REST API page, on its own half_plus_two, as curl sends them."""
+    base = "http://127.0.0.1:%d" % half_plus_two.port
+    for path in ("/v1/models/half_plus_two", "/v1/models/half_plus_two/versions/123",
+                 "/v1/models/half_plus_two/metadata"):
+        out = subprocess.run(["curl", "-sS", "-f", base + path], check=True, capture_output=True, text=True,
+                             timeout=60).stdout
+        assert json.loads(out), path
+    status, body = curl(half_plus_two, "/v1/models/half_plus_two:predict", {"instances": [1.0, 2.0, 5.0]})
+    assert status == 200 and body == {"predictions": [2.5, 3.0, 4.5]}
+    status, body = curl(half_plus_two, "/v1/models/half_plus_two/versions/123:predict",
+                        {"signature_name": "serving_default", "inputs": {"x": [[1.0], [2.0]]}})
+    assert status == 200 and body == {"outputs": [[2.5], [3.0]]}
+    for path, request, code, words in (
+            ("/v1/models/nope:predict", {"instances": [1.0]}, 404, "Servable not found"),
+            ("/v1/models/half_plus_two/versions/9:predict", {"instances": [1.0]}, 404, "9"),
+            ("/v1/models/half_plus_two:predict", {"instances": ["a"]}, 400, ""),
+            ("/v1/models/half_plus_two:predict", {"signature_name": "nope", "instances": [1.0]}, 400, "nope")):
+        status, body = curl(half_plus_two, path, request)
+        assert status == code and words in body["error"], (path, status, body)
+
+
 def test_rest_classify_and_regress_with_curl(half_plus_two):
     classify = "/v1/models/half_plus_two:classify"
     regress = "/v1/models/half_plus_two:regress"
@@ -496,7 +518,10 @@ def test_not_ready_until_warm_up_ran_every_batch_size_then_overload_gives_503(di
         assert json.loads(server.get("/v1/models/digits")[2])["model_version_status"][0]["state"] == "AVAILABLE"
         logs = server.logs()
         assert logs.index("warm-up: batch size 1") < logs.index("warm-up: batch size 2") < logs.index("ready:")
-        assert server.metrics()["kit_warmup_seconds"] >= 3.0  # 2 sizes x 1.5 s test delay
+        warm = server.metrics()
+        assert warm["kit_warmup_seconds"] >= 3.0  # 2 sizes x 1.5 s test delay
+        assert warm['kit_warmup_runs_total{source="zeros",batch_size="1"}'] == 1
+        assert warm['kit_warmup_runs_total{source="zeros",batch_size="2"}'] == 1
 
         # Overload: a queue of 2 items and a 0.3 s model call, 12 requests at once.
         results = []
