@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from kit.errors import DockerError, KitError, RolloutError
 from kit.fleet import swarm
-from kit.fleet.rollout import START_FIRST, STOP_FIRST, choose_strategy
+from kit.fleet.plan import START_FIRST, STOP_FIRST, UPDATE, choose_strategy
 from kit.fleet.status import Deployment
 from kit.fleet.swarm_timeline import NodeTimeline
 from kit.units import utc_timestamp
@@ -76,7 +76,7 @@ class SwarmRollout(Release):
         return swarm.render(spec, self.policy, swarm.constraints(self.fleet.name, self.fp))
 
     def plan_device(self, device: FleetDevice, nodes: dict, running: dict):
-        from kit.fleet.rollout import DevicePlan, REFUSED, UNCHANGED, UNREACHABLE, UPDATE
+        from kit.fleet.rollout import DevicePlan, REFUSED, UNCHANGED, UNREACHABLE
 
         self.progress(device.name, "facts", f"connecting to {device.host}")
         argv = swarm.deploy_argv(self.fleet.name, self.stack_file)
@@ -130,7 +130,7 @@ class SwarmRollout(Release):
     # -- run --
 
     def label_nodes(self, engine, plans) -> None:
-        from kit.fleet.rollout import REFUSED, UNCHANGED, UPDATE
+        from kit.fleet.rollout import REFUSED, UNCHANGED
 
         for p in plans:
             if p.facts is None or not p.facts.reachable or not p.facts.swarm_node_id:
@@ -143,7 +143,7 @@ class SwarmRollout(Release):
             engine.set_node_labels(p.facts.swarm_node_id, labels)
 
     def run(self, engine, plans, image: str, durations: dict | None = None) -> st.RolloutRecord:
-        from kit.fleet.rollout import UPDATE, record_plans
+        from kit.fleet.rollout import record_plans
 
         record = st.RolloutRecord(fleet=self.fleet.name, image=image, digest_ref=self.digest_ref,
                                   on_failure=self.fleet.rollout.on_failure, orchestrator="swarm",
@@ -316,8 +316,6 @@ def running_copy(engine, task) -> Deployment:
 def choose_order(plans) -> str:
     """One update_config for the whole service: start-first only when every node to update
     can run the new task beside the old one; the others' plans then say why not."""
-    from kit.fleet.rollout import UPDATE
-
     todo = [p for p in plans if p.action == UPDATE]
     blocking = [p for p in todo if p.strategy != START_FIRST]
     if todo and not blocking:

@@ -108,7 +108,7 @@ def test_start_first_order_and_reuse_port_go_into_update_and_rollback_config():
 
 
 def _plan(name, strategy, reason, action="update"):
-    from kit.fleet.rollout import DevicePlan
+    from kit.fleet.plan import DevicePlan
 
     return DevicePlan(FleetDevice(name, "tcp://" + name, "cpu"), action, strategy=strategy, strategy_reason=reason)
 
