@@ -40,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._models import CACHE, REPO, RawClient, export_mobilenet_v2, start_server
+from bench._models import CACHE, REPO, export_mobilenet_v2, start_server
+from testkit.rawhttp import RawClient
 from kit.net import free_port
 
 PEERS_VENV = REPO / ".bench-venvs" / "peers"
@@ -263,6 +264,7 @@ def main(argv=None):
     import tensorflow as tf
 
     python = ensure_peers_venv(tf.__version__)
+    load_before = os.getloadavg()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     client_counts = [int(c) for c in args.clients.split(",")]
     models = {"digits": digits_model, "mobilenet": export_mobilenet_v2}
@@ -299,8 +301,10 @@ def main(argv=None):
                 server.stop()
 
     print()
-    print("Peers on one SavedModel, TensorFlow %s, %s, %d CPU cores (shared), %.0f s per cell, JSON row format "
+    print("Peers on one SavedModel, TensorFlow %s, %s, %d CPU cores (shared), %g s per cell, JSON row format "
           "(TF Serving / KServe v1)" % (tf.__version__, platform.machine(), os.cpu_count(), args.seconds))
+    # The machine is shared: say how loaded it was (1-minute load average), so a reader can weigh the cells.
+    print("load average (1 min): %.1f before, %.1f after" % (load_before[0], os.getloadavg()[0]))
     print("%-9s  %5s  %7s  %-6s  %9s  %9s  %9s  %9s" % ("model", "batch", "clients", "server", "req/s", "images/s",
                                                          "p50 ms", "p99 ms"))
     for r in rows:

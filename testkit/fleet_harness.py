@@ -188,6 +188,18 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+def stop_process(proc: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM a daemon this harness started and wait up to `timeout` s for it; SIGKILL it if it stays."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _wait(predicate, timeout: float, what: str, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -274,13 +286,7 @@ class Registry:
 
     def stop(self) -> None:
         """Stop the registry (a registry outage, or teardown)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         _wait(lambda: not _port_open(self.port), 10, "registry port closed")
 
     def restart(self) -> None:
@@ -422,13 +428,7 @@ class Device:
 
     def stop(self, timeout: float = 60) -> None:
         """SIGTERM dockerd (with --live-restore its containers keep running)."""
-        if self.running:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
 
     def close(self) -> None:
         """Teardown: remove every container, stop dockerd and containerd, unmount, delete."""
@@ -439,13 +439,7 @@ class Device:
             subprocess.run(f"docker -H {self.host} ps -aq | xargs -r docker -H {self.host} rm -f",
                            shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
         self.stop()
-        if self.containerd is not None and self.containerd.poll() is None:
-            self.containerd.terminate()
-            try:
-                self.containerd.wait(30)
-            except subprocess.TimeoutExpired:
-                self.containerd.kill()
-                self.containerd.wait()
+        stop_process(self.containerd, 30)
         self.release()
         _unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
@@ -554,13 +548,7 @@ class SshEndpoint:
         return {"PATH": f"{self.root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

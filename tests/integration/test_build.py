@@ -6,7 +6,9 @@ the example's own train.py). Faked: only /etc/nv_tegra_release (there is no
 Jetson here), through KIT_NV_TEGRA_RELEASE.
 
 One full build is shared by the module (module fixture `built`); the tests
-that need their own builds use small copies of the example.
+that need their own builds use small copies of the example. That build's
+manifest also sets serve.model_name (SERVED_AS, with TF Serving's '_') and
+serve.warmup samples, so the real clients prove both in a built image.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pytest
 
 from kit.build import images
 from testkit import manifests
+from testkit.server import held_out_digits
 
 pytestmark = pytest.mark.docker
 
@@ -32,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "manifests" / "examples"
 RUN_ID = uuid.uuid4().hex[:8]
 REPOSITORY = f"kit-test/build-{RUN_ID}"
+SERVED_AS = "digits_classifier"  # serve.model_name of the shared build: what clients call, not metadata.name
 NANO_4_4 = "# R32 (release), REVISION: 4.4, GCID: 23942405, BOARD: t210ref, EABI: aarch64, DATE: Fri Oct 16 19:44:43 UTC 2020\n"
 NANO_4_3 = "# R32 (release), REVISION: 4.3, GCID: 21589087, BOARD: t210ref, EABI: aarch64, DATE: Fri Jun 26 04:38:25 UTC 2020\n"
 
@@ -66,10 +70,17 @@ def trained_example(dest: Path, epochs: int | None = None) -> Path:
 
 
 def write_manifest(dest: Path, *, version="0.1.0", device="cpu", model="./digits/saved_model",
-                   parity="./digits/parity.npy", repository=REPOSITORY, **extra) -> Path:
-    """dest/kit.yaml: the bundled example's manifest for a copy of it in dest (`extra` replaces whole sections)."""
+                   parity="./digits/parity.npy", repository=REPOSITORY, served_as=None, **extra) -> Path:
+    """dest/kit.yaml: the bundled example's manifest for a copy of it in dest (`extra` replaces whole sections).
+    served_as: serve.model_name, with serve.warmup samples (dest/digits/warm.npy: three held-out digits, the
+    same bytes every time, so the image's warmup/ layer is too)."""
+    serve = {}
+    if served_as is not None:
+        (dest / "digits").mkdir(parents=True, exist_ok=True)
+        np.save(dest / "digits" / "warm.npy", held_out_digits()[0][:3].astype(np.float32))
+        serve = {"model_name": served_as, "warmup": "./digits/warm.npy"}
     doc = manifests.digits_example(metadata={"version": version}, model={"path": model},
-                                   image={"repository": repository},
+                                   image={"repository": repository}, serve=serve,
                                    optimize={"parity": None if parity is None else {"samples": parity}})
     if device != "cpu":
         doc = manifests.merged(doc, {"target": {"device": device, "jetpack": "4.4.1"}, "optimize": {"precision": "fp16"}})
@@ -81,7 +92,7 @@ def write_manifest(dest: Path, *, version="0.1.0", device="cpu", model="./digits
 def example(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("example")
     trained_example(d)
-    return write_manifest(d)
+    return write_manifest(d, served_as=SERVED_AS)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +142,8 @@ def test_full_build_tags_and_labels(built, engine, example):
     assert info.config["Cmd"] == ["python3", "-m", "kit.runtime.serving.main"]
     assert "8501/tcp" in info.config["ExposedPorts"]
     env = info.env
-    assert env["KIT_MODEL_NAME"] == "digits" and env["KIT_BATCH_SIZES"] == "1,8"
+    assert env["KIT_MODEL_NAME"] == SERVED_AS and env["KIT_BATCH_SIZES"] == "1,8"
+    assert env["KIT_WARMUP"] == "1" and env["KIT_WARMUP_SAMPLES"] == "/opt/kit/warmup/samples.npy"
     assert env["KIT_MODEL_DIR"] == "/opt/kit/model" and "TF_GPU_ALLOCATOR" not in env
     assert env["TF_CPP_VMODULE"] == "trt_engine_op=1"  # engine builds at run time are VLOG(1) on TF 2.3.1
     assert env["KIT_PORT"] == "8501" and env["KIT_MAX_BATCH_DELAY"] == "2ms"
@@ -147,8 +159,8 @@ def test_model_layer_is_last_and_the_rest_is_the_builder(built, engine):
     base = engine.layer_digests(record["base"]["image"])
     assert layers[: len(base)] == base
     assert layers[: len(builder)] == builder  # base + kit code, shared with the builder image
-    # Then two per-model layers: warmup/ (serve.warmup samples; empty here, with fixed modes and
-    # mtimes, so byte-identical from one build to the next) and model/, last.
+    # Then two per-model layers: warmup/ (serve.warmup samples, with fixed modes and mtimes, so
+    # byte-identical from one build to the next) and model/, last.
     assert len(layers) == len(builder) + 2
 
 
@@ -164,7 +176,7 @@ def served(built, engine):
 
     record, _ = built
     port, grpc_port = free_port(), free_port()
-    name = f"kit-test-perf-clients-{RUN_ID}"
+    name = SERVED_CONTAINER
     cid = engine.run(record["image"], name=name, env={"KIT_PORT": str(port), "KIT_GRPC_PORT": str(grpc_port),
                                                       "KIT_HOST": "127.0.0.1"})
     try:
@@ -175,9 +187,12 @@ def served(built, engine):
                 break
             assert time.time() < deadline and engine.container_state(cid).status == "running", engine.logs(cid)[-3000:]
             time.sleep(0.5)
-        yield port, grpc_port, "digits"
+        yield port, grpc_port, SERVED_AS
     finally:
         engine.remove_container(cid, force=True)
+
+
+SERVED_CONTAINER = f"kit-test-perf-clients-{RUN_ID}"
 
 
 def _curl(method, url, body=None, check=True):
@@ -191,6 +206,29 @@ def _curl(method, url, body=None, check=True):
         return 0, None
     text, _, code = proc.stdout.rpartition("\n")
     return int(code), (json.loads(text) if text.strip() else None)
+
+
+def _prometheus(text):
+    """{'name{labels}': value} of a Prometheus text exposition."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            values[key] = float(value)
+    return values
+
+
+def test_built_image_ran_the_manifests_warmup_samples(served, engine):
+    """serve.warmup samples travelled into the image and ran at every built batch size before ready."""
+    port, _, _ = served
+    proc = subprocess.run(["curl", "-sS", f"http://127.0.0.1:{port}/metrics"], capture_output=True, text=True,
+                          timeout=60, check=True)
+    runs = {k: v for k, v in _prometheus(proc.stdout).items() if k.startswith("kit_warmup_runs_total")}
+    assert runs == {'kit_warmup_runs_total{source="samples",batch_size="1"}': 1,
+                    'kit_warmup_runs_total{source="samples",batch_size="8"}': 1}
+    logs = engine.logs(SERVED_CONTAINER)
+    assert "warm-up: samples from /opt/kit/warmup/samples.npy at batch sizes 1,8" in logs
+    assert logs.index("warm-up: batch size 8") < logs.index("ready: model '%s'" % SERVED_AS)
 
 
 def _pixels(n):
@@ -219,6 +257,10 @@ def test_built_image_answers_curl(served):
     # A client's mistake is a 4xx with a JSON error, never a 500.
     status, bad = _curl("POST", f"{base}/v1/models/{name}:predict", {"instances": [[1.0, 2.0]]})
     assert status == 400 and "pixels" in bad["error"]
+    # serve.model_name is the only name: metadata.name ("digits") is not served.
+    status, missing = _curl("POST", f"{base}/v1/models/digits:predict", {"instances": x.tolist()})
+    assert status == 404 and SERVED_AS in missing["error"]
+    assert _curl("GET", f"{base}/v2/models/digits", check=False)[0] == 404
 
 
 def test_built_image_answers_tensorflow_serving_grpc_stubs(served):
@@ -247,10 +289,11 @@ def test_built_image_answers_tensorflow_serving_grpc_stubs(served):
         status_request.model_spec.name = name
         status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request, timeout=60)
         assert status.model_version_status[0].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
-        request.model_spec.name = "nope"
-        with pytest.raises(grpc.RpcError) as info:
-            stub.Predict(request, timeout=60)
-        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        for other in ("nope", "digits"):  # metadata.name is not a name the image answers to
+            request.model_spec.name = other
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Predict(request, timeout=60)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND and SERVED_AS in info.value.details()
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -281,6 +324,15 @@ def test_built_image_answers_tritonclient(served, protocol):
     with pytest.raises(InferenceServerException) as info:
         client.infer(name, [wrong])
     assert "shape" in str(info.value)
+    with pytest.raises(InferenceServerException) as info:  # metadata.name is not served
+        client.infer("digits", [tensor])
+    assert "digits" in str(info.value).replace(SERVED_AS, "") and SERVED_AS in str(info.value)
+    config = client.get_model_config(name)
+    config = config if protocol == "http" else client.get_model_config(name, as_json=True)["config"]
+    assert config["name"] == name and config["max_batch_size"] == 8
+    stats = client.get_inference_statistics(name)
+    stats = stats if protocol == "http" else client.get_inference_statistics(name, as_json=True)
+    assert stats["model_stats"][0]["name"] == name and int(stats["model_stats"][0]["inference_count"]) >= 8
 
 
 def rebuilt_with_stable_code(example, previous: dict) -> tuple[dict, dict]:
@@ -309,7 +361,7 @@ def test_no_change_rebuild_reuses_every_step(built, example):
 def test_model_only_change_rebuilds_only_the_top_layer(built, engine, example, tmp_path):
     first, _ = built
     trained_example(tmp_path, epochs=3)  # a different model: retrained with fewer epochs
-    manifest = write_manifest(tmp_path, version="0.2.0")
+    manifest = write_manifest(tmp_path, version="0.2.0", served_as=SERVED_AS)  # the same warm-up samples
     second = record_of(kit("build", manifest, "--json"))
     if second["builder"]["kit_code"] != first["builder"]["kit_code"]:
         # kit/runtime was edited meanwhile (development): compare with the example rebuilt on the same code.

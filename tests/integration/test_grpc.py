@@ -24,8 +24,11 @@ from tensorflow_serving.apis import (  # noqa: E402
     classification_pb2, get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
     prediction_service_pb2_grpc, regression_pb2,
 )
+from google.protobuf import json_format  # noqa: E402
+from tritonclient.grpc import model_config_pb2, service_pb2  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from testkit.manifests import write_model  # noqa: E402
 from testkit.server import HALF_PLUS_TWO, ServerProcess as Server  # noqa: E402
 
 
@@ -201,7 +204,7 @@ def test_v2_infer_raw_and_contents(hp2):
     assert result.as_numpy("y").ravel().tolist() == [2.5, 3.0, 4.5]
     assert result.get_response().id == "r-1"
     # typed contents (fp32_contents), as other KServe clients send it
-    from tritonclient.grpc import service_pb2, service_pb2_grpc
+    from tritonclient.grpc import service_pb2_grpc
 
     stub = service_pb2_grpc.GRPCInferenceServiceStub(hp2.channel)
     request = service_pb2.ModelInferRequest(model_name="half_plus_two")
@@ -221,6 +224,45 @@ def test_v2_class_count(hp2):
     with pytest.raises(InferenceServerException) as info:
         c.infer("half_plus_two", [x], outputs=[tritongrpc.InferRequestedOutput("y", class_count=-1)])
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "positive integer" in str(info.value)
+
+
+def test_v2_model_config_and_statistics_match_rest(hp2):
+    c = hp2.triton
+    config = c.get_model_config("half_plus_two", as_json=True)["config"]
+    assert config["name"] == "half_plus_two" and config["platform"] == "tensorflow_savedmodel"
+    assert config["max_batch_size"] == 4 and config["backend"] == "tensorflow"
+    assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": ["1"]}]
+    assert config["dynamic_batching"]["preferred_batch_size"] == [1, 4]
+    assert config["parameters"] == {"signature_name": {"string_value": "serving_default"}}
+    typed = c.get_model_config("half_plus_two")  # the message itself, as Triton's tools read it
+    assert typed.config.input[0].data_type == model_config_pb2.TYPE_FP32
+    assert typed.config.version_policy.specific.versions == [123]
+    status, _, body = hp2.get("/v2/models/half_plus_two/config")  # REST's JSON, read into Triton's own message
+    assert status == 200 and typed.config == json_format.Parse(body, model_config_pb2.ModelConfig())
+
+    x = tritongrpc.InferInput("x", [3, 1], "FP32")
+    x.set_data_from_numpy(np.ones((3, 1), np.float32))
+    before = c.get_inference_statistics("half_plus_two", as_json=True)["model_stats"][0]
+    c.infer("half_plus_two", [x])
+    with pytest.raises(InferenceServerException):
+        c.infer("half_plus_two", [tritongrpc.InferInput("x", [3, 1], "FP64").set_data_from_numpy(
+            np.ones((3, 1), np.float64))])
+    stats = c.get_inference_statistics("half_plus_two", as_json=True)["model_stats"][0]
+    assert stats["name"] == "half_plus_two" and stats["version"] == "123"
+    success = lambda s, k: int(s["inference_stats"].get(k, {}).get("count", 0))  # noqa: E731
+    assert success(stats, "success") == success(before, "success") + 1
+    assert success(stats, "fail") == success(before, "fail") + 1
+    assert int(stats["inference_count"]) >= 3 and int(stats["last_inference"]) > 0
+    status, _, body = hp2.get("/v2/models/half_plus_two/stats")
+    assert status == 200 and c.get_inference_statistics("half_plus_two") == json_format.Parse(
+        body, service_pb2.ModelStatisticsResponse())
+    # an empty name asks for every model (Triton's rule): here, the one
+    assert [s.name for s in c.get_inference_statistics().model_stats] == ["half_plus_two"]
+    for call in (lambda: c.get_model_config("nope"), lambda: c.get_inference_statistics("nope"),
+                 lambda: c.get_model_config("half_plus_two", model_version="7")):
+        with pytest.raises(InferenceServerException) as info:
+            call()
+        assert info.value.status() == "StatusCode.NOT_FOUND"
 
 
 def test_v2_errors(hp2):
@@ -246,6 +288,51 @@ def test_grpc_requests_are_counted_in_metrics(hp2):
     metrics = hp2.metrics()
     assert metrics.get('kit_requests_total{endpoint="grpc_predict",code="200"}', 0) >= 1
     assert metrics.get('kit_requests_total{endpoint="grpc_predict",code="404"}', 0) >= 1
+
+
+def test_overload_and_oversized_messages_get_grpc_codes_and_the_server_recovers():
+    """Queue full (REST's 503) is UNAVAILABLE with the same text, to TF Serving's stub and to tritonclient; RPCs
+    beyond the bound are RESOURCE_EXHAUSTED at once; a message over KIT_MAX_BODY is RESOURCE_EXHAUSTED."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = Server(HALF_PLUS_TWO, "half_plus_two", "1", env={
+        "KIT_MAX_QUEUE": "2", "KIT_TEST_INFER_DELAY": "0.3", "KIT_MAX_BODY": "64KiB"}).wait_ready()
+    channel = grpc.insecure_channel("127.0.0.1:%d" % server.grpc_port)
+    triton = tritongrpc.InferenceServerClient("127.0.0.1:%d" % server.grpc_port)
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        x = tritongrpc.InferInput("x", [1, 1], "FP32")
+        x.set_data_from_numpy(np.ones((1, 1), np.float32))
+
+        def tfs():
+            try:
+                stub.Predict(_predict_request(x=np.ones((1, 1), np.float32)), timeout=60)
+                return "OK", ""
+            except grpc.RpcError as e:
+                return e.code().name, e.details()
+
+        def v2():
+            try:
+                triton.infer("half_plus_two", [x], client_timeout=60)
+                return "OK", ""
+            except InferenceServerException as e:
+                return e.status().replace("StatusCode.", ""), e.message()
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda i: (tfs if i % 2 else v2)(), range(16)))
+        codes = [code for code, _ in results]
+        assert "OK" in codes and set(codes) <= {"OK", "UNAVAILABLE", "RESOURCE_EXHAUSTED"}, results
+        assert "UNAVAILABLE" in codes, results
+        assert all("queue is full" in text for code, text in results if code == "UNAVAILABLE"), results
+        assert server.metrics()['kit_rejected_total{reason="queue_full"}'] == codes.count("UNAVAILABLE")
+        big = np.ones((20000, 1), np.float32)  # 80 kB of floats: over the 64 KiB message bound
+        code, _ = _code(lambda: stub.Predict(_predict_request(x=big), timeout=30))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert tfs() == ("OK", "")  # recovered: the queue drained, the channel still works
+    finally:
+        channel.close()
+        triton.close()
+        assert server.stop() == 0
 
 
 def test_grpc_port_zero_turns_grpc_off(digits_dir):  # noqa: F811
@@ -285,6 +372,7 @@ def test_jpeg_model_starts_and_serves(tmp_path):
     server = Server(model, "jpeg", "1,4").wait_ready()
     try:
         assert "warm-up skipped" in server.logs() and "image_bytes" in server.logs()
+        assert not any(k.startswith("kit_warmup_runs_total") for k in server.metrics())
         import base64
 
         status, _, body = server.predict({"instances": [{"b64": base64.b64encode(_jpeg(100)).decode()}]})
@@ -313,6 +401,9 @@ def test_tf_serving_warmup_file_is_replayed(tmp_path):
         logs = server.logs()
         assert "warm-up: 2 requests from assets.extra/tf_serving_warmup_requests" in logs
         assert "warm-up: batch size 4" in logs
+        runs = dict((k, v) for k, v in server.metrics().items() if k.startswith("kit_warmup_runs_total"))
+        assert runs == {'kit_warmup_runs_total{source="file",batch_size="1"}': 1,
+                        'kit_warmup_runs_total{source="file",batch_size="4"}': 1}
     finally:
         assert server.stop() == 0
 
@@ -398,18 +489,19 @@ def test_manifest_model_name_and_warmup_samples_through_kit_serve(tmp_path):
     """serve.model_name (TF Serving's '_') is the name on REST and gRPC; serve.warmup samples run before ready;
     kit serve --local --no-warmup turns them off."""
     np.savez(str(tmp_path / "warm.npz"), x=np.array([[1.0], [3.0]], np.float32))
-    manifest = tmp_path / "kit.yaml"
-    manifest.write_text(
-        "apiVersion: kit/v1\nkind: Model\nmetadata: {name: hp2, version: '123'}\n"
-        "model: {path: %s}\ntarget: {device: cpu}\noptimize: {precision: native, batch_sizes: [1, 4]}\n"
-        "image: {repository: 127.0.0.1:5000/kit/hp2}\nserve: {model_name: half_plus_two, warmup: ./warm.npz}\n"
-        % HALF_PLUS_TWO)
+    manifest = write_model(
+        tmp_path, metadata={"name": "hp2", "version": "123"}, model={"path": str(HALF_PLUS_TWO)},
+        optimize={"batch_sizes": [1, 4]}, image={"repository": "127.0.0.1:5000/kit/hp2"},
+        serve={"model_name": "half_plus_two", "warmup": "./warm.npz"})
     proc, server, grpc_port = _kit_serve(manifest)
     try:
         server.wait_ready()
         status, _, body = server.predict({"instances": [[1.0]]})
         assert status == 200 and json.loads(body) == {"predictions": [[2.5]]}
         assert server.request("POST", "/v1/models/hp2:predict", {"instances": [[1.0]]})[0] == 404
+        runs = server.metrics()
+        assert runs['kit_warmup_runs_total{source="samples",batch_size="1"}'] == 1
+        assert runs['kit_warmup_runs_total{source="samples",batch_size="4"}'] == 1
         with grpc.insecure_channel("127.0.0.1:%d" % grpc_port) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             response = stub.Predict(_predict_request(), timeout=30)

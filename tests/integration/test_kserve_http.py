@@ -37,6 +37,38 @@ def _x(values):
     return x
 
 
+def test_health_metadata_infer_and_errors_as_tritonclient_calls_them(hp2):
+    c = hp2.client
+    assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("half_plus_two")
+    assert c.is_model_ready("half_plus_two", model_version="123") and not c.is_model_ready("nope")
+    assert c.get_server_metadata()["name"] == "kit"
+    meta = c.get_model_metadata("half_plus_two")
+    assert meta["versions"] == ["123"] and meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}]
+    # JSON in, JSON out; binary in, binary out; the request id comes back.
+    result = c.infer("half_plus_two", [_x([1.0, 2.0, 5.0])], request_id="r-7",
+                     outputs=[triton.InferRequestedOutput("y", binary_data=False)])
+    assert result.as_numpy("y").ravel().tolist() == [2.5, 3.0, 4.5] and result.get_response()["id"] == "r-7"
+    x = triton.InferInput("x", [2, 1], "FP32")
+    x.set_data_from_numpy(np.array([[4.0], [6.0]], np.float32), binary_data=True)
+    result = c.infer("half_plus_two", [x], outputs=[triton.InferRequestedOutput("y", binary_data=True)])
+    assert result.as_numpy("y").ravel().tolist() == [4.0, 5.0]
+    # Every error class a client meets: 404 unknown model / version, 400 datatype, size, unknown output.
+    # (half_plus_two is a TF1 graph, fed without a static shape check as TF Serving does: no shape error.)
+    wrong = triton.InferInput("x", [1, 1], "FP64")
+    wrong.set_data_from_numpy(np.ones((1, 1), np.float64), binary_data=False)
+    for call, status, words in (
+            (lambda: c.infer("nope", [_x([1.0])]), "404", "nope"),
+            (lambda: c.infer("half_plus_two", [_x([1.0])], model_version="9"), "404", "9"),
+            (lambda: c.get_model_metadata("nope"), "404", "nope"),
+            (lambda: c.infer("half_plus_two", [wrong]), "400", "FP64"),
+            (lambda: c.infer("half_plus_two", [_x([1.0] * 300)]), "400", "too many"),  # max: 64 x 4 rows
+            (lambda: c.infer("half_plus_two", [_x([1.0])], outputs=[triton.InferRequestedOutput("z")]), "400",
+             "'z'")):
+        with pytest.raises(InferenceServerException) as info:
+            call()
+        assert info.value.status() == status and words in info.value.message(), (status, str(info.value))
+
+
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 def test_compressed_request_bodies(hp2, algorithm):
     result = hp2.client.infer("half_plus_two", [_x([1.0, 3.0])], request_compression_algorithm=algorithm)

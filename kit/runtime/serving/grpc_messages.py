@@ -6,7 +6,9 @@ the host's current release. So the messages are declared here as
 FileDescriptorProtos, with the field names, numbers and types of the real
 .proto files (tensorflow/core/framework/{types,tensor,tensor_shape}.proto,
 tensorflow/core/protobuf/meta_graph.proto, tensorflow/core/example/*.proto,
-tensorflow_serving/apis/*.proto, KServe's grpc_predict_v2.proto), loaded into
+tensorflow_serving/apis/*.proto, KServe's grpc_predict_v2.proto, and for the
+ModelConfig and ModelStatistics RPCs Triton's grpc_service.proto and
+model_config.proto), loaded into
 a private DescriptorPool (no clash with TensorFlow's or a client's own
 definitions in the same process) and turned into classes by message_factory.
 
@@ -275,7 +277,54 @@ def _kserve_file():
         ("uint64_contents", 5, "uint64", "repeated"), ("fp32_contents", 6, "float", "repeated"),
         ("fp64_contents", 7, "double", "repeated"), ("bytes_contents", 8, "bytes", "repeated"),
     ])
+    _triton_model_config(f)
+    _triton_statistics(f)
     return f.proto
+
+
+def _triton_model_config(f):
+    """Triton's ModelConfig RPC (grpc_service.proto) and the part of ModelConfig (model_config.proto, the
+    same package) that kit fills: what GET /v2/models/NAME/config answers."""
+    f.enum("DataType", [("TYPE_INVALID", 0), ("TYPE_BOOL", 1), ("TYPE_UINT8", 2), ("TYPE_UINT16", 3),
+                        ("TYPE_UINT32", 4), ("TYPE_UINT64", 5), ("TYPE_INT8", 6), ("TYPE_INT16", 7),
+                        ("TYPE_INT32", 8), ("TYPE_INT64", 9), ("TYPE_FP16", 10), ("TYPE_FP32", 11),
+                        ("TYPE_FP64", 12), ("TYPE_STRING", 13), ("TYPE_BF16", 14)])
+    f.message("ModelInput", [("name", 1, "string", ""), ("data_type", 2, "enum:.inference.DataType", ""),
+                             ("dims", 4, "int64", "repeated")])
+    f.message("ModelOutput", [("name", 1, "string", ""), ("data_type", 2, "enum:.inference.DataType", ""),
+                              ("dims", 3, "int64", "repeated")])
+    policy = f.message("ModelVersionPolicy", [
+        ("specific", 3, ".inference.ModelVersionPolicy.Specific", "oneof:policy_choice")])
+    _nested(policy, ".inference.ModelVersionPolicy", "Specific", [("versions", 1, "int64", "repeated")])
+    f.message("ModelDynamicBatching", [("preferred_batch_size", 1, "int32", "repeated"),
+                                       ("max_queue_delay_microseconds", 2, "uint64", "")])
+    f.message("ModelParameter", [("string_value", 1, "string", "")])
+    f.message("ModelConfig", [
+        ("name", 1, "string", ""), ("platform", 2, "string", ""), ("backend", 17, "string", ""),
+        ("version_policy", 3, ".inference.ModelVersionPolicy", ""), ("max_batch_size", 4, "int32", ""),
+        ("input", 5, ".inference.ModelInput", "repeated"), ("output", 6, ".inference.ModelOutput", "repeated"),
+        ("dynamic_batching", 11, ".inference.ModelDynamicBatching", "oneof:scheduling_choice"),
+        ("parameters", 14, ".inference.ModelParameter", "map:string"),
+    ])
+    f.message("ModelConfigRequest", [("name", 1, "string", ""), ("version", 2, "string", "")])
+    f.message("ModelConfigResponse", [("config", 1, ".inference.ModelConfig", "")])
+
+
+def _triton_statistics(f):
+    """Triton's ModelStatistics RPC (grpc_service.proto): what GET /v2/models/NAME/stats answers."""
+    duration = ".inference.StatisticDuration"
+    f.message("StatisticDuration", [("count", 1, "uint64", ""), ("ns", 2, "uint64", "")])
+    f.message("InferStatistics", [("success", 1, duration, ""), ("fail", 2, duration, ""),
+                                  ("compute_infer", 5, duration, "")])
+    f.message("InferBatchStatistics", [("batch_size", 1, "uint64", ""), ("compute_infer", 3, duration, "")])
+    f.message("ModelStatistics", [
+        ("name", 1, "string", ""), ("version", 2, "string", ""), ("last_inference", 3, "uint64", ""),
+        ("inference_count", 4, "uint64", ""), ("execution_count", 5, "uint64", ""),
+        ("inference_stats", 6, ".inference.InferStatistics", ""),
+        ("batch_stats", 7, ".inference.InferBatchStatistics", "repeated"),
+    ])
+    f.message("ModelStatisticsRequest", [("name", 1, "string", ""), ("version", 2, "string", "")])
+    f.message("ModelStatisticsResponse", [("model_stats", 1, ".inference.ModelStatistics", "repeated")])
 
 
 class Messages(object):

@@ -5,7 +5,9 @@ Services (method paths as the real clients call them):
   tensorflow.serving.ModelService       GetModelStatus
   inference.GRPCInferenceService        ServerLive, ServerReady, ModelReady, ServerMetadata,
                                         ModelMetadata, ModelInfer (raw_input_contents and
-                                        contents in; raw_output_contents out, as Triton answers)
+                                        contents in; raw_output_contents out, as Triton answers),
+                                        and Triton's ModelConfig and ModelStatistics (the content of
+                                        REST's /v2/models/NAME/config and /stats)
 
 Messages come from grpc_messages (built in code, no protoc); handlers are
 registered with grpc.method_handlers_generic_handler. Errors carry the REST
@@ -21,6 +23,7 @@ from concurrent import futures
 
 import grpc
 import numpy as np
+from google.protobuf import json_format
 
 from kit import __version__
 from kit.runtime.serving import examples, inference, kserve_v2
@@ -279,6 +282,27 @@ def model_metadata(state, request):
     return response
 
 
+def model_config(state, request):
+    """Triton's ModelConfig: the JSON REST answers, parsed into the message (one source for both fronts)."""
+    _check_v2_model(state, request.name, request.version)
+    body = dict(kserve_v2.model_config(_model(state), state.config))
+    if not str(state.config.model_version).isdigit():
+        body.pop("version_policy")  # Triton's versions are integers; kit's may be "1.0.0"
+    response = messages()["inference.ModelConfigResponse"]()
+    json_format.ParseDict(body, response.config)
+    return response
+
+
+def model_statistics(state, request):
+    """Triton's ModelStatistics; an empty name asks for every model: here, the one."""
+    if request.name or request.version:
+        _check_v2_model(state, request.name, request.version)
+    body = kserve_v2.model_stats(_model(state), state.metrics)
+    response = messages()["inference.ModelStatisticsResponse"]()
+    json_format.ParseDict(body, response)
+    return response
+
+
 def _param(params, name, kind, default):
     if name not in params:
         return default
@@ -384,6 +408,9 @@ def _services():
             ("ModelMetadata", "grpc_v2_metadata", v2 + "ModelMetadataRequest", v2 + "ModelMetadataResponse",
              model_metadata),
             ("ModelInfer", "grpc_v2_infer", v2 + "ModelInferRequest", v2 + "ModelInferResponse", model_infer),
+            ("ModelConfig", "grpc_v2_config", v2 + "ModelConfigRequest", v2 + "ModelConfigResponse", model_config),
+            ("ModelStatistics", "grpc_v2_stats", v2 + "ModelStatisticsRequest", v2 + "ModelStatisticsResponse",
+             model_statistics),
         ]),
     ]
 

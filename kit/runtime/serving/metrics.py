@@ -205,6 +205,9 @@ class ServerMetrics(object):
                                         "instead of in an engine (from the TensorFlow log).")
         self.model_stats = ModelStats()
         self.warmup_seconds = Gauge(r, "kit_warmup_seconds", "Time the warm-up over every built batch size took.")
+        # What the warm-up ran, so an operator (and a test of a built image) can see the manifest's samples ran.
+        self.warmup_runs = Counter(r, "kit_warmup_runs_total", "Model calls of the warm-up, by where their inputs "
+                                   "came from (samples, file, zeros) and batch size.", ("source", "batch_size"))
         # Last: the device's own gauges (absent files give no family at all).
         self.telemetry = TelemetryMetrics(r, telemetry if telemetry is not None else JetsonTelemetry())
 

@@ -584,15 +584,16 @@ def _load_and_warm(state, on_failure):
         signature = model.signature(config.signature)
         from kit.runtime.serving import warmup
 
-        runs, how = warmup.plan(state, signature)
+        runs, source, how = warmup.plan(state, signature)
         log.info("%s", how)
         started = time.monotonic()
         for key, inputs in runs:
             t0 = time.monotonic()
             model.run(key, inputs)
             first = next(iter(inputs.values()))
-            log.info("warm-up: batch size %d (signature %s) ran in %.3f s", first.shape[0] if first.ndim else 1,
-                     key, time.monotonic() - t0)
+            size = first.shape[0] if first.ndim else 1
+            state.metrics.warmup_runs.inc(1, source, size)
+            log.info("warm-up: batch size %d (signature %s) ran in %.3f s", size, key, time.monotonic() - t0)
             if config.test_warmup_delay:
                 time.sleep(config.test_warmup_delay)  # test-only hook, see main.py
         if runs:

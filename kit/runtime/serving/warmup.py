@@ -130,22 +130,23 @@ def sample_requests(state, signature):
 
 
 def plan(state, signature):
-    """[(signature key, inputs)] to run before ready, and a line saying where they came from."""
+    """([(signature key, inputs)] to run before ready, their source: 'samples' | 'file' | 'zeros' | None, and a
+    line saying where they came from)."""
     config = state.config
     if not config.warmup:
-        return [], "warm-up disabled: the first requests may be slow (TF-TRT could build engines)"
+        return [], None, "warm-up disabled: the first requests may be slow (TF-TRT could build engines)"
     if config.warmup_samples:
         runs = sample_requests(state, signature)
-        return runs, "warm-up: samples from %s at batch sizes %s" % (
+        return runs, "samples", "warm-up: samples from %s at batch sizes %s" % (
             config.warmup_samples, ",".join(str(next(iter(i.values())).shape[0]) for _, i in runs))
     from_file = file_requests(state)
     if from_file is not None:
-        return ([(p.signature.key, p.inputs) for p in from_file],
+        return ([(p.signature.key, p.inputs) for p in from_file], "file",
                 "warm-up: %d requests from %s" % (len(from_file), WARMUP_FILE))
     if any(info.is_string for info in signature.inputs.values()):
-        return [], ("warm-up skipped: signature %s takes strings (%s), which kit will not invent; add TF Serving's "
+        return [], None, ("warm-up skipped: signature %s takes strings (%s), which kit will not invent; add TF Serving's "
                     "warm-up file (%s) to the SavedModel to warm it"
                     % (signature.key, ", ".join(k for k, i in signature.inputs.items() if i.is_string), WARMUP_FILE))
     sizes = config.batch_sizes if signature.batchable else [1]
-    return ([(signature.key, example_inputs(signature, size, config.input_shapes)) for size in sizes],
+    return ([(signature.key, example_inputs(signature, size, config.input_shapes)) for size in sizes], "zeros",
             "warm-up: zeros at batch sizes %s" % ",".join(str(s) for s in sizes))
