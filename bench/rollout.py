@@ -103,15 +103,29 @@ def update_runs(fleet, work: Path, name: str, refs: dict, repeats: int, configs=
                                      max_parallel=width, canary=canary)
             timed_rollout(path, refs["1"])
             with fh.Hammer(ports, "fixture", [[1.0]]) as h:
+                began, busy = time.monotonic(), cpu_busy()
                 seconds, result = timed_rollout(path, refs["2"])
+                busy = (cpu_busy() - busy) / seconds  # cores kept busy, on average (every process here)
             steps = {s: statistics.mean(r.durations.get(s, 0.0) for r in result.record.devices.values())
                      for s in STEPS}
             steps["resolve+plan"] = result.record.durations.get("resolve", 0) + result.record.durations.get("plan", 0)
+            steps["cores busy"] = busy
             out[label].append((seconds, {n: len(f) for n, f in h.failures.items()},
                                {n: h.longest_gap(n) for n in ports}, steps,
                                sorted({r.strategy for r in result.record.devices.values()}),
-                               sorted({e for f in h.failures.values() for _, e in f})[:2]))
+                               failure_lines(h, began)))
     return out
+
+
+def cpu_busy() -> float:
+    """Seconds of CPU time spent so far on this host, all cores, all processes (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
+def failure_lines(h: fh.Hammer, began: float) -> list[str]:
+    """Every failed request: device, seconds since the rollout began, the error."""
+    return [f"{name} +{t - began:.3f}s {error}" for name, fails in h.failures.items() for t, error in fails]
 
 
 def report_updates(title: str, runs: dict) -> None:
@@ -124,16 +138,19 @@ def report_updates(title: str, runs: dict) -> None:
               f"strategy {'/'.join(rs[0][4])}  failed requests "
               + " ".join(f"{n}={c}" for n, c in failures.items())
               + "  longest gap " + " ".join(f"{g:.2f}s" for g in gaps.values()))
-        errors = sorted({e for r in rs for e in r[5]})[:2]
-        if errors:
-            print("    errors: " + "; ".join(errors))
+        failed = [line for r in rs for line in r[5]]
+        for line in failed[:12]:
+            print(f"    failed: {line}")
+        if len(failed) > 12:
+            print(f"    ... and {len(failed) - 12} more")
     for canary in (1, 0):
         one, three = med.get(f"max_parallel 1, canary {canary}"), med.get(f"max_parallel 3, canary {canary}")
         if one and three:
             print(f"  canary {canary}: max_parallel 3 takes {three / one:.2f} of max_parallel 1")
     for label, rs in runs.items():
         steps = rs[0][3]
-        print(f"  {label:<26} mean s/device: " + "  ".join(f"{s} {v:.2f}" for s, v in steps.items() if v))
+        print(f"  {label:<26} mean s/device: " + "  ".join(f"{s} {v:.2f}" for s, v in steps.items() if v)
+              + f" (of {os.cpu_count()}; load average {os.getloadavg()[0]:.1f})")
     sys.stdout.flush()
 
 
@@ -175,13 +192,14 @@ def bench_real(fleet: fh.Fleet, engine, work: Path) -> dict:
     first, _ = timed_rollout(path, refs["0.1.0"])
     pixels = [[[[0.0]] * 8] * 8]
     with fh.Hammer(ports, "digits", pixels, interval=0.05, timeout=10) as h:
+        began = time.monotonic()
         update, result = timed_rollout(path, refs["0.2.0"])
     for ref in refs.values():
         engine.remove_image(ref, force=True)
     return {"first": first, "update": update, "failures": {n: len(f) for n, f in h.failures.items()},
             "answers": {n: len(a) for n, a in h.answers.items()}, "gaps": {n: h.longest_gap(n) for n in ports},
             "strategy": {r.name: r.strategy for r in result.record.devices.values()},
-            "errors": sorted({e for f in h.failures.values() for _, e in f})[:3]}
+            "errors": failure_lines(h, began)}
 
 
 SWARM_PHASES = ("schedule", "prepare", "stop-old", "start", "health", "observe", "smoke", "drain-old")
@@ -319,8 +337,8 @@ def bench_fleets(args, engine, base: str, work: Path) -> None:
             print("  failed requests during the update: " + "  ".join(
                 f"{n} {real['failures'][n]} of {real['failures'][n] + real['answers'][n]}" for n in real["failures"])
                   + "   longest gap " + " ".join(f"{g:.2f}s" for g in real["gaps"].values()))
-            if real["errors"]:
-                print("  errors: " + "; ".join(real["errors"]))
+            for line in real["errors"][:12]:
+                print(f"    failed: {line}")
 
 
 def main() -> int:
