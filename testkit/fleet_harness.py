@@ -45,6 +45,7 @@ from pathlib import Path
 import yaml
 
 from kit.net import free_port
+from kit.runtime.serving import reuseport
 from testkit.harness import Harness
 
 REGISTRY_PORT = 5000
@@ -143,6 +144,10 @@ if REUSE_PORT and not HEALTHY:
     while True:
         signal.pause()
 server = Server((HOST, PORT), Handler)
+if REUSE_PORT:  # as kit's server once ready: every new connection of the shared port comes here
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from reuseport import steer_to
+    steer_to(server.socket)
 # PID 1 ignores SIGTERM unless it handles it. Drain as the real server does: stop
 # accepting, serve the backlog and the requests in flight, exit.
 signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
@@ -181,6 +186,18 @@ def _pid_alive(pid: int) -> bool:
         return True
     except (ProcessLookupError, PermissionError):
         return False
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM a daemon this harness started and wait up to `timeout` s for it; SIGKILL it if it stays."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wait(predicate, timeout: float, what: str, interval: float = 0.2):
@@ -269,13 +286,7 @@ class Registry:
 
     def stop(self) -> None:
         """Stop the registry (a registry outage, or teardown)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         _wait(lambda: not _port_open(self.port), 10, "registry port closed")
 
     def restart(self) -> None:
@@ -417,13 +428,7 @@ class Device:
 
     def stop(self, timeout: float = 60) -> None:
         """SIGTERM dockerd (with --live-restore its containers keep running)."""
-        if self.running:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
 
     def close(self) -> None:
         """Teardown: remove every container, stop dockerd and containerd, unmount, delete."""
@@ -434,13 +439,7 @@ class Device:
             subprocess.run(f"docker -H {self.host} ps -aq | xargs -r docker -H {self.host} rm -f",
                            shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
         self.stop()
-        if self.containerd is not None and self.containerd.poll() is None:
-            self.containerd.terminate()
-            try:
-                self.containerd.wait(30)
-            except subprocess.TimeoutExpired:
-                self.containerd.kill()
-                self.containerd.wait()
+        stop_process(self.containerd, 30)
         self.release()
         _unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
@@ -549,13 +548,7 @@ class SshEndpoint:
         return {"PATH": f"{self.root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -636,6 +629,8 @@ def build_fixture_image(engine, ref: str, version: str = "1", mode: str = "healt
     try:
         (ctx / "app").mkdir()
         (ctx / "app" / "server.py").write_text(FIXTURE_SERVER)
+        # kit's own steering of a shared port (start-first), the module the runtime image runs
+        shutil.copy(reuseport.__file__, ctx / "app" / "reuseport.py")
         (ctx / "Dockerfile").write_text(FIXTURE_DOCKERFILE)
         (ctx / "model").mkdir()
         seed = hashlib.sha256(f"fixture-model-{version}".encode()).digest()
@@ -694,11 +689,15 @@ class Hammer:
         while not self._stop.is_set():
             t = time.monotonic()
             try:
-                body = predict(self.ports[name], self.model, self.instances, timeout=self.timeout)
+                body = self.predict(name)
                 self.answers[name].append((time.monotonic(), str(body.get("model_version"))))
             except Exception as e:  # every kind of failure counts: refused, reset, 5xx, timeout
                 self.failures[name].append((time.monotonic(), f"{type(e).__name__}: {e}"))
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - t)))
+
+    def predict(self, name: str) -> dict:
+        """One prediction from the device `name` (on this host: 127.0.0.1 at its port)."""
+        return predict(self.ports[name], self.model, self.instances, timeout=self.timeout)
 
     def __enter__(self) -> "Hammer":
         for t in self._threads:

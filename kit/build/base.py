@@ -336,42 +336,87 @@ def _build_tf(engine: Engine, image: str, tensorflow: str, debian: BaseImage, pr
             hint=f"rebuild the Debian base from {DEBIAN_SUITE}: kit base --force")
     wheels = download_wheels(tensorflow, python, progress)
 
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    context = Path(tempfile.mkdtemp(prefix="kit-tf-base-", dir=cache_dir()))
-    temp_tag = f"{image}-tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with build_context("kit-tf-base-") as context:
         (context / "wheels").mkdir()
         for whl in wheels.glob("*.whl"):
             link_or_copy(whl, context / "wheels" / whl.name)
         shutil.copy2(dockerfile_path(TF_BASE_DOCKERFILE), context / "Dockerfile")
         progress(f"{image}: docker build (installs the wheels into /opt/kit/venv; a few minutes)")
+        spec = BaseBuild(
+            image, buildargs={"DEBIAN_BASE": DEBIAN_BASE, "TENSORFLOW": tensorflow, "PYTHON": python},
+            install_stage=f"tf-cpu-base-install-{tensorflow}",
+            check=Check(["python", "-c", "import tensorflow as tf; print('tensorflow', tf.__version__)"],
+                        expect=f"tensorflow {tensorflow}", failure="`import tensorflow` failed in the built image"),
+            python=python, tensorflow=tensorflow)
+        return build_verified(engine, context, spec, progress, force, start)
+
+
+# ---- building a base from a context: shared by the TF CPU base and the twin ----------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """A command run in the freshly built image: it must exit 0 and print `expect`."""
+
+    argv: list[str]
+    expect: str
+    failure: str  # what it means when it does not, for the error message
+
+
+@dataclass(frozen=True)
+class BaseBuild:
+    """What a base's Dockerfile build needs besides its context."""
+
+    image: str
+    buildargs: dict[str, str]
+    install_stage: str  # the lb.BUILD_STAGE label of its untagged install stage, pruned afterwards
+    check: Check
+    python: str
+    tensorflow: str
+
+
+@contextlib.contextmanager
+def build_context(prefix: str) -> Iterator[Path]:
+    """A fresh build-context folder in the cache dir (same filesystem as the wheels: they hard-link),
+    removed afterwards whatever happens."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    context = Path(tempfile.mkdtemp(prefix=prefix, dir=cache_dir()))
+    try:
+        yield context
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+
+
+def build_verified(engine: Engine, context: Path, spec: BaseBuild, progress: Progress, force: bool,
+                   start: float) -> BaseImage:
+    """Build `context` under a temporary tag, run spec.check in it, and only then tag it spec.image, so
+    a failed or interrupted build never leaves a final image behind. The temporary tag and the untagged
+    install stage are removed whatever happens."""
+    image = spec.image
+    temp_tag = f"{image}-tmp-{uuid.uuid4().hex[:8]}"
+    try:
         engine.build(
-            str(context), tag=temp_tag, dockerfile="Dockerfile",
-            buildargs={"DEBIAN_BASE": DEBIAN_BASE, "TENSORFLOW": tensorflow, "PYTHON": python},
+            str(context), tag=temp_tag, dockerfile="Dockerfile", buildargs=spec.buildargs,
             labels={lb.OCI_CREATED: utc_timestamp()},
             on_line=lambda line: progress("  | " + line) if line.strip() else None,
             nocache=force,
         )
-        progress(f"{image}: verifying: python -c 'import tensorflow'")
-        result = engine.run_to_completion(
-            temp_tag, ["python", "-c", "import tensorflow as tf; print('tensorflow', tf.__version__)"],
-            env={"TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
-        if result.exit_code != 0 or f"tensorflow {tensorflow}" not in result.logs:
-            raise DockerError(f"{temp_tag}: `import tensorflow` failed in the built image (exit {result.exit_code})",
-                              details=result.logs.strip().splitlines()[-12:])
+        progress(f"{image}: verifying that it runs and prints {spec.check.expect!r}")
+        result = engine.run_to_completion(temp_tag, spec.check.argv, env={"TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+        if result.exit_code != 0 or spec.check.expect not in result.logs:
+            raise DockerError(f"{temp_tag}: {spec.check.failure} (exit {result.exit_code})",
+                              details=[f"expected: {spec.check.expect}"] + result.logs.strip().splitlines()[-12:])
         engine.tag(temp_tag, image)
         info = engine.image_inspect(image)
         seconds = time.monotonic() - start
         progress(f"{image}: built and verified in {seconds:.0f}s ({info.size / 1e6:.0f} MB)")
-        return BaseImage(image, info.id, False, seconds, info.size, python, tensorflow)
+        return BaseImage(image, info.id, False, seconds, info.size, spec.python, spec.tensorflow)
     finally:
         engine.remove_image(temp_tag)
-        # The install stage is an untagged image holding the wheels: not needed once built.
         try:
-            engine.prune_images({lb.BUILD_STAGE: f"tf-cpu-base-install-{tensorflow}"})
+            engine.prune_images({lb.BUILD_STAGE: spec.install_stage})
         except DockerError:
-            pass
-        shutil.rmtree(context, ignore_errors=True)
+            pass  # the install stage only holds the wheels: a leftover costs disk, not correctness
 
 
 # ---- `kit base` ---------------------------------------------------------------------------

@@ -26,15 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from kit import labels as lb
 from kit.build import base as bases
 from kit.docker_api import Engine
-from kit.errors import DockerError, KitError, PreflightError
+from kit.errors import KitError, PreflightError
 from kit.profiles import TWIN_STACK
-from kit.units import utc_timestamp
 
 TWIN_DOCKERFILE = "tf-twin-base.Dockerfile"
 REQUIREMENTS = "twin-requirements.txt"
@@ -217,11 +215,8 @@ def _build(engine: Engine, image: str, prefix: Path, version: str, progress: bas
            start: float) -> bases.BaseImage:
     wheels = download_wheels(progress)
     pins = _pins()
-    bases.cache_dir().mkdir(parents=True, exist_ok=True)
-    context = Path(tempfile.mkdtemp(prefix="kit-twin-base-", dir=bases.cache_dir()))
-    temp_tag = f"{image}-tmp-{uuid.uuid4().hex[:8]}"
     tensorflow = TWIN_STACK.tensorflow
-    try:
+    with bases.build_context("kit-twin-base-") as context:
         copied = copy_python(prefix, context / "python")
         progress(f"{image}: Python {version} from {prefix} ({copied / 1e6:.0f} MB without site-packages and tests)")
         (context / "wheels").mkdir()
@@ -230,33 +225,15 @@ def _build(engine: Engine, image: str, prefix: Path, version: str, progress: bas
         pip_wheel = next(w.name for w in wheels.glob("pip-*.whl"))
         shutil.copy2(bases.dockerfile_path(TWIN_DOCKERFILE), context / "Dockerfile")
         progress(f"{image}: docker build (installs the pinned wheels into /opt/kit/venv; a few minutes)")
-        engine.build(
-            str(context), tag=temp_tag, dockerfile="Dockerfile",
-            buildargs={"DEBIAN_BASE": bases.DEBIAN_BASE, "TENSORFLOW": tensorflow, "PYTHON": TWIN_STACK.python,
-                       "PIP_WHEEL": pip_wheel},
-            labels={lb.OCI_CREATED: utc_timestamp()},
-            on_line=lambda line: progress("  | " + line) if line.strip() else None,
-            nocache=force,
-        )
-        progress(f"{image}: verifying python3, tensorflow, numpy, protobuf in the image")
-        result = engine.run_to_completion(
-            temp_tag, ["python3", "-c", "import sys, tensorflow as tf, numpy, google.protobuf as pb; "
-                       "print('twin', '%d.%d.%d' % sys.version_info[:3], tf.__version__, numpy.__version__, "
-                       "pb.__version__)"],
-            env={"TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
-        want = f"twin {version} {tensorflow} {pins['numpy']} {pins['protobuf']}"
-        if result.exit_code != 0 or want not in result.logs:
-            raise DockerError(f"{temp_tag}: the built image does not run the pinned stack (exit {result.exit_code})",
-                              details=[f"expected: {want}"] + result.logs.strip().splitlines()[-12:])
-        engine.tag(temp_tag, image)
-        info = engine.image_inspect(image)
-        seconds = time.monotonic() - start
-        progress(f"{image}: built and verified in {seconds:.0f}s ({info.size / 1e6:.0f} MB)")
-        return bases.BaseImage(image, info.id, False, seconds, info.size, TWIN_STACK.python, tensorflow)
-    finally:
-        engine.remove_image(temp_tag)
-        try:
-            engine.prune_images({lb.BUILD_STAGE: f"tf-twin-base-install-{tensorflow}"})
-        except DockerError:
-            pass
-        shutil.rmtree(context, ignore_errors=True)
+        spec = bases.BaseBuild(
+            image, buildargs={"DEBIAN_BASE": bases.DEBIAN_BASE, "TENSORFLOW": tensorflow,
+                              "PYTHON": TWIN_STACK.python, "PIP_WHEEL": pip_wheel},
+            install_stage=f"tf-twin-base-install-{tensorflow}",
+            check=bases.Check(
+                ["python3", "-c", "import sys, tensorflow as tf, numpy, google.protobuf as pb; "
+                 "print('twin', '%d.%d.%d' % sys.version_info[:3], tf.__version__, numpy.__version__, "
+                 "pb.__version__)"],
+                expect=f"twin {version} {tensorflow} {pins['numpy']} {pins['protobuf']}",
+                failure="the built image does not run the pinned stack"),
+            python=TWIN_STACK.python, tensorflow=tensorflow)
+        return bases.build_verified(engine, context, spec, progress, force, start)

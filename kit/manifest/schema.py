@@ -69,22 +69,13 @@ _TYPE_NAMES = {"object": "a mapping of fields", "array": "a list", "string": "a 
                "number": "a number", "boolean": "true or false", "null": "null"}
 
 
+# What a YAML value is, in words; bool before int (True is an int to isinstance).
+_KINDS = ((type(None), "nothing (null)"), (bool, "a boolean"), (int, "a whole number"), (float, "a number"),
+          (str, "a string"), (dict, "a mapping"), (list, "a list"))
+
+
 def _kind_of(value) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "a whole number"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"a {type(value).__name__}"
+    return next((name for kind, name in _KINDS if isinstance(value, kind)), f"a {type(value).__name__}")
 
 
 def _label(path: tuple) -> str:

@@ -25,6 +25,7 @@ import pytest
 from kit.docker_api import Engine, connect
 from kit import net
 from kit.errors import DockerError
+from testkit.manifests import write_model
 
 REQUIRE_DOCKER = os.environ.get("KIT_REQUIRE_DOCKER") == "1"
 
@@ -155,11 +156,8 @@ def digits_images(digits_dir):
 @pytest.fixture(scope="session")
 def digits_manifest(digits_dir, tmp_path_factory):
     """A cpu model manifest for the trained example (batch sizes 1 and 4)."""
-    path = tmp_path_factory.mktemp("manifest") / "kit.yaml"
-    path.write_text(
-        "apiVersion: kit/v1\nkind: Model\nmetadata: {name: digits, version: '0.3.0'}\n"
-        "model:\n  path: %s\n  inputs:\n    pixels: {shape: [8, 8, 1], dtype: float32}\n"
-        "target: {device: cpu}\noptimize: {precision: native, batch_sizes: [1, 4]}\n"
-        "image: {repository: 127.0.0.1:5000/kit/digits}\nserve: {port: 8501, max_batch_delay: 3ms, max_queue: 16}\n"
-        % (digits_dir / "saved_model"))
-    return path
+    return write_model(
+        tmp_path_factory.mktemp("manifest"), metadata={"name": "digits", "version": "0.3.0"},
+        model={"path": str(digits_dir / "saved_model"), "inputs": {"pixels": {"shape": [8, 8, 1], "dtype": "float32"}}},
+        optimize={"batch_sizes": [1, 4]}, image={"repository": "127.0.0.1:5000/kit/digits"},
+        serve={"port": 8501, "max_batch_delay": "3ms", "max_queue": 16})

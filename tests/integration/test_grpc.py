@@ -28,6 +28,7 @@ from google.protobuf import json_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2, service_pb2  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from testkit.manifests import write_model  # noqa: E402
 from testkit.server import HALF_PLUS_TWO, ServerProcess as Server  # noqa: E402
 
 
@@ -488,12 +489,10 @@ def test_manifest_model_name_and_warmup_samples_through_kit_serve(tmp_path):
     """serve.model_name (TF Serving's '_') is the name on REST and gRPC; serve.warmup samples run before ready;
     kit serve --local --no-warmup turns them off."""
     np.savez(str(tmp_path / "warm.npz"), x=np.array([[1.0], [3.0]], np.float32))
-    manifest = tmp_path / "kit.yaml"
-    manifest.write_text(
-        "apiVersion: kit/v1\nkind: Model\nmetadata: {name: hp2, version: '123'}\n"
-        "model: {path: %s}\ntarget: {device: cpu}\noptimize: {precision: native, batch_sizes: [1, 4]}\n"
-        "image: {repository: 127.0.0.1:5000/kit/hp2}\nserve: {model_name: half_plus_two, warmup: ./warm.npz}\n"
-        % HALF_PLUS_TWO)
+    manifest = write_model(
+        tmp_path, metadata={"name": "hp2", "version": "123"}, model={"path": str(HALF_PLUS_TWO)},
+        optimize={"batch_sizes": [1, 4]}, image={"repository": "127.0.0.1:5000/kit/hp2"},
+        serve={"model_name": "half_plus_two", "warmup": "./warm.npz"})
     proc, server, grpc_port = _kit_serve(manifest)
     try:
         server.wait_ready()

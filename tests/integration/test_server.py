@@ -63,6 +63,19 @@ def rows(x):
     return x.tolist()
 
 
+def predictions(server, x) -> np.ndarray:
+    """The server's TF Serving row-format answer for the rows of `x`, as float32."""
+    return np.array(json.loads(server.predict({"instances": rows(x)})[2])["predictions"], np.float32)
+
+
+def predict_counting_batches(server, x):
+    """predictions(server, x), and how many batches of each size the server ran meanwhile (from /metrics)."""
+    before = batches_by_size(server.metrics())
+    answer = predictions(server, x)
+    after = batches_by_size(server.metrics())
+    return answer, {size: n - before.get(size, 0) for size, n in after.items()}
+
+
 # ---- TF Serving REST ----------------------------------------------------------------
 
 
@@ -121,7 +134,7 @@ def test_keep_alive_serves_many_requests_on_one_connection(digits, digits_images
 def test_v2_binary_request_and_response_match_tfserving(digits, digits_images):
     x, _ = digits_images
     x = x[:5].astype(np.float32)
-    reference = np.array(json.loads(digits.predict({"instances": rows(x)})[2])["predictions"], np.float32)
+    reference = predictions(digits, x)
     body, headers = v2_binary_request({"pixels": x})
     status, rheaders, data = digits.request("POST", "/v2/models/digits/infer", body, headers)
     assert status == 200 and rheaders["content-type"] == "application/octet-stream"
@@ -283,17 +296,14 @@ def test_oversized_bodies_get_413_and_the_server_keeps_serving(digits):
 def test_padded_partial_batch_gives_exactly_the_unpadded_rows(digits, digits_images):
     x, _ = digits_images
     x = x[:3]
-    before = batches_by_size(digits.metrics())
-    three = np.array(json.loads(digits.predict({"instances": rows(x)})[2])["predictions"], np.float32)
-    after = batches_by_size(digits.metrics())
-    assert after.get(4, 0) - before.get(4, 0) == 1  # 3 rows ran as the built batch size 4
+    three, ran = predict_counting_batches(digits, x)
+    assert ran.get(4, 0) == 1  # 3 rows ran as the built batch size 4
     # The same batch the server ran, sent whole: the first 3 rows are bit-identical.
     padded = np.concatenate([x, x[-1:]])
-    four = np.array(json.loads(digits.predict({"instances": rows(padded)})[2])["predictions"], np.float32)
+    four = predictions(digits, padded)
     np.testing.assert_array_equal(three, four[:3])
     # And batch-1 calls (no padding at all) agree to float32 rounding of different kernel sizes.
-    singles = np.concatenate([np.array(json.loads(digits.predict({"instances": rows(x[i:i + 1])})[2])
-                                       ["predictions"], np.float32) for i in range(3)])
+    singles = np.concatenate([predictions(digits, x[i:i + 1]) for i in range(3)])
     np.testing.assert_allclose(three, singles, rtol=0, atol=1e-6)
     assert set(batches_by_size(digits.metrics())) <= {1, 4, 8}  # never any other size
 
@@ -301,12 +311,10 @@ def test_padded_partial_batch_gives_exactly_the_unpadded_rows(digits, digits_ima
 def test_oversized_request_is_split_and_reassembled(digits, digits_images):
     x, _ = digits_images
     x = x[:19]
-    before = batches_by_size(digits.metrics())
-    whole = np.array(json.loads(digits.predict({"instances": rows(x)})[2])["predictions"], np.float32)
-    after = batches_by_size(digits.metrics())
+    whole, ran = predict_counting_batches(digits, x)
     assert whole.shape == (19, 10)
-    assert after.get(8, 0) - before.get(8, 0) == 2 and after.get(4, 0) - before.get(4, 0) == 1  # 8 + 8 + 3(->4)
-    parts = [np.array(json.loads(digits.predict({"instances": rows(x[a:b])})[2])["predictions"], np.float32)
+    assert ran.get(8, 0) == 2 and ran.get(4, 0) == 1  # 8 + 8 + 3(->4)
+    parts = [predictions(digits, x[a:b])
              for a, b in ((0, 8), (8, 16), (16, 19))]
     np.testing.assert_array_equal(whole, np.concatenate(parts))  # same chunks, same bits, same order
 

@@ -17,6 +17,7 @@ import pytest
 from kit.net import free_port
 from testkit.rawhttp import connect, cpu_seconds, exchange, json_error, post_head, proc_status, read_all
 from testkit.server import DIGITS_REQUEST as GOOD, REPO, SERVER_PYTHON, ServerProcess as Server, kit_serve_local
+from testkit.manifests import write_model
 
 LIMITS = {"KIT_MAX_CONNECTIONS": "40", "KIT_IDLE_TIMEOUT": "2s", "KIT_BODY_TIMEOUT": "2s",
           "KIT_MAX_JSON_BODY": "1MiB", "KIT_MAX_BODY": "4MiB", "KIT_MAX_HEADER_BYTES": "16KiB",
@@ -325,13 +326,10 @@ def test_log_escapes_control_characters_and_server_header_hides_python(hard):
 
 
 def test_serve_limits_in_the_manifest_take_effect_in_kit_serve_local(digits_dir, tmp_path):
-    manifest = tmp_path / "kit.yaml"
-    manifest.write_text(
-        "apiVersion: kit/v1\nkind: Model\nmetadata: {name: digits, version: '1'}\nmodel: {path: %s}\n"
-        "target: {device: cpu}\noptimize: {precision: native, batch_sizes: [1, 4]}\n"
-        "image: {repository: 127.0.0.1:5000/kit/digits}\n"
-        "serve: {max_json_body: 2KiB, max_connections: 3, max_header_bytes: 4KiB, idle_timeout: 1s}\n"
-        % (digits_dir / "saved_model"))
+    manifest = write_model(
+        tmp_path, metadata={"name": "digits", "version": "1"}, model={"path": str(digits_dir / "saved_model")},
+        optimize={"batch_sizes": [1, 4]}, image={"repository": "127.0.0.1:5000/kit/digits"},
+        serve={"max_json_body": "2KiB", "max_connections": 3, "max_header_bytes": "4KiB", "idle_timeout": "1s"})
     server = kit_serve_local(manifest, "digits", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         server.wait_ready()

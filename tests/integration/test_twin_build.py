@@ -16,9 +16,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
 from kit import net
+from testkit.manifests import digits_example, write_model
 from testkit.server import held_out_digits
 
 pytestmark = pytest.mark.docker
@@ -43,13 +43,8 @@ def train(python: str, out: Path, epochs: int) -> Path:
 
 def twin_manifest(dest: Path) -> Path:
     """The bundled example's manifest, on the twin stack."""
-    doc = yaml.safe_load((EXAMPLE / "digits.yaml").read_text())
-    doc["target"] = {"device": "cpu", "stack": "twin"}
-    doc["image"]["repository"] = REPOSITORY
-    doc["optimize"]["parity"] = {"samples": "./digits/parity.npy"}
-    path = dest / "kit.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return write_model(dest, digits_example(), target={"device": "cpu", "stack": "twin"},
+                       optimize={"parity": {"samples": "./digits/parity.npy"}}, image={"repository": REPOSITORY})
 
 
 @pytest.fixture(scope="module")

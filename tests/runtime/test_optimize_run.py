@@ -4,6 +4,7 @@ This machine has TensorFlow 2.17 (CPU) and no TensorRT: the native paths run
 for real; the TensorRT paths must stop with exit 3 and say what was probed.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -45,6 +46,26 @@ def report_of(spec):
 def leftovers(spec):
     out = Path(spec["output_dir"])
     return sorted(p.name for p in out.parent.iterdir() if ".kit-tmp-" in p.name or ".kit-old-" in p.name)
+
+
+@contextlib.contextmanager
+def paused_at_save(spec_path):
+    """The optimizer on spec_path, held by KIT_RUNTIME_TEST_PAUSE in its save phase (its stderr read up to the
+    pause line, 240 s at most); killed if still running afterwards, whatever the test did to it."""
+    env = dict(os.environ, KIT_RUNTIME_TEST_PAUSE="save:120")
+    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.optimize", "--spec", str(spec_path)], cwd=str(ROOT),
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, universal_newlines=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        for line in proc.stderr:
+            if "kit: test pause at save" in line or time.monotonic() > deadline:
+                break
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
 
 
 def test_native_precision_writes_a_native_model_and_says_so(tmp_path, saved_models):
@@ -128,23 +149,12 @@ def test_workspace_not_below_memory_limit_is_refused_before_any_tensorflow_work(
 
 def test_sigkill_mid_save_leaves_nothing_at_the_output_path(tmp_path, saved_models):
     path, spec = spec_file(tmp_path, saved_models["cnn"], "native", name="killed")
-    env = dict(os.environ, KIT_RUNTIME_TEST_PAUSE="save:120")
-    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.optimize", "--spec", str(path)], cwd=str(ROOT),
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, universal_newlines=True, env=env)
-    try:
-        deadline = time.monotonic() + 240
-        for line in proc.stderr:
-            if "kit: test pause at save" in line or time.monotonic() > deadline:
-                break
+    with paused_at_save(path) as proc:
         tmp = [n for n in leftovers(spec) if ".kit-tmp-" in n]
         assert tmp, "the model should be in the temp dir by now"
         assert (Path(spec["output_dir"]).parent / tmp[0] / "saved_model.pb").is_file()
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
     assert not os.path.exists(spec["output_dir"])
     assert leftovers(spec) == tmp  # the stale temp dir is beside, never at, the output path
     # The next run cleans it up and publishes.
@@ -156,19 +166,9 @@ def test_sigkill_mid_save_leaves_nothing_at_the_output_path(tmp_path, saved_mode
 
 def test_sigterm_mid_save_cleans_up(tmp_path, saved_models):
     path, spec = spec_file(tmp_path, saved_models["cnn"], "native", name="termed")
-    env = dict(os.environ, KIT_RUNTIME_TEST_PAUSE="save:120")
-    proc = subprocess.Popen([sys.executable, "-m", "kit.runtime.optimize", "--spec", str(path)], cwd=str(ROOT),
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, universal_newlines=True, env=env)
-    try:
-        for line in proc.stderr:
-            if "kit: test pause at save" in line:
-                break
+    with paused_at_save(path) as proc:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
     assert not os.path.exists(spec["output_dir"]) and leftovers(spec) == []
     r = report_of(spec)
     assert r["error"]["kind"] == "interrupted" and "SIGTERM" in r["error"]["message"]

@@ -1,6 +1,5 @@
 """The shape of the kit package (docs/architecture.md), measured with ast by testkit/layout.py:
-no private name taken across modules, no function over 100 lines, pyflakes clean (the 300-line class
-limit is measured by scripts/layout-figures; kit/fleet/rollout.ComposeRollout is over it, see docs)."""
+no private name taken across modules, no function over 100 lines, no class over 300, pyflakes clean."""
 
 from __future__ import annotations
 
@@ -43,13 +42,19 @@ def test_no_function_over_100_lines():
     assert [str(s) for s in layout.over_limits(found) if s.kind == "function"] == []
 
 
+def test_no_class_over_300_lines():
+    found = layout.spans(layout.python_files(REPO / "kit"))
+    assert [str(s) for s in layout.over_limits(found) if s.kind == "class"] == []
+
+
 def test_the_size_measure_counts_a_definitions_own_lines(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("class A:\n    def f(self):\n        def g():\n            return 1\n        return g\n\n\n"
-                   "def h():\n" + "    x = 1\n" * 101)
+                   "def h():\n" + "    x = 1\n" * 101 + "\n\nclass B:\n" + "    y = 1\n" * 299 +
+                   "\n\nclass C:\n" + "    z = 1\n" * 300)
     spans = {s.qualname: s.lines for s in layout.spans([src])}
-    assert spans == {"A": 5, "A.f": 4, "A.f.g": 2, "h": 102}
-    assert [s.qualname for s in layout.over_limits(layout.spans([src]))] == ["h"]
+    assert spans == {"A": 5, "A.f": 4, "A.f.g": 2, "h": 102, "B": 300, "C": 301}
+    assert [s.qualname for s in layout.over_limits(layout.spans([src]))] == ["C", "h"]  # largest first
 
 
 def test_kit_is_pyflakes_clean():
