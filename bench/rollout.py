@@ -16,7 +16,10 @@ Prints, side by side in one run:
   4. the same failed-request count for the runtime image `kit build` makes from
      the bundled digits example (v0.1.0 -> a retrained v0.2.0), start-first;
   5. swarm vs compose rollout time on the same images and the same three
-     nodes (testkit/swarm_harness.py: netns nodes; needs root).
+     nodes (testkit/swarm_harness.py: netns nodes; needs root), stop-first and
+     start-first images, with where the time goes (kit's steps and, on the
+     swarm, the phases read from the swarm's task timestamps) and failed
+     requests per node during each update (a client per node, new connections).
 """
 
 from __future__ import annotations
@@ -199,41 +202,107 @@ def bench_real(fleet: fh.Fleet, engine, work: Path) -> dict:
             "errors": failure_lines(h, began)}
 
 
-def bench_swarm(engine, base: str, work: Path, repeats: int) -> dict:
-    """Swarm vs compose: the same fixture images, the same three netns nodes, canary 1, max_parallel 3."""
+SWARM_PHASES = ("schedule", "prepare", "stop-old", "start", "health", "observe", "smoke", "drain-old")
+
+
+def swarm_fleets(cluster, work: Path, image: str) -> dict:
+    """The same three netns nodes as a swarm fleet (port 8501) and as a compose fleet (port 8601)."""
+    swarm_path = cluster.write_fleet(work / "swarm.yaml", "bsw", image, health_timeout="120s")
+    doc = yaml.safe_load(swarm_path.read_text())
+    doc.pop("swarm")
+    doc["metadata"]["name"] = "bco"
+    doc["devices"] = [{"name": n.name, "host": n.tcp_host, "device": "cpu", "port": 8601} for n in cluster.nodes]
+    compose_path = work / "compose.yaml"
+    compose_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return {"swarm": (swarm_path, None), "compose": (compose_path, 8601)}
+
+
+def phase_means(record) -> dict:
+    """Rollout-level steps, then the mean seconds per device of each step the record has."""
+    out = {k: v for k, v in record.durations.items()}
+    devices = [r.durations for r in record.devices.values() if r.durations]
+    for step in dict.fromkeys([*SWARM_PHASES, *STEPS, *(k for d in devices for k in d)]):
+        values = [d[step] for d in devices if step in d]
+        if values:
+            out[f"device {step}"] = statistics.mean(values)
+    return out
+
+
+def swarm_update(cluster, path: Path, port, refs: dict) -> dict:
+    """v1 (untimed) then v1 -> v2 with one client per node hammering it."""
+    timed_rollout(path, refs["1"])
+    with sh_hammer(cluster, port) as h:
+        seconds, result = timed_rollout(path, refs["2"])
+    return {"seconds": seconds, "phases": phase_means(result.record),
+            "strategy": sorted({r.strategy for r in result.record.devices.values()}),
+            "failures": {n: len(f) for n, f in h.failures.items()},
+            "answers": {n: len(a) for n, a in h.answers.items()},
+            "gaps": {n: h.longest_gap(n) for n in h.ports},
+            "errors": sorted({e for f in h.failures.values() for _, e in f})[:2]}
+
+
+def sh_hammer(cluster, port):
     from testkit import swarm_harness as sh
 
-    out = {"swarm": [], "compose": []}
+    return sh.NodeHammer(cluster.nodes, "fixture", [[1.0]], port=port)
+
+
+def bench_swarm(engine, base: str, work: Path, repeats: int) -> dict:
+    """Swarm vs compose: the same fixture images, the same three netns nodes, canary 1, max_parallel 3,
+    for stop-first images and start-first ones (kit.reuse_port, two copies fit)."""
+    from testkit import swarm_harness as sh
+
+    out: dict = {}
     with sh.Swarm(3) as cluster:
         cluster.load_image(engine, base)
+        pairs = {}
         with connect(cluster.manager.host) as node_engine:
-            refs = {v: f"{cluster.registry.address}/kit-bench/swarm-fixture:v{v}" for v in ("1", "2")}
-            for v, ref in refs.items():
-                fh.build_fixture_image(node_engine, ref, v, base=base)
-                push(ref, state_root=work, engine=node_engine)
-        swarm_path = cluster.write_fleet(work / "swarm.yaml", "bsw", refs["1"], health_timeout="120s")
-        compose_entries = [{"name": n.name, "host": n.tcp_host, "device": "cpu", "port": 8601} for n in cluster.nodes]
-        doc = yaml.safe_load(swarm_path.read_text())
-        doc.pop("swarm")
-        doc["metadata"]["name"], doc["devices"] = "bco", compose_entries
-        compose_path = work / "compose.yaml"
-        compose_path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        for _ in range(repeats):
-            for kind, path in (("swarm", swarm_path), ("compose", compose_path)):
-                # the compose rollout resolves through the local engine: here the manager's,
-                # which reaches the bridge registry (the swarm rollout does so on its own)
-                saved = os.environ.get("DOCKER_HOST")
-                os.environ["DOCKER_HOST"] = cluster.manager.host
-                try:
-                    timed_rollout(path, refs["1"])
-                    seconds, _ = timed_rollout(path, refs["2"])
-                finally:
-                    if saved is None:
-                        os.environ.pop("DOCKER_HOST", None)
-                    else:
-                        os.environ["DOCKER_HOST"] = saved
-                out[kind].append(seconds)
+            for order, labels in (("stop-first", None), ("start-first", fh.START_FIRST_LABELS)):
+                repo = f"{cluster.registry.address}/kit-bench/swarm-{order}"
+                pairs[order] = {v: f"{repo}:v{v}" for v in ("1", "2")}
+                for v, ref in pairs[order].items():
+                    fh.build_fixture_image(node_engine, ref, v, base=base, labels=labels)
+                    push(ref, state_root=work, engine=node_engine)
+        fleets = swarm_fleets(cluster, work, pairs["stop-first"]["1"])
+        # the compose rollout resolves through the local engine: here the manager's,
+        # which reaches the bridge registry (the swarm rollout does so on its own)
+        saved = os.environ.get("DOCKER_HOST")
+        os.environ["DOCKER_HOST"] = cluster.manager.host
+        try:
+            for _ in range(repeats):
+                for order, refs in pairs.items():
+                    for kind, (path, port) in fleets.items():
+                        out.setdefault((kind, order), []).append(swarm_update(cluster, path, port, refs))
+        finally:
+            if saved is None:
+                os.environ.pop("DOCKER_HOST", None)
+            else:
+                os.environ["DOCKER_HOST"] = saved
     return out
+
+
+def report_swarm(runs: dict) -> None:
+    print("\nswarm vs compose, fixture v1 -> v2 on the same 3 netns nodes (canary 1, max_parallel 3), "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}:")
+    med = {key: statistics.median(r["seconds"] for r in rs) for key, rs in runs.items()}
+    for (kind, order), rs in runs.items():
+        failures = {n: sum(r["failures"][n] for r in rs) for n in rs[0]["failures"]}
+        sent = {n: failures[n] + sum(r["answers"][n] for r in rs) for n in failures}
+        times = ", ".join(f"{r['seconds']:.1f}" for r in rs)
+        print(f"  {kind:<7} {order:<11} median {med[(kind, order)]:5.1f} s  "
+              f"({times})  strategy {'/'.join(rs[0]['strategy'])}  "
+              "failed requests " + " ".join(f"{n}={failures[n]}/{sent[n]}" for n in failures)
+              + "  longest gap " + " ".join(f"{max(r['gaps'][n] for r in rs):.2f}s" for n in failures))
+        errors = sorted({e for r in rs for e in r["errors"]})[:2]
+        if errors:
+            print("    errors: " + "; ".join(errors))
+        phases = {k: statistics.mean(r["phases"].get(k, 0.0) for r in rs) for k in rs[0]["phases"]}
+        print("    s: " + "  ".join(f"{k} {v:.2f}" for k, v in phases.items() if v))
+    for order in ("stop-first", "start-first"):
+        s, c = med.get(("swarm", order)), med.get(("compose", order))
+        if s and c:
+            print(f"  {order}: swarm takes {s / c:.2f} of compose ({s:.1f} s vs {c:.1f} s)")
+    sys.stdout.flush()
 
 
 def report_bytes(title: str, r: dict) -> None:
@@ -286,11 +355,7 @@ def main() -> int:
         if not args.only_swarm:
             bench_fleets(args, engine, base, work)
         if not args.skip_swarm:
-            sw = bench_swarm(engine, base, work, args.repeats)
-            s, c = statistics.median(sw["swarm"]), statistics.median(sw["compose"])
-            print(f"\nswarm vs compose, fixture v1 -> v2 on the same 3 netns nodes (canary 1, max_parallel 3): "
-                  f"swarm {s:.1f} s ({', '.join(f'{t:.1f}' for t in sw['swarm'])}), compose {c:.1f} s "
-                  f"({', '.join(f'{t:.1f}' for t in sw['compose'])}): swarm takes {s / c:.2f} of compose")
+            report_swarm(bench_swarm(engine, base, work, args.repeats))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -689,11 +689,15 @@ class Hammer:
         while not self._stop.is_set():
             t = time.monotonic()
             try:
-                body = predict(self.ports[name], self.model, self.instances, timeout=self.timeout)
+                body = self.predict(name)
                 self.answers[name].append((time.monotonic(), str(body.get("model_version"))))
             except Exception as e:  # every kind of failure counts: refused, reset, 5xx, timeout
                 self.failures[name].append((time.monotonic(), f"{type(e).__name__}: {e}"))
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - t)))
+
+    def predict(self, name: str) -> dict:
+        """One prediction from the device `name` (on this host: 127.0.0.1 at its port)."""
+        return predict(self.ports[name], self.model, self.instances, timeout=self.timeout)
 
     def __enter__(self) -> "Hammer":
         for t in self._threads:
