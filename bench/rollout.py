@@ -16,7 +16,10 @@ Prints, side by side in one run:
   4. the same failed-request count for the runtime image `kit build` makes from
      the bundled digits example (v0.1.0 -> a retrained v0.2.0), start-first;
   5. swarm vs compose rollout time on the same images and the same three
-     nodes (testkit/swarm_harness.py: netns nodes; needs root).
+     nodes (testkit/swarm_harness.py: netns nodes; needs root), stop-first and
+     start-first images, with where the time goes (kit's steps and, on the
+     swarm, the phases read from the swarm's task timestamps) and failed
+     requests per node during each update (a client per node, new connections).
 """
 
 from __future__ import annotations
@@ -100,15 +103,29 @@ def update_runs(fleet, work: Path, name: str, refs: dict, repeats: int, configs=
                                      max_parallel=width, canary=canary)
             timed_rollout(path, refs["1"])
             with fh.Hammer(ports, "fixture", [[1.0]]) as h:
+                began, busy = time.monotonic(), cpu_busy()
                 seconds, result = timed_rollout(path, refs["2"])
+                busy = (cpu_busy() - busy) / seconds  # cores kept busy, on average (every process here)
             steps = {s: statistics.mean(r.durations.get(s, 0.0) for r in result.record.devices.values())
                      for s in STEPS}
             steps["resolve+plan"] = result.record.durations.get("resolve", 0) + result.record.durations.get("plan", 0)
+            steps["cores busy"] = busy
             out[label].append((seconds, {n: len(f) for n, f in h.failures.items()},
                                {n: h.longest_gap(n) for n in ports}, steps,
                                sorted({r.strategy for r in result.record.devices.values()}),
-                               sorted({e for f in h.failures.values() for _, e in f})[:2]))
+                               failure_lines(h, began)))
     return out
+
+
+def cpu_busy() -> float:
+    """Seconds of CPU time spent so far on this host, all cores, all processes (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
+def failure_lines(h: fh.Hammer, began: float) -> list[str]:
+    """Every failed request: device, seconds since the rollout began, the error."""
+    return [f"{name} +{t - began:.3f}s {error}" for name, fails in h.failures.items() for t, error in fails]
 
 
 def report_updates(title: str, runs: dict) -> None:
@@ -121,16 +138,19 @@ def report_updates(title: str, runs: dict) -> None:
               f"strategy {'/'.join(rs[0][4])}  failed requests "
               + " ".join(f"{n}={c}" for n, c in failures.items())
               + "  longest gap " + " ".join(f"{g:.2f}s" for g in gaps.values()))
-        errors = sorted({e for r in rs for e in r[5]})[:2]
-        if errors:
-            print("    errors: " + "; ".join(errors))
+        failed = [line for r in rs for line in r[5]]
+        for line in failed[:12]:
+            print(f"    failed: {line}")
+        if len(failed) > 12:
+            print(f"    ... and {len(failed) - 12} more")
     for canary in (1, 0):
         one, three = med.get(f"max_parallel 1, canary {canary}"), med.get(f"max_parallel 3, canary {canary}")
         if one and three:
             print(f"  canary {canary}: max_parallel 3 takes {three / one:.2f} of max_parallel 1")
     for label, rs in runs.items():
         steps = rs[0][3]
-        print(f"  {label:<26} mean s/device: " + "  ".join(f"{s} {v:.2f}" for s, v in steps.items() if v))
+        print(f"  {label:<26} mean s/device: " + "  ".join(f"{s} {v:.2f}" for s, v in steps.items() if v)
+              + f" (of {os.cpu_count()}; load average {os.getloadavg()[0]:.1f})")
     sys.stdout.flush()
 
 
@@ -172,50 +192,117 @@ def bench_real(fleet: fh.Fleet, engine, work: Path) -> dict:
     first, _ = timed_rollout(path, refs["0.1.0"])
     pixels = [[[[0.0]] * 8] * 8]
     with fh.Hammer(ports, "digits", pixels, interval=0.05, timeout=10) as h:
+        began = time.monotonic()
         update, result = timed_rollout(path, refs["0.2.0"])
     for ref in refs.values():
         engine.remove_image(ref, force=True)
     return {"first": first, "update": update, "failures": {n: len(f) for n, f in h.failures.items()},
             "answers": {n: len(a) for n, a in h.answers.items()}, "gaps": {n: h.longest_gap(n) for n in ports},
             "strategy": {r.name: r.strategy for r in result.record.devices.values()},
-            "errors": sorted({e for f in h.failures.values() for _, e in f})[:3]}
+            "errors": failure_lines(h, began)}
+
+
+SWARM_PHASES = ("schedule", "prepare", "stop-old", "start", "health", "observe", "smoke", "drain-old")
+
+
+def swarm_fleets(cluster, work: Path, image: str) -> dict:
+    """The same three netns nodes as a swarm fleet (port 8501) and as a compose fleet (port 8601)."""
+    swarm_path = cluster.write_fleet(work / "swarm.yaml", "bsw", image, health_timeout="120s")
+    doc = yaml.safe_load(swarm_path.read_text())
+    doc.pop("swarm")
+    doc["metadata"]["name"] = "bco"
+    doc["devices"] = [{"name": n.name, "host": n.tcp_host, "device": "cpu", "port": 8601} for n in cluster.nodes]
+    compose_path = work / "compose.yaml"
+    compose_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return {"swarm": (swarm_path, None), "compose": (compose_path, 8601)}
+
+
+def phase_means(record) -> dict:
+    """Rollout-level steps, then the mean seconds per device of each step the record has."""
+    out = {k: v for k, v in record.durations.items()}
+    devices = [r.durations for r in record.devices.values() if r.durations]
+    for step in dict.fromkeys([*SWARM_PHASES, *STEPS, *(k for d in devices for k in d)]):
+        values = [d[step] for d in devices if step in d]
+        if values:
+            out[f"device {step}"] = statistics.mean(values)
+    return out
+
+
+def swarm_update(cluster, path: Path, port, refs: dict) -> dict:
+    """v1 (untimed) then v1 -> v2 with one client per node hammering it."""
+    timed_rollout(path, refs["1"])
+    with sh_hammer(cluster, port) as h:
+        seconds, result = timed_rollout(path, refs["2"])
+    return {"seconds": seconds, "phases": phase_means(result.record),
+            "strategy": sorted({r.strategy for r in result.record.devices.values()}),
+            "failures": {n: len(f) for n, f in h.failures.items()},
+            "answers": {n: len(a) for n, a in h.answers.items()},
+            "gaps": {n: h.longest_gap(n) for n in h.ports},
+            "errors": sorted({e for f in h.failures.values() for _, e in f})[:2]}
+
+
+def sh_hammer(cluster, port):
+    from testkit import swarm_harness as sh
+
+    return sh.NodeHammer(cluster.nodes, "fixture", [[1.0]], port=port)
 
 
 def bench_swarm(engine, base: str, work: Path, repeats: int) -> dict:
-    """Swarm vs compose: the same fixture images, the same three netns nodes, canary 1, max_parallel 3."""
+    """Swarm vs compose: the same fixture images, the same three netns nodes, canary 1, max_parallel 3,
+    for stop-first images and start-first ones (kit.reuse_port, two copies fit)."""
     from testkit import swarm_harness as sh
 
-    out = {"swarm": [], "compose": []}
+    out: dict = {}
     with sh.Swarm(3) as cluster:
         cluster.load_image(engine, base)
+        pairs = {}
         with connect(cluster.manager.host) as node_engine:
-            refs = {v: f"{cluster.registry.address}/kit-bench/swarm-fixture:v{v}" for v in ("1", "2")}
-            for v, ref in refs.items():
-                fh.build_fixture_image(node_engine, ref, v, base=base)
-                push(ref, state_root=work, engine=node_engine)
-        swarm_path = cluster.write_fleet(work / "swarm.yaml", "bsw", refs["1"], health_timeout="120s")
-        compose_entries = [{"name": n.name, "host": n.tcp_host, "device": "cpu", "port": 8601} for n in cluster.nodes]
-        doc = yaml.safe_load(swarm_path.read_text())
-        doc.pop("swarm")
-        doc["metadata"]["name"], doc["devices"] = "bco", compose_entries
-        compose_path = work / "compose.yaml"
-        compose_path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        for _ in range(repeats):
-            for kind, path in (("swarm", swarm_path), ("compose", compose_path)):
-                # the compose rollout resolves through the local engine: here the manager's,
-                # which reaches the bridge registry (the swarm rollout does so on its own)
-                saved = os.environ.get("DOCKER_HOST")
-                os.environ["DOCKER_HOST"] = cluster.manager.host
-                try:
-                    timed_rollout(path, refs["1"])
-                    seconds, _ = timed_rollout(path, refs["2"])
-                finally:
-                    if saved is None:
-                        os.environ.pop("DOCKER_HOST", None)
-                    else:
-                        os.environ["DOCKER_HOST"] = saved
-                out[kind].append(seconds)
+            for order, labels in (("stop-first", None), ("start-first", fh.START_FIRST_LABELS)):
+                repo = f"{cluster.registry.address}/kit-bench/swarm-{order}"
+                pairs[order] = {v: f"{repo}:v{v}" for v in ("1", "2")}
+                for v, ref in pairs[order].items():
+                    fh.build_fixture_image(node_engine, ref, v, base=base, labels=labels)
+                    push(ref, state_root=work, engine=node_engine)
+        fleets = swarm_fleets(cluster, work, pairs["stop-first"]["1"])
+        # the compose rollout resolves through the local engine: here the manager's,
+        # which reaches the bridge registry (the swarm rollout does so on its own)
+        saved = os.environ.get("DOCKER_HOST")
+        os.environ["DOCKER_HOST"] = cluster.manager.host
+        try:
+            for _ in range(repeats):
+                for order, refs in pairs.items():
+                    for kind, (path, port) in fleets.items():
+                        out.setdefault((kind, order), []).append(swarm_update(cluster, path, port, refs))
+        finally:
+            if saved is None:
+                os.environ.pop("DOCKER_HOST", None)
+            else:
+                os.environ["DOCKER_HOST"] = saved
     return out
+
+
+def report_swarm(runs: dict) -> None:
+    print("\nswarm vs compose, fixture v1 -> v2 on the same 3 netns nodes (canary 1, max_parallel 3), "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}:")
+    med = {key: statistics.median(r["seconds"] for r in rs) for key, rs in runs.items()}
+    for (kind, order), rs in runs.items():
+        failures = {n: sum(r["failures"][n] for r in rs) for n in rs[0]["failures"]}
+        sent = {n: failures[n] + sum(r["answers"][n] for r in rs) for n in failures}
+        times = ", ".join(f"{r['seconds']:.1f}" for r in rs)
+        print(f"  {kind:<7} {order:<11} median {med[(kind, order)]:5.1f} s  "
+              f"({times})  strategy {'/'.join(rs[0]['strategy'])}  "
+              "failed requests " + " ".join(f"{n}={failures[n]}/{sent[n]}" for n in failures)
+              + "  longest gap " + " ".join(f"{max(r['gaps'][n] for r in rs):.2f}s" for n in failures))
+        errors = sorted({e for r in rs for e in r["errors"]})[:2]
+        if errors:
+            print("    errors: " + "; ".join(errors))
+        phases = {k: statistics.mean(r["phases"].get(k, 0.0) for r in rs) for k in rs[0]["phases"]}
+        print("    s: " + "  ".join(f"{k} {v:.2f}" for k, v in phases.items() if v))
+    for order in ("stop-first", "start-first"):
+        s, c = med.get(("swarm", order)), med.get(("compose", order))
+        if s and c:
+            print(f"  {order}: swarm takes {s / c:.2f} of compose ({s:.1f} s vs {c:.1f} s)")
+    sys.stdout.flush()
 
 
 def report_bytes(title: str, r: dict) -> None:
@@ -250,8 +337,8 @@ def bench_fleets(args, engine, base: str, work: Path) -> None:
             print("  failed requests during the update: " + "  ".join(
                 f"{n} {real['failures'][n]} of {real['failures'][n] + real['answers'][n]}" for n in real["failures"])
                   + "   longest gap " + " ".join(f"{g:.2f}s" for g in real["gaps"].values()))
-            if real["errors"]:
-                print("  errors: " + "; ".join(real["errors"]))
+            for line in real["errors"][:12]:
+                print(f"    failed: {line}")
 
 
 def main() -> int:
@@ -268,11 +355,7 @@ def main() -> int:
         if not args.only_swarm:
             bench_fleets(args, engine, base, work)
         if not args.skip_swarm:
-            sw = bench_swarm(engine, base, work, args.repeats)
-            s, c = statistics.median(sw["swarm"]), statistics.median(sw["compose"])
-            print(f"\nswarm vs compose, fixture v1 -> v2 on the same 3 netns nodes (canary 1, max_parallel 3): "
-                  f"swarm {s:.1f} s ({', '.join(f'{t:.1f}' for t in sw['swarm'])}), compose {c:.1f} s "
-                  f"({', '.join(f'{t:.1f}' for t in sw['compose'])}): swarm takes {s / c:.2f} of compose")
+            report_swarm(bench_swarm(engine, base, work, args.repeats))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -45,6 +45,7 @@ from pathlib import Path
 import yaml
 
 from kit.net import free_port
+from kit.runtime.serving import reuseport
 from testkit.harness import Harness
 
 REGISTRY_PORT = 5000
@@ -143,6 +144,10 @@ if REUSE_PORT and not HEALTHY:
     while True:
         signal.pause()
 server = Server((HOST, PORT), Handler)
+if REUSE_PORT:  # as kit's server once ready: every new connection of the shared port comes here
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from reuseport import steer_to
+    steer_to(server.socket)
 # PID 1 ignores SIGTERM unless it handles it. Drain as the real server does: stop
 # accepting, serve the backlog and the requests in flight, exit.
 signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
@@ -624,6 +629,8 @@ def build_fixture_image(engine, ref: str, version: str = "1", mode: str = "healt
     try:
         (ctx / "app").mkdir()
         (ctx / "app" / "server.py").write_text(FIXTURE_SERVER)
+        # kit's own steering of a shared port (start-first), the module the runtime image runs
+        shutil.copy(reuseport.__file__, ctx / "app" / "reuseport.py")
         (ctx / "Dockerfile").write_text(FIXTURE_DOCKERFILE)
         (ctx / "model").mkdir()
         seed = hashlib.sha256(f"fixture-model-{version}".encode()).digest()
@@ -682,11 +689,15 @@ class Hammer:
         while not self._stop.is_set():
             t = time.monotonic()
             try:
-                body = predict(self.ports[name], self.model, self.instances, timeout=self.timeout)
+                body = self.predict(name)
                 self.answers[name].append((time.monotonic(), str(body.get("model_version"))))
             except Exception as e:  # every kind of failure counts: refused, reset, 5xx, timeout
                 self.failures[name].append((time.monotonic(), f"{type(e).__name__}: {e}"))
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - t)))
+
+    def predict(self, name: str) -> dict:
+        """One prediction from the device `name` (on this host: 127.0.0.1 at its port)."""
+        return predict(self.ports[name], self.model, self.instances, timeout=self.timeout)
 
     def __enter__(self) -> "Hammer":
         for t in self._threads:

@@ -245,6 +245,18 @@ def predict(address: str, port: int, name: str, instances, timeout: float = 5) -
         return json.loads(r.read())
 
 
+class NodeHammer(fh.Hammer):
+    """fleet_harness.Hammer against swarm nodes: one client per node, each at the node's own
+    address (every node serves on the same port in its own network namespace)."""
+
+    def __init__(self, nodes, model: str, instances, port: int | None = None, **kw):
+        super().__init__({n.name: port or n.port for n in nodes}, model, instances, **kw)
+        self.addresses = {n.name: n.address for n in nodes}
+
+    def predict(self, name: str) -> dict:
+        return predict(self.addresses[name], self.ports[name], self.model, self.instances, timeout=self.timeout)
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
     deadline = time.monotonic() + timeout
     last = None

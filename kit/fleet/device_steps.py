@@ -15,7 +15,8 @@ from kit.fleet.plan import ComposePlanner, DevicePlan
 from kit.fleet.smoke import grpc_smoke, smoke
 from kit.fleet.status import Deployment, deployment, device_address, ready
 
-POLL = 0.25  # seconds between container state reads while waiting for health
+STOP_TIMEOUT = 10  # seconds from SIGTERM to SIGKILL, as `compose down`
+POLL = 0.1  # seconds between container state reads while waiting for health (was 0.25: up to 0.15 s per wait)
 
 
 class Interrupted(KitError):
@@ -143,6 +144,13 @@ class DeviceSteps(ComposePlanner):
 
     def down(self, slot: str, files: st.DeviceFiles, host: str) -> None:
         compose.run_compose(compose.down_argv(self.fleet.name, files.current, slot=slot), host)
+
+    def stop_slot(self, engine, slot: str) -> None:
+        """What `compose down` does to a slot of this fleet (host networking: no network or volume
+        to remove), through the engine already connected: one compose process less per switch."""
+        for c in engine.containers(labels={"com.docker.compose.project": compose.project_name(self.fleet.name, slot)}):
+            engine.stop(c.id, timeout=STOP_TIMEOUT)  # SIGTERM: the server drains, then exits
+            engine.remove_container(c.id)
 
     def unstage(self, plan: DevicePlan, files: st.DeviceFiles, old_text: str | None) -> str:
         """Remove a new container that never took over; the old one never stopped."""

@@ -41,8 +41,7 @@ class DeviceUpdate:
                 self.dep = deployment(engine, run.fleet.name)
                 run.store.device(name, before=self.dep.image, after=self.dep.image)
                 self.phase = "pull"
-                run.step(name, "pull", f"pulling {run.digest_ref}")
-                engine.pull(run.digest_ref)
+                self.pull(engine)
                 rollback = self.prepare(engine)
                 self.take_over(engine, rollback)
                 self.files.write_last_good(plan.compose_text)
@@ -52,6 +51,14 @@ class DeviceUpdate:
         run.store.device(name, result=st.DONE, reason="", phase="done", finished_at=utc_timestamp())
         run.progress(name, "done", f"runs {run.digest_ref}, healthy, smoke prediction answered")
         return True
+
+    def pull(self, engine) -> None:
+        """By digest; skipped when the device has that digest already (content-addressed: a pull
+        would fetch nothing, yet costs a registry round trip and a dockerd job)."""
+        run = self.run
+        run.step(self.name, "pull", f"pulling {run.digest_ref} (unless the device has it)")
+        if not engine.image_exists(run.digest_ref):
+            engine.pull(run.digest_ref)
 
     def prepare(self, engine) -> str | None:
         """Everything before what serves changes. Returns the compose file to roll back to."""
@@ -95,18 +102,18 @@ class DeviceUpdate:
         self.staged = False
         run.store.device(name, after=run.digest_ref)
         if self.phase == "switch":
-            self.switch()
+            self.switch(engine)
         else:
             self.replace(engine)
 
-    def switch(self) -> None:
+    def switch(self, engine) -> None:
         """Start-first: the new slot serves; stop the old one (its server drains first)."""
         run, plan = self.run, self.plan
         old = [o for o in [self.dep, *self.dep.others] if o.exists and o.slot != plan.slot]
         run.step(self.name, "switch", "stopping the old container (it drains first): "
                  + ", ".join(f"slot {o.slot}" for o in old))
         for slot in sorted({o.slot for o in old}):
-            run.down(slot, self.files, self.host)
+            run.stop_slot(engine, slot)
         if plan.finish_switch:
             self.files.write_current(plan.compose_text)
 

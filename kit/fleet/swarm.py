@@ -41,6 +41,38 @@ HOST_NETWORK = "hostnet"  # the stack's name for the external network `host`
 NODE_LABELS = ("kit.device", "kit.l4t", "kit.tensorrt", "kit.gpu_arch")
 PLATFORM_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 STACK_TIMEOUT = 300  # seconds for one `docker stack deploy`
+# The swarm calls a task running (and moves on: stops the old task, takes the next batch)
+# only after its first passing health probe, which Docker 19.03/20.10 runs one interval
+# after the container started: at compose's 5 s that was most of a swarm update. 2 s, and
+# retries raised so that a server stays as long unresponsive (16 s vs 15 s) before it is
+# called unhealthy. Not 1 s: the probe is a python3 process each time (~0.07 s of CPU here,
+# several times that on a Nano's A57 cores), forever, not only during updates (Docker < 25
+# has no start_interval).
+HEALTH_INTERVAL = "2s"
+HEALTH_RETRIES = 8
+# Each task names itself in KIT_SLOT (a swarm template, expanded per task) and the kit server
+# and the fixture send it back as the Kit-Slot header.
+TASK_SLOT = "{{.Task.ID}}"
+# Start-first: old and new task share the port and the kernel hands each connection to one
+# of the listening servers, so the new task's probe may reach the old server. It counts only
+# an answer from its own task (a new connection lands on another listener at random: 8 tries
+# miss a listening new server 1 time in 256, which one interval later is tried again).
+SLOT_PROBE = """\
+import http.client, os, sys
+port, slot = int(os.environ.get("KIT_PORT") or 8501), os.environ.get("KIT_SLOT")
+for _ in range(8):
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+        c.request("GET", "/v2/health/ready")
+        r = c.getresponse()
+        r.read()
+        c.close()
+    except Exception:
+        sys.exit(1)
+    if r.getheader("Kit-Slot") == slot:
+        sys.exit(0 if r.status == 200 else 1)
+sys.exit(1)
+"""
 
 
 def stack_name(fleet: str) -> str:
@@ -68,6 +100,7 @@ class UpdatePolicy:
     parallelism: int  # rollout.max_parallel
     monitor: float  # rollout.health_timeout, seconds
     on_failure: str  # rollout.on_failure: rollback | halt
+    order: str = "stop-first"  # start-first when every node holds two copies (SwarmRollout.choose_order)
 
     @property
     def failure_action(self) -> str:
@@ -113,12 +146,31 @@ def _duration(seconds: float) -> str:
     return f"{int(round(seconds))}s" if seconds >= 1 else f"{int(seconds * 1000)}ms"
 
 
+def environment(spec: compose.ServiceSpec) -> dict:
+    env = {"KIT_PORT": str(spec.port)}
+    if spec.reuse_port:
+        # every task binds with SO_REUSEPORT, so the next update can start its task beside this one
+        env["KIT_REUSE_PORT"] = "1"
+        env["KIT_SLOT"] = TASK_SLOT
+    return env
+
+
+def healthcheck(spec: compose.ServiceSpec) -> dict:
+    """The compose healthcheck, probed every HEALTH_INTERVAL: the swarm calls a task running
+    only after its first passing probe, which Docker runs one interval after the start. An
+    image that shares its port is probed by SLOT_PROBE (its own task's answer only)."""
+    check = dict(compose.healthcheck(spec), interval=HEALTH_INTERVAL, retries=HEALTH_RETRIES)
+    if spec.reuse_port:
+        check["test"] = ["CMD", "python3", "-c", SLOT_PROBE]
+    return check
+
+
 def render(spec: compose.ServiceSpec, policy: UpdatePolicy, placement: list[str]) -> str:
     """The stack file: the compose service of `spec`, as a global swarm service."""
     service: dict = {
         "image": spec.image,
-        "environment": {"KIT_PORT": str(spec.port)},
-        "healthcheck": compose.healthcheck(spec),
+        "environment": environment(spec),
+        "healthcheck": healthcheck(spec),
         "logging": compose.logging_options(),
         "labels": {"kit.fleet": spec.fleet},
         "networks": [HOST_NETWORK],
@@ -129,14 +181,14 @@ def render(spec: compose.ServiceSpec, policy: UpdatePolicy, placement: list[str]
         "monitor": _duration(policy.monitor),
         "failure_action": policy.failure_action,
         "max_failure_ratio": 0,
-        "order": "stop-first",
+        "order": policy.order,
     }
     deploy: dict = {
         "mode": "global",
         "placement": {"constraints": list(placement)},
         "update_config": update,
         "rollback_config": {"parallelism": int(policy.parallelism), "delay": "0s", "monitor": update["monitor"],
-                            "failure_action": "pause", "order": "stop-first"},
+                            "failure_action": "pause", "order": policy.order},
         "restart_policy": {"condition": "any", "delay": "2s"},
         "labels": {"kit.fleet": spec.fleet},
     }
@@ -183,7 +235,7 @@ class NodeTask:
         return self.state == "running" and self.desired == "running"
 
 
-def _image(task: dict) -> str | None:
+def task_image(task: dict) -> str | None:
     return (((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Image")) or None
 
 
@@ -196,7 +248,7 @@ def tasks_by_node(tasks: list[dict]) -> dict[str, NodeTask]:
         node = t.get("NodeID")
         if not node:
             continue
-        out[node] = NodeTask(node_id=node, image=_image(t), state=status.get("State"), desired=t.get("DesiredState"),
+        out[node] = NodeTask(node_id=node, image=task_image(t), state=status.get("State"), desired=t.get("DesiredState"),
                              message=status.get("Err") or status.get("Message") or "",
                              container=(status.get("ContainerStatus") or {}).get("ContainerID"))
     return out

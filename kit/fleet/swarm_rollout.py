@@ -27,12 +27,16 @@ orchestrator: swarm."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from kit.errors import DockerError, KitError, RolloutError
 from kit.fleet import swarm
+from kit.fleet.plan import START_FIRST, STOP_FIRST, UPDATE, choose_strategy
+from kit.fleet.status import Deployment
+from kit.fleet.swarm_timeline import NodeTimeline
 from kit.units import utc_timestamp
 from kit.fleet import state as st
 from kit.fleet.facts import connected, read_facts, unreachable
@@ -40,7 +44,7 @@ from kit.fleet.release import Release
 from kit.fleet.gate import check
 from kit.manifest.load import FleetDevice, FleetManifest
 
-POLL = 0.5  # seconds between reads of the service and its tasks
+POLL = 0.2  # seconds between reads of the service and its tasks (3 API calls to the manager each)
 SETTLE = 60.0  # seconds beyond the update's own budget before kit gives up waiting
 
 
@@ -68,17 +72,18 @@ class SwarmRollout(Release):
         from kit.fleet.rollout import service_spec
 
         spec = service_spec(self.fleet, self.resolved, self.fp, "*", self.port, image=image or self.digest_ref,
-                            nvidia=False, grpc_port=self.grpc_port)
+                            nvidia=False, grpc_port=self.grpc_port, reuse_port=bool(self.fp and self.fp.reuse_port))
         return swarm.render(spec, self.policy, swarm.constraints(self.fleet.name, self.fp))
 
     def plan_device(self, device: FleetDevice, nodes: dict, running: dict):
-        from kit.fleet.rollout import DevicePlan, REFUSED, UNCHANGED, UNREACHABLE, UPDATE
+        from kit.fleet.rollout import DevicePlan, REFUSED, UNCHANGED, UNREACHABLE
 
         self.progress(device.name, "facts", f"connecting to {device.host}")
         argv = swarm.deploy_argv(self.fleet.name, self.stack_file)
         try:
             with connected(device, timeout=30) as engine:
                 facts = read_facts(engine, device)
+                serving = running_copy(engine, running.get(facts.swarm_node_id))
         except DockerError as e:
             self.progress(device.name, "facts", f"unreachable: {e.message}")
             return DevicePlan(device, UNREACHABLE, reason=f"unreachable: {e.message}", port=self.port,
@@ -105,6 +110,7 @@ class SwarmRollout(Release):
             plan.action, plan.reason = UNCHANGED, "already runs this digest and is healthy"
         else:
             plan.reason = f"runs {task.image} ({task.state})" if task else "runs nothing of this fleet"
+            plan.strategy, plan.strategy_reason = choose_strategy(self.fp, facts, serving)
         self.progress(device.name, "gate", f"{plan.action}: {plan.reason}")
         return plan
 
@@ -112,10 +118,11 @@ class SwarmRollout(Release):
         nodes = {n["ID"]: n for n in manager_engine.nodes()}
         running = swarm.tasks_by_node(manager_engine.tasks(swarm.service_name(self.fleet.name))) \
             if manager_engine.service_inspect(swarm.service_name(self.fleet.name)) else {}
-        text = self.stack_text()
         devices = list(self.fleet.devices)
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(devices)))) as pool:
             plans = list(pool.map(lambda d: self.plan_device(d, nodes, running), devices))
+        self.policy = dataclasses.replace(self.policy, order=choose_order(plans))
+        text = self.stack_text()
         for p in plans:
             p.compose_text = text
         return plans
@@ -123,7 +130,7 @@ class SwarmRollout(Release):
     # -- run --
 
     def label_nodes(self, engine, plans) -> None:
-        from kit.fleet.rollout import REFUSED, UNCHANGED, UPDATE
+        from kit.fleet.rollout import REFUSED, UNCHANGED
 
         for p in plans:
             if p.facts is None or not p.facts.reachable or not p.facts.swarm_node_id:
@@ -135,16 +142,19 @@ class SwarmRollout(Release):
             self.progress(p.device.name, "labels", ", ".join(f"{k}={v}" for k, v in labels.items()))
             engine.set_node_labels(p.facts.swarm_node_id, labels)
 
-    def run(self, engine, plans, image: str) -> st.RolloutRecord:
-        from kit.fleet.rollout import UPDATE, record_plans
+    def run(self, engine, plans, image: str, durations: dict | None = None) -> st.RolloutRecord:
+        from kit.fleet.rollout import record_plans
 
         record = st.RolloutRecord(fleet=self.fleet.name, image=image, digest_ref=self.digest_ref,
-                                  on_failure=self.fleet.rollout.on_failure, orchestrator="swarm")
+                                  on_failure=self.fleet.rollout.on_failure, orchestrator="swarm",
+                                  durations=dict(durations or {}))
         record_plans(record, plans)
         self.store = st.RecordStore(self.root / "rollout.json", record)
         self.store.save()
 
+        t = time.monotonic()
         self.label_nodes(engine, plans)
+        record.durations["labels"] = round(time.monotonic() - t, 3)
         text = plans[0].compose_text if plans else self.stack_text()
         current = _read(self.stack_file)
         todo = [p for p in plans if p.action == UPDATE]
@@ -157,8 +167,10 @@ class SwarmRollout(Release):
         for p in todo:
             self.store.device(p.device.name, result=st.RUNNING, phase="deploy", started_at=utc_timestamp(), wave=0)
         self.progress("*", "deploy", " ".join(swarm.deploy_argv(self.fleet.name, self.stack_file)))
+        t = time.monotonic()
         try:
             swarm.deploy(self.fleet.name, self.stack_file, self.manager)
+            record.durations["deploy"] = round(time.monotonic() - t, 3)
         except KitError as e:
             for p in todo:
                 self.store.device(p.device.name, result=st.FAILED, reason=f"deploy: {e.message}; not touched",
@@ -167,7 +179,9 @@ class SwarmRollout(Release):
             return record
         for p in todo:
             self.store.device(p.device.name, phase="update", after=self.digest_ref)
+        t = time.monotonic()
         self.converge(engine, todo)
+        record.durations["converge"] = round(time.monotonic() - t, 3)
         return self._finish(record)
 
     def converge(self, engine, todo) -> None:
@@ -177,10 +191,15 @@ class SwarmRollout(Release):
         start_period = self.resolved.health_start_period or 0
         deadline = time.monotonic() + batches * (self.timeout + min(start_period, self.timeout)) + SETTLE
         pending = {p.facts.swarm_node_id: p for p in todo}
+        deployed = time.time()
+        timelines = {node: NodeTimeline() for node in pending}
         while pending:
             service = engine.service_inspect(name)
             update, message = swarm.update_state(service)
-            tasks = swarm.tasks_by_node(engine.tasks(name))
+            raw = engine.tasks(name)
+            for node, timeline in timelines.items():
+                timeline.observe(raw, node, self.digest_ref, time.time())
+            tasks = swarm.tasks_by_node(raw)
             down = swarm.nodes_down(engine.nodes())
             if update in ("rollback_started", "rollback_paused", "rollback_completed"):
                 if update == "rollback_started":
@@ -212,7 +231,11 @@ class SwarmRollout(Release):
                     self.progress(p.device.name, "failed", reason)
                     del pending[node]
                 elif task is not None and task.image == self.digest_ref and task.running:
+                    t = time.monotonic()
                     self._smoke(p)
+                    timelines[node].smoke = time.monotonic() - t
+                    self.store.device(p.device.name, durations=timelines[node].durations(
+                        deployed, self.policy.order == START_FIRST))
                     del pending[node]
             if not pending:
                 return
@@ -276,6 +299,36 @@ class SwarmRollout(Release):
         return record
 
 
+def running_copy(engine, task) -> Deployment:
+    """The node's running task as choose_strategy reads a deployment: its container's
+    environment (KIT_REUSE_PORT) and its image's labels (kit.memory_limit)."""
+    if task is None or not task.running or not task.container:
+        return Deployment()
+    try:
+        d = engine.container_inspect(task.container)
+        labels = engine.image_inspect(d.get("Image") or task.image).labels
+    except DockerError:
+        return Deployment()  # gone meanwhile: treat as nothing serving, stop-first
+    env = dict(e.partition("=")[::2] for e in (d.get("Config") or {}).get("Env") or [])
+    return Deployment(container=task.container, image=task.image, status="running", labels=labels, env=env)
+
+
+def choose_order(plans) -> str:
+    """One update_config for the whole service: start-first only when every node to update
+    can run the new task beside the old one; the others' plans then say why not."""
+    todo = [p for p in plans if p.action == UPDATE]
+    blocking = [p for p in todo if p.strategy != START_FIRST]
+    if todo and not blocking:
+        return START_FIRST
+    first = blocking[0] if blocking else None
+    for p in todo:
+        if p.strategy == START_FIRST and first is not None:
+            p.strategy, p.strategy_reason = STOP_FIRST, (
+                f"one update order for the whole swarm service, and {first.device.name} cannot start first "
+                f"({first.strategy_reason}); this node could ({p.strategy_reason})")
+    return STOP_FIRST
+
+
 def _read(path) -> str | None:
     try:
         return path.read_text()
@@ -295,6 +348,7 @@ def rollout_swarm(fleet: FleetManifest, ref: str, dry_run: bool, progress=None):
     from kit.fleet.rollout import RolloutResult, fleet_lock
 
     say = progress or _quiet
+    t0 = time.monotonic()
     say("*", "resolve", f"resolving {ref} to a digest through the swarm manager {fleet.swarm.manager}")
     engine = connect(fleet.swarm.manager, timeout=60)
     try:
@@ -305,8 +359,10 @@ def rollout_swarm(fleet: FleetManifest, ref: str, dry_run: bool, progress=None):
             plans = run.plan(engine)
             return RolloutResult(fleet.name, ref, resolved.digest_ref, True, "planned", "", plans)
         with fleet_lock(run.root):
+            t1 = time.monotonic()
             plans = run.plan(engine)
-            record = run.run(engine, plans, ref)
+            durations = {"resolve": round(t1 - t0, 3), "plan": round(time.monotonic() - t1, 3)}
+            record = run.run(engine, plans, ref, durations)
     finally:
         engine.close()
     if record.status not in ("done",) and not record.reason:

@@ -21,9 +21,9 @@ pytestmark = [pytest.mark.tf, pytest.mark.slow]
 class Client(threading.Thread):
     """Predictions back to back, a new connection each; keeps (slot, status) or the error."""
 
-    def __init__(self, port):
+    def __init__(self, port, pause=0.005):
         super().__init__(daemon=True)
-        self.port, self.results, self.errors = port, [], []
+        self.port, self.pause, self.results, self.errors = port, pause, [], []
         self.stopped = threading.Event()
 
     def run(self):
@@ -39,10 +39,10 @@ class Client(threading.Thread):
                     self.errors.append((r.status, data[:200]))
                 self.results.append((time.monotonic(), r.getheader("Kit-Slot")))
             except Exception as e:  # refused, reset, timeout: all count
-                self.errors.append(repr(e))
+                self.errors.append((round(time.monotonic(), 3), repr(e)))
             finally:
                 conn.close()
-            time.sleep(0.005)
+            time.sleep(self.pause)
 
     def slots(self, since=0.0):
         return [s for t, s in self.results if t >= since]
@@ -74,6 +74,52 @@ def test_second_server_shares_the_port_takes_over_and_no_request_fails():
     finally:
         client.stopped.set()
         assert new.stop() == 0
+
+
+SWITCHES = 4
+HAMMERS = 3  # client threads opening a new connection per request, back to back
+
+
+def test_many_switches_under_a_stream_of_new_connections_reset_none():
+    """The race of a start-first switch: a connection that lands in the old server's backlog
+    after its last accept() is reset when it closes. The new server, once ready, steers every
+    new connection to itself (SO_ATTACH_REUSEPORT_CBPF), so the old backlog is empty by then."""
+    slots = ["blue", "green"]
+    old = Server(HALF_PLUS_TWO, "half_plus_two", "1", env={"KIT_REUSE_PORT": "1", "KIT_SLOT": "blue"}).wait_ready(180)
+    clients = [Client(old.port, pause=0.0) for _ in range(HAMMERS)]
+    for client in clients:
+        client.start()
+    servers = [old]
+    try:
+        for switch in range(1, SWITCHES + 1):
+            slot = slots[switch % 2]
+            new = Server(HALF_PLUS_TWO, "half_plus_two", "1", port=old.port, grpc_port=old.grpc_port,
+                         env={"KIT_REUSE_PORT": "1", "KIT_SLOT": slot})
+            servers.append(new)
+            began = time.monotonic()
+            while not all(slot in c.slots(since=began) for c in clients) and time.monotonic() < began + 180:
+                assert new.proc.poll() is None, new.logs()
+                time.sleep(0.05)
+            assert "new connections on the shared port come here" in new.logs()
+            # steered: from the first answer by the new server on, the old one answers none
+            time.sleep(1.0)
+            first = min(t for c in clients for t, s in c.results if s == slot and t >= began)
+            assert {s for c in clients for t, s in c.results if t > first + 0.5} == {slot}
+            assert old.stop() == 0  # SIGTERM: drain what it accepted, close, exit
+            servers.remove(old)
+            old = new
+        time.sleep(0.3)
+        for client in clients:
+            client.stopped.set()
+            client.join()
+        errors = [e for c in clients for e in c.errors]
+        answered = sum(len(c.results) for c in clients)
+        assert (errors, answered > 100 * SWITCHES) == ([], True), (errors[:5], answered)
+    finally:
+        for client in clients:
+            client.stopped.set()
+        for server in servers:
+            assert server.stop() == 0
 
 
 def test_a_port_held_without_reuse_port_is_refused_at_start():

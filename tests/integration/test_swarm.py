@@ -50,6 +50,16 @@ class Images:
         fh.build_fixture_image(self.engine, self.refs["v1"], "1", base=base)
         fh.build_fixture_image(self.engine, self.refs["v2"], "2", base=base)
         fh.build_fixture_image(self.engine, self.refs["crash"], "3", mode="crash", base=base)
+        # start-first pairs: shares its port, two copies fit ("sf"); shares it, but one copy
+        # claims all of the node's memory, so two never fit ("big")
+        big = {"kit.reuse_port": "true", "kit.memory_limit": str(self.engine.info().memory_bytes)}
+        for kind, labels in (("sf", fh.START_FIRST_LABELS), ("big", big)):
+            for v in ("1", "2"):
+                self.refs[f"{kind}{v}"] = f"{repo}-{kind}:v{v}"
+                # sf v2 loads for 3 s before it listens: its probe must not take the old task's answer
+                delay = 3 if (kind, v) == ("sf", "2") else 0
+                fh.build_fixture_image(self.engine, self.refs[f"{kind}{v}"], v, base=base, labels=labels,
+                                       start_delay=delay)
         self.digest = {k: push(ref, state_root=state_root, engine=self.engine).digest_ref
                        for k, ref in self.refs.items()}
 
@@ -223,3 +233,53 @@ def test_node_down_in_the_middle_of_an_update(cluster, images, tmp_path):
     sh.wait_for(lambda: cluster.node_state("dev-2") == "ready", 60, "dev-2 ready again")
     dev3 = cluster.node("dev-3")
     assert sh.predict(dev3.address, dev3.port, "fixture", [[1.0]])["model_version"] == "2"
+
+
+def update_order(cluster, name="lab") -> str:
+    with connect(cluster.manager.host) as eng:
+        return eng.service_inspect(swarm.service_name(name))["Spec"]["UpdateConfig"]["Order"]
+
+
+def one_task_running_per_node(cluster, name="lab") -> bool:
+    with connect(cluster.manager.host) as eng:
+        running = [t["NodeID"] for t in eng.tasks(swarm.service_name(name))
+                   if (t.get("Status") or {}).get("State") == "running"]
+    return len(running) == len(set(running)) == len(cluster.nodes)
+
+
+def test_start_first_update_on_the_swarm_fails_no_request(cluster, images, tmp_path):
+    """Two copies fit on every node: the swarm starts each new task beside the old one on the
+    same port (SO_REUSEPORT), and a client per node opening new connections sees no failure.
+    v2 takes 3 s to listen: the old task answers the new one's health probe meanwhile, which
+    must not count (the probe wants its own task's Kit-Slot), or the swarm would stop the old
+    task early and the clients would see refused connections."""
+    path = cluster.write_fleet(tmp_path / "fleet.yaml", "lab", images.refs["sf1"], health_timeout="30s")
+    first = rollout(path)
+    assert first.status == "done", first.to_dict()
+    with sh.NodeHammer(cluster.nodes, "fixture", [[1.0]]) as h:
+        result = rollout(path, image=images.refs["sf2"])
+        # the old tasks drain once the new ones are healthy (kit is done before that)
+        sh.wait_for(lambda: one_task_running_per_node(cluster), 60, "one task per node")
+    assert result.status == "done", result.to_dict()
+    assert update_order(cluster) == "start-first"
+    for rec in result.record.devices.values():
+        assert rec.strategy == "start-first" and "two copies fit" in rec.strategy_reason, rec
+        assert rec.durations["health"] >= 3 and "smoke" in rec.durations, rec.durations
+    assert {n: h.failures[n][:3] for n in h.failures} == {n.name: [] for n in cluster.nodes}
+    for n in cluster.nodes:
+        assert len(h.answers[n.name]) > 20, h.answers[n.name]
+        assert h.versions(n.name)[0] == "1" and h.versions(n.name)[-1] == "2", h.versions(n.name)
+    assert yaml.safe_load((tmp_path / ".kit/fleet/lab/stack.yml").read_text())["services"]["model"][
+        "environment"]["KIT_REUSE_PORT"] == "1"
+
+
+def test_stop_first_on_the_swarm_when_two_copies_do_not_fit(cluster, images, tmp_path):
+    path = cluster.write_fleet(tmp_path / "fleet.yaml", "lab", images.refs["big1"], health_timeout="30s")
+    assert rollout(path).status == "done"
+    result = rollout(path, image=images.refs["big2"])
+    assert result.status == "done", result.to_dict()
+    assert update_order(cluster) == "stop-first"
+    for rec in result.record.devices.values():
+        assert rec.strategy == "stop-first" and "two copies do not fit" in rec.strategy_reason, rec
+        assert "stop-old" in rec.durations, rec.durations
+    assert versions(cluster) == {"dev-1": "2", "dev-2": "2", "dev-3": "2"}

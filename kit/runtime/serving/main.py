@@ -259,6 +259,9 @@ class Config(object):
         # beside the old one (SO_REUSEPORT, both must set it) and names its slot in a Kit-Slot
         # header, so the rollout can tell which of the two answered.
         self.reuse_port = _env_flag("KIT_REUSE_PORT", False)
+        # Once ready, take every new connection of the shared port (reuseport.py); off only to
+        # show, in a test, what happens without it.
+        self.reuse_port_steer = _env_flag("KIT_REUSE_PORT_STEER", True)
         self.slot = _env("KIT_SLOT", "")
         # Test-only hooks, see the module docstring.
         self.test_warmup_delay = parse_duration(_env("KIT_TEST_WARMUP_DELAY", "0"), "KIT_TEST_WARMUP_DELAY")

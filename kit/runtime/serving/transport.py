@@ -42,7 +42,7 @@ from tornado.netutil import bind_sockets
 
 from kit import __version__
 from kit.runtime.logtap import ENGINE_BUILD, NATIVE_FALLBACK, StderrTap, line_classifier
-from kit.runtime.serving import protocol, routes
+from kit.runtime.serving import protocol, reuseport, routes
 from kit.runtime.serving.batching import BatchPlan, MicroBatcher, QueueFull, Stopped
 from kit.runtime.serving.metrics import ServerMetrics
 
@@ -715,7 +715,11 @@ def run(config):
         for sock in sockets:
             sock.listen(config.backlog)
         server.listen_on(sockets)
-        log.info("listening on %s:%d", config.host, sockets[0].getsockname()[1])
+        # From now on every new connection comes here, none to an old server beside this one
+        # (its backlog empties before it closes: see reuseport.py).
+        steered = config.reuse_port_steer and all([reuseport.steer_to(sock) for sock in sockets])
+        log.info("listening on %s:%d%s", config.host, sockets[0].getsockname()[1],
+                 " (new connections on the shared port come here)" if steered else "")
 
     def load():
         _load_and_warm(state, lambda: loop.add_callback(begin_shutdown))

@@ -33,7 +33,7 @@ def test_stack_is_a_global_service_on_the_host_network_with_the_compose_health_a
     assert doc["networks"] == {"hostnet": {"external": True, "name": "host"}}
     assert svc["networks"] == ["hostnet"] and svc["image"] == DIGEST
     assert svc["deploy"]["mode"] == "global"
-    assert svc["healthcheck"] == compose.healthcheck(spec())
+    assert svc["healthcheck"] == dict(compose.healthcheck(spec()), interval="2s", retries=8)
     assert svc["logging"] == compose.logging_options()
     assert svc["environment"] == {"KIT_PORT": "8601"}
     assert "runtime" not in svc and "mem_limit" not in svc and "restart" not in svc  # swarm has none of these
@@ -95,3 +95,111 @@ def test_a_swarm_fleet_needs_one_port_for_every_device(tmp_path):
     del doc["swarm"]  # without a swarm, two hosts may use two ports
     path.write_text(yaml.safe_dump(doc))
     assert inspect(path, True, expect="Fleet").problems == []
+
+
+def test_start_first_order_and_reuse_port_go_into_update_and_rollback_config():
+    policy = swarm.UpdatePolicy(parallelism=3, monitor=30, on_failure="rollback", order="start-first")
+    svc = yaml.safe_load(swarm.render(spec(reuse_port=True), policy, []))["services"]["model"]
+    assert svc["deploy"]["update_config"]["order"] == "start-first"
+    assert svc["deploy"]["rollback_config"]["order"] == "start-first"
+    assert svc["environment"] == {"KIT_PORT": "8601", "KIT_REUSE_PORT": "1", "KIT_SLOT": "{{.Task.ID}}"}
+    assert svc["healthcheck"]["test"] == ["CMD", "python3", "-c", swarm.SLOT_PROBE]
+    assert stack()["services"]["model"]["deploy"]["update_config"]["order"] == "stop-first"
+
+
+def _plan(name, strategy, reason, action="update"):
+    from kit.fleet.plan import DevicePlan
+
+    return DevicePlan(FleetDevice(name, "tcp://" + name, "cpu"), action, strategy=strategy, strategy_reason=reason)
+
+
+def test_one_node_that_cannot_hold_two_copies_makes_the_whole_service_stop_first():
+    from kit.fleet.swarm_rollout import choose_order
+
+    fits = [_plan("a", "start-first", "two copies fit"), _plan("b", "start-first", "two copies fit"),
+            _plan("c", "stop-first", "", action="unchanged")]
+    assert choose_order(fits) == "start-first"
+    assert [p.strategy for p in fits[:2]] == ["start-first", "start-first"]
+    tight = [_plan("a", "start-first", "two copies fit"), _plan("b", "stop-first", "two copies do not fit: ...")]
+    assert choose_order(tight) == "stop-first"
+    assert tight[0].strategy == "stop-first"
+    assert "b cannot start first (two copies do not fit" in tight[0].strategy_reason
+    assert choose_order([]) == "stop-first"
+
+
+def test_timeline_reads_the_swarm_task_timestamps_into_phases():
+    from kit.fleet.swarm_timeline import NodeTimeline, parse_time
+
+    assert parse_time("2026-12-02T04:20:00.5Z") - parse_time("2026-12-02T04:20:00Z") == 0.5
+    assert parse_time("0001-01-01T00:00:00Z") is None and parse_time(None) is None
+    base = parse_time("2026-12-02T04:20:00Z")
+
+    def task(image, desired, state, created, stamp):
+        return {"NodeID": "n1", "DesiredState": desired, "CreatedAt": f"2026-12-02T04:20:{created}Z",
+                "Status": {"State": state, "Timestamp": f"2026-12-02T04:20:{stamp}Z"},
+                "Spec": {"ContainerSpec": {"Image": image}}}
+
+    tl = NodeTimeline()
+    tl.observe([task("old", "shutdown", "running", "00.0", "00.0"), task("new", "ready", "preparing", "01.0", "01.0")],
+               "n1", "new", base + 1.1)
+    tl.observe([task("old", "shutdown", "running", "00.0", "00.0"), task("new", "ready", "ready", "01.0", "01.5")],
+               "n1", "new", base + 1.6)
+    tl.observe([task("old", "shutdown", "shutdown", "00.0", "02.000000001"),
+                task("new", "running", "starting", "01.0", "02.5")], "n1", "new", base + 2.6)
+    tl.observe([task("old", "shutdown", "shutdown", "00.0", "02.0"),
+                task("new", "running", "running", "01.0", "07.5")], "n1", "new", base + 7.75)
+    tl.smoke = 0.1
+    got = tl.durations(base + 0.5, start_first=False)
+    assert got == {"schedule": 0.5, "prepare": 0.5, "stop-old": 0.5, "start": 0.5, "health": 5.0, "observe": 0.25,
+                   "smoke": 0.1}
+    assert set(tl.durations(base + 0.5, start_first=True)) == {"schedule", "prepare", "start", "health", "observe",
+                                                               "smoke", "drain-old"}
+
+
+def test_slot_probe_counts_only_its_own_task_s_answer(tmp_path):
+    """Run the probe for real against two servers sharing a port: the old one (another slot)
+    answers ready, the new one is not listening yet, then it is."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    def server(slot, port=0):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Kit-Slot", slot)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        class Shared(HTTPServer):
+            def server_bind(self):
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                HTTPServer.server_bind(self)
+
+        srv = Shared(("127.0.0.1", port), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        return srv
+
+    def probe(port):
+        env = dict(os.environ, KIT_PORT=str(port), KIT_SLOT="task-new")
+        return subprocess.run([sys.executable, "-c", swarm.SLOT_PROBE], env=env, timeout=30).returncode
+
+    old = server("task-old")
+    port = old.server_address[1]
+    try:
+        assert probe(port) == 1  # only the old task answers: the new one is not ready
+        new = server("task-new", port)
+        try:
+            assert probe(port) == 0
+        finally:
+            new.shutdown()
+            new.server_close()
+    finally:
+        old.shutdown()
+        old.server_close()
