@@ -15,6 +15,8 @@ with different seeds do not.
                   = 100 zeta + 10 mid + alpha [n, 4], and total [n]; the widths of mid and
                   alpha can differ (widths=...). TF 2.3.1 loads its signature with the
                   inputs in protobuf map order (zeta, mid, alpha), not sorted.
+- make_jpeg_mean: image_bytes string [n] (encoded 4x4 RGB JPEGs, decoded in the graph) -> mean [n];
+                  encode_jpegs(values) makes samples for it (a numpy bytes array)
 """
 
 import os
@@ -104,6 +106,30 @@ def make_tf1_multi_input(path, widths=(4, 4, 4)):
             builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": sig})
             builder.save()
     return str(path)
+
+
+def make_jpeg_mean(path):
+    """The usual way to serve images: encoded bytes in, tf.io.decode_jpeg in the graph."""
+    tf = _tf()
+
+    class Jpeg(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        def serve(self, image_bytes):
+            images = tf.map_fn(lambda b: tf.cast(tf.io.decode_jpeg(b, channels=3), tf.float32), image_bytes,
+                               fn_output_signature=tf.TensorSpec([4, 4, 3], tf.float32))
+            return {"mean": tf.reduce_mean(images, axis=[1, 2, 3])}
+
+    module = Jpeg()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return str(path)
+
+
+def encode_jpegs(values):
+    """One 4x4 JPEG per value (every pixel that value), as a numpy bytes array (dtype S: no pickle)."""
+    import numpy as np
+
+    tf = _tf()
+    return np.array([tf.io.encode_jpeg(tf.constant(np.full((4, 4, 3), v, np.uint8))).numpy() for v in values])
 
 
 def saved_model_exists(path):

@@ -6,7 +6,9 @@ container (the same TensorFlow the device runs; the host of a Jetson may have
 no TensorFlow at all). That run also picks the request: the first parity
 sample when the manifest has them, else zeros in the signature's input shape
 (unknown dimensions as 1). Both go to a JSON file the smoke test reads, so
-the image is asked exactly what the reference answered.
+the image is asked exactly what the reference answered. String inputs
+(encoded JPEG bytes) are sent as TF Serving's {"b64": ...}; they come only
+from the parity samples, since kit never invents bytes.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from kit.errors import KitError
 from kit.net import http_json
 
 # Runs in the builder container: Python 3.6, TF >= 2.3, numpy. argv: model_dir
-# signature samples|- out.json. Writes {"inputs": {name: nested list},
+# signature samples|- out.json. Writes {"inputs": {name: nested list, strings as {"b64": ...}},
 # "dtypes": {name: dtype}, "outputs": {name: nested list}}.
 REFERENCE_SCRIPT = r"""
-import json, sys
+import base64, json, sys
 import numpy as np
 import tensorflow as tf
 model_dir, signature, samples, out = sys.argv[1:5]
@@ -45,13 +47,23 @@ if samples != "-":
     else:
         sys.exit("a .npy holds one input but the signature takes %s: use an .npz" % names)
 else:
+    strings = [n for n in names if specs[n].dtype == tf.string]
+    if strings:
+        sys.exit("string input(s) %s need real samples for the smoke request: give optimize.parity.samples" % strings)
     for n in names:
         dims = specs[n].shape.as_list() if specs[n].shape.rank is not None else [1]
         arrays[n] = np.zeros([1] + [d or 1 for d in dims[1:]], dtype=specs[n].dtype.as_numpy_dtype)
 arrays = dict((n, np.asarray(a).astype(specs[n].dtype.as_numpy_dtype)) for n, a in arrays.items())
 result = fn(**dict((n, tf.constant(a)) for n, a in arrays.items()))
-doc = {"inputs": dict((n, a.tolist()) for n, a in arrays.items()),
-       "dtypes": dict((n, str(a.dtype)) for n, a in arrays.items()),
+def as_json(value):
+    # bytes travel as TF Serving's {"b64": ...}: JSON has no bytes, and encoded images are not UTF-8
+    if isinstance(value, list):
+        return [as_json(v) for v in value]
+    if isinstance(value, bytes):
+        return {"b64": base64.b64encode(value).decode("ascii")}
+    return value
+doc = {"inputs": dict((n, as_json(a.tolist())) for n, a in arrays.items()),
+       "dtypes": dict((n, "string" if specs[n].dtype == tf.string else str(a.dtype)) for n, a in arrays.items()),
        "outputs": dict((k, v.numpy().tolist()) for k, v in result.items())}
 with open(out, "w") as f:
     json.dump(doc, f)

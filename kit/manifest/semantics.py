@@ -374,6 +374,33 @@ def _saved_model(ctx: Context):
                       show(text), fix)
 
 
+SIGNATURE = ("model", "signature")
+
+
+@_check("Model", MODEL_PATH, SIGNATURE, PARITY_SAMPLES, files=True)
+def _string_inputs_have_samples(ctx: Context):
+    """A string input (encoded JPEG bytes, tf.Example) is fed to the optimizer only from real samples: say so
+    here, before a build, when the host can read the signature (else the optimizer says it, exit 2)."""
+    if ctx.get(PARITY_SAMPLES) is not None:
+        return
+    from kit.errors import ManifestError
+    from kit.manifest.savedmodel import read_signatures
+    from kit.runtime.signature import string_input_message
+
+    text = ctx.get(MODEL_PATH)
+    if _escapes(text) or _escapes_by_link(ctx, text):
+        return  # reported by _model_path_inside
+    try:
+        signatures = read_signatures(ctx.resolve(text))
+    except (ManifestError, OSError):
+        return  # not a readable SavedModel: _saved_model says why, or the optimizer does
+    signature = signatures.get(ctx.get(SIGNATURE))
+    for tensor in signature.inputs if signature else ():
+        if tensor.dtype == "string":
+            message, _, fix = string_input_message(tensor.key).partition("; ")
+            yield Problem(PARITY_SAMPLES, message, None, fix)
+
+
 # ---- Fleet --------------------------------------------------------------------
 
 DEVICES = ("devices",)

@@ -309,7 +309,7 @@ class Optimizer(object):
             saved_model = sig_mod.read_saved_model(s.model_dir)
             compat.check(self.tf.__version__, s.model_dir, sig_mod.meta_graph(saved_model, s.tags))
             sig = sig_mod.read_signature(s.model_dir, s.signature, s.tags, saved_model)
-            inputs = sig_mod.resolve_inputs(sig["inputs"], s.inputs, s.batch_sizes)
+            inputs = sig_mod.resolve_inputs(sig["inputs"], s.inputs, s.batch_sizes, has_samples=bool(s.parity.samples))
             samples = sig_mod.load_samples(s.parity.samples, inputs) if s.parity.samples else None
         except sig_mod.InputError as e:
             raise Failure("inputs", EXIT_SPEC, str(e), problems=getattr(e, "problems", None))

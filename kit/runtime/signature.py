@@ -6,7 +6,9 @@ dimension is the first one, and every other dimension must be known (from
 one or the other), or the optimizer stops with an error naming the input.
 
 Feeds are one dict per batch size: the first rows of the samples file
-(repeated when it has fewer rows) or seeded random data.
+(repeated when it has fewer rows) or seeded random data. String inputs (encoded
+images, tf.Example) come only from samples: numpy bytes arrays (dtype S),
+never unpickled, never invented.
 
 TF-TRT's converter calls the frozen signature function POSITIONALLY with
 what build()/calibration input functions yield, in `frozen_func.inputs`
@@ -34,6 +36,18 @@ _DT_NAMES = {
 
 class InputError(Exception):
     """The inputs cannot be determined or fed (exit 2: fix the manifest/spec)."""
+
+
+# How to save real encoded inputs (JPEG bytes, tf.Example) as samples numpy loads without pickle.
+STRING_SAMPLES_FIX = ("give optimize.parity.samples: a .npy (one input) or .npz (one array per input name) of real "
+                      "encoded values as a numpy bytes array, e.g. "
+                      "np.save(path, np.array([open(f, 'rb').read() for f in files]))")
+
+
+def string_input_message(name):
+    """Why a string input needs samples, and the fix (the host's manifest check says the same)."""
+    return ("input %r has dtype string, which the optimizer cannot feed without real samples (kit never invents "
+            "bytes); %s" % (name, STRING_SAMPLES_FIX))
 
 
 def read_saved_model(model_dir):
@@ -78,8 +92,9 @@ def read_signature(model_dir, signature, tags, saved_model=None):
     }
 
 
-def resolve_inputs(signature_inputs, spec_inputs, batch_sizes):
-    """Per-example shapes (no batch dim) and dtypes of every input, all dims known."""
+def resolve_inputs(signature_inputs, spec_inputs, batch_sizes, has_samples=False):
+    """Per-example shapes (no batch dim) and dtypes of every input, all dims known.
+    String inputs are fed only from samples (has_samples): their bytes cannot be made up."""
     problems = []
     resolved = {}
     if spec_inputs:
@@ -93,7 +108,10 @@ def resolve_inputs(signature_inputs, spec_inputs, batch_sizes):
     for name in sorted(signature_inputs):
         sig = signature_inputs[name]
         given = (spec_inputs or {}).get(name)
-        if sig["dtype"] in ("string", "bfloat16"):
+        if sig["dtype"] == "string" and not has_samples:
+            problems.append(string_input_message(name))
+            continue
+        if sig["dtype"] == "bfloat16":
             problems.append("input %r has dtype %s, which the optimizer cannot feed" % (name, sig["dtype"]))
             continue
         if sig["shape"] is None:
@@ -148,18 +166,14 @@ def _fmt(shape):
 def load_samples(path, inputs):
     """name -> array from a .npy (the model has one input) or .npz (one array per input name)."""
     names = sorted(inputs)
-    if path.endswith(".npy"):
-        if len(names) != 1:
-            raise InputError("%s is a .npy file but the model has %d inputs (%s); use a .npz with one array per "
-                             "input name" % (path, len(names), ", ".join(names)))
-        data = {names[0]: np.load(path, allow_pickle=False)}
-    else:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [n for n in names if n not in npz.files]
-            if missing:
-                raise InputError("%s lacks arrays for input(s) %s (it has %s)" % (path, ", ".join(missing),
-                                                                                    ", ".join(npz.files)))
-            data = dict((n, npz[n]) for n in names)
+    try:
+        data = _read_arrays(path, names)
+    except ValueError as e:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+        if "pickle" not in str(e):
+            raise InputError("%s: %s" % (path, e))
+        raise InputError("%s holds an object array, which kit does not load (loading it would run pickle); "
+                         "save strings as a numpy bytes array (dtype 'S'), e.g. "
+                         "np.save(path, np.array([open(f, 'rb').read() for f in files]))" % path)
     rows = None
     for name in names:
         arr = data[name]
@@ -170,10 +184,31 @@ def load_samples(path, inputs):
         if rows is not None and arr.shape[0] != rows:
             raise InputError("%s: inputs have different numbers of rows" % path)
         rows = arr.shape[0]
-        data[name] = arr.astype(inputs[name]["dtype"], copy=False)
+        if inputs[name]["dtype"] == "string":
+            if arr.dtype.kind != "S":
+                raise InputError("%s: input %r is a string input but its samples have dtype %s; save the encoded "
+                                 "values as a numpy bytes array (dtype 'S'), e.g. np.save(path, np.array([open(f, "
+                                 "'rb').read() for f in files]))" % (path, name, arr.dtype))
+        else:
+            data[name] = arr.astype(inputs[name]["dtype"], copy=False)
     if not rows:
         raise InputError("%s holds no samples" % path)
     return data
+
+
+def _read_arrays(path, names):
+    """name -> array, never unpickling; InputError when the file lacks an input."""
+    if path.endswith(".npy"):
+        if len(names) != 1:
+            raise InputError("%s is a .npy file but the model has %d inputs (%s); use a .npz with one array per "
+                             "input name" % (path, len(names), ", ".join(names)))
+        return {names[0]: np.load(path, allow_pickle=False)}
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [n for n in names if n not in npz.files]
+        if missing:
+            raise InputError("%s lacks arrays for input(s) %s (it has %s)" % (path, ", ".join(missing),
+                                                                                ", ".join(npz.files)))
+        return dict((n, npz[n]) for n in names)
 
 
 def random_batch(inputs, batch_size, rng):

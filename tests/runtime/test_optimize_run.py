@@ -17,6 +17,10 @@ import numpy as np
 import pytest
 from lazy_tf import tf
 
+import models
+
+from kit.runtime import signature as sig_mod
+
 pytestmark = pytest.mark.tf
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,3 +207,84 @@ def test_invalid_spec_exit_2_with_a_report(tmp_path):
     r = report_of(spec)
     assert r["error"]["kind"] == "spec" and any("model_dir: must be an absolute path" in p for p in r["error"]["problems"])
     assert "model_dir: must be an absolute path" in proc.stderr
+
+
+# ---- a model whose input is encoded JPEG bytes (a tf.string decoded in the graph) -------------------
+# String inputs come only from samples; the build() feed is checked the way TF-TRT's converter calls it.
+
+def test_string_input_is_fed_from_bytes_samples_and_passes_parity(tmp_path):
+    model = models.make_jpeg_mean(tmp_path / "jpeg")
+    samples = tmp_path / "images.npy"
+    np.save(str(samples), models.encode_jpegs([10, 200, 90]))
+    path, spec = spec_file(tmp_path, model, "native", name="jpeg", parity={"samples": str(samples)})
+    proc = run(path)
+    assert proc.returncode == 0, proc.stderr
+    r = report_of(spec)
+    assert r["inputs"] == {"image_bytes": {"shape": [], "dtype": "string"}}
+    assert r["parity"]["passed"] and r["parity"]["source"] == "samples %s" % samples
+    assert [b["batch_size"] for b in r["parity"]["batches"]] == [1, 8]
+    assert r["parity"]["batches"][1]["outputs"]["mean"]["shape"] == [8]
+
+
+def test_string_input_without_samples_exits_2_with_the_fix(tmp_path):
+    model = models.make_jpeg_mean(tmp_path / "jpeg")
+    path, spec = spec_file(tmp_path, model, "native", name="jpeg")
+    proc = run(path)
+    assert proc.returncode == 2, proc.stderr
+    r = report_of(spec)
+    assert r["error"]["kind"] == "inputs"
+    message = r["error"]["message"]
+    assert "input 'image_bytes' has dtype string, which the optimizer cannot feed" in message
+    assert "give optimize.parity.samples" in message and "np.save(path, np.array([open(f, 'rb').read()" in message
+    assert not (tmp_path / "out" / "jpeg").exists()
+
+
+def test_object_array_samples_are_refused_without_unpickling(tmp_path):
+    model = models.make_jpeg_mean(tmp_path / "jpeg")
+    samples = tmp_path / "images.npy"
+    np.save(str(samples), np.array(list(models.encode_jpegs([10, 20])), dtype=object), allow_pickle=True)
+    path, spec = spec_file(tmp_path, model, "native", name="jpeg", parity={"samples": str(samples)})
+    proc = run(path)
+    assert proc.returncode == 2, proc.stderr
+    message = report_of(spec)["error"]["message"]
+    assert "object array" in message and "dtype 'S'" in message and "np.save(path, np.array([open(f, 'rb')" in message
+
+
+def test_unicode_samples_for_a_string_input_are_refused(tmp_path):
+    samples = tmp_path / "names.npy"
+    np.save(str(samples), np.array(["a", "b"]))
+    inputs = {"image_bytes": {"shape": [], "dtype": "string"}}
+    with pytest.raises(sig_mod.InputError, match="dtype <U1.*numpy bytes array"):
+        sig_mod.load_samples(str(samples), inputs)
+
+
+def test_build_input_fn_feed_tiles_and_cuts_samples_to_each_batch_size(tmp_path):
+    """What build() gets for a string input: the samples tiled (3 rows -> 8) or cut (-> 1), as bytes
+    tensors the signature function takes positionally, the way TF-TRT's converter calls it."""
+    model = models.make_jpeg_mean(tmp_path / "jpeg")
+    samples = tmp_path / "images.npy"
+    images = models.encode_jpegs([10, 200, 90])
+    np.save(str(samples), images)
+    sig = sig_mod.read_signature(str(model), "serving_default", ["serve"])
+    inputs = sig_mod.resolve_inputs(sig["inputs"], {}, [1, 8], has_samples=True)
+    data = sig_mod.load_samples(str(samples), inputs)
+    feeds = sig_mod.feeds(inputs, [1, 8], data)
+    order = sig_mod.positional_order(tf, str(model), "serving_default", ["serve"], list(inputs))
+    assert order == ["image_bytes"]
+    assert list(feeds[1]["image_bytes"]) == [images[0]]
+    assert list(feeds[8]["image_bytes"]) == [images[i % 3] for i in range(8)]
+    loaded = tf.saved_model.load(str(model))
+    fn = loaded.signatures["serving_default"]
+    for b in (1, 8):
+        tensors = [tf.convert_to_tensor(a) for a in sig_mod.ordered(feeds[b], order)]
+        assert tensors[0].dtype == tf.string and tensors[0].shape == [b]
+        got = fn(*tensors)["mean"].numpy()
+        np.testing.assert_allclose(got, [np.mean(tf.io.decode_jpeg(images[i % 3]).numpy()) for i in range(b)],
+                                   rtol=1e-5)
+
+
+def test_resolve_inputs_names_the_fix_for_a_string_input():
+    with pytest.raises(sig_mod.InputError) as err:
+        sig_mod.resolve_inputs({"image_bytes": {"shape": [None], "dtype": "string"}}, {}, [1])
+    assert str(err.value) == sig_mod.string_input_message("image_bytes")
+    assert json.dumps(str(err.value))  # plain text for report.json

@@ -57,7 +57,8 @@ class FakeTrtConvert:
                 test.calls["convert"] = True
 
             def build(self, input_fn):
-                test.calls["build"] = [tuple(a.shape for a in batch) for batch in input_fn()]
+                test.calls["build_feeds"] = list(input_fn())
+                test.calls["build"] = [tuple(a.shape for a in batch) for batch in test.calls["build_feeds"]]
                 for shapes in test.calls["build"]:
                     os.write(2, ("2021-01-01 00:00:01.000000: I tensorflow/compiler/tf2tensorrt/kernels/"
                                  "trt_engine_op.cc:1107] Building a new TensorRT engine for TRTEngineOp_0_0 with input "
@@ -148,6 +149,34 @@ def test_build_is_fed_in_the_converters_positional_order_for_a_tf1_model(tmp_pat
     assert fake.calls["build"] == [tuple((1, width[n]) for n in frozen_order)]
     if tf.__version__.startswith("2.3."):
         assert frozen_order != sorted(frozen_order)  # what the sorted feed got wrong
+
+
+def test_a_jpeg_models_build_is_fed_the_bytes_samples_tiled_to_each_batch_size(tmp_path, monkeypatch, saved_models,
+                                                                             mocked_device):
+    """A string input (encoded JPEG bytes): build() gets the parity samples, tiled or cut to each batch size,
+    and the frozen signature function (what TF-TRT builds from) runs on them called as TF-TRT 2.3 calls it,
+    func(*map(convert_to_tensor, batch))."""
+    import models
+    import numpy as np
+    from tensorflow.python.framework import convert_to_constants
+
+    model = models.make_jpeg_mean(tmp_path / "jpeg")
+    images = models.encode_jpegs([10, 200, 90])
+    np.save(str(tmp_path / "images.npy"), images)
+    fake = FakeTrtConvert(saved_models["cnn"])
+    code, r, spec = run_inprocess(tmp_path, monkeypatch, fake, model_dir=model,
+                                  parity={"samples": str(tmp_path / "images.npy")})
+    assert r["inputs"] == {"image_bytes": {"shape": [], "dtype": "string"}}
+    assert fake.calls["build"] == [((1,),), ((8,),)]
+    assert [list(batch[0]) for batch in fake.calls["build_feeds"]] == [[images[0]], [images[i % 3] for i in range(8)]]
+    frozen = convert_to_constants.convert_variables_to_constants_v2(
+        fake.converter._saved_model.signatures["serving_default"])
+    for batch in fake.calls["build_feeds"]:
+        out = frozen(*map(tf.convert_to_tensor, batch))
+        means = out[0] if isinstance(out, (list, tuple)) else out["mean"]
+        assert means.shape == [len(batch[0])]
+        np.testing.assert_allclose(means.numpy(), [np.mean(tf.io.decode_jpeg(b).numpy()) for b in batch[0]], rtol=1e-6)
+    assert code == 5  # the fake's TRT model cannot run here: parity fails, as for every model on this path
 
 
 def test_int8_calibration_is_fed_in_the_converters_order_inside_convert(tmp_path, monkeypatch, saved_models,
