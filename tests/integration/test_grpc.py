@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from google.protobuf import json_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2, service_pb2  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+import models  # noqa: E402
 from testkit.manifests import write_model  # noqa: E402
 from testkit.server import HALF_PLUS_TWO, ServerProcess as Server  # noqa: E402
 
@@ -351,16 +353,7 @@ def test_grpc_port_zero_turns_grpc_off(digits_dir):  # noqa: F811
 
 
 def _jpeg_model(path):
-    class Jpeg(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-        def serve(self, image_bytes):
-            images = tf.map_fn(lambda b: tf.cast(tf.io.decode_jpeg(b, channels=3), tf.float32), image_bytes,
-                               fn_output_signature=tf.TensorSpec([4, 4, 3], tf.float32))
-            return {"mean": tf.reduce_mean(images, axis=[1, 2, 3])}
-
-    module = Jpeg()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-    return path
+    return Path(models.make_jpeg_mean(path))  # image_bytes [n] -> mean [n]
 
 
 def _jpeg(value):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lazy_tf import tf
+
+import models
 
 from kit.manifest.load import collect_problems
 
@@ -34,13 +35,7 @@ image: {{repository: kit/jpeg}}
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("jpeg")
 
-    class Jpeg(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-        def serve(self, image_bytes):
-            return {"length": tf.strings.length(image_bytes)}
-
-    module = Jpeg()
-    tf.saved_model.save(module, str(root / "jpeg"), signatures={"serving_default": module.serve})
+    models.make_jpeg_mean(root / "jpeg")
     np.save(root / "images.npy", np.array([b"\xff\xd8 not really a jpeg"]))
     return root
 
