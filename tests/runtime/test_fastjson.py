@@ -122,9 +122,11 @@ def test_every_number_form_json_allows_reads_as_json_loads_reads_it():
     assert np.array_equal(np.signbit(got), np.signbit(expected))
 
 
-@pytest.mark.parametrize("text", ["[1, 2 3, 4]", "[1,\n2]", "[ 1 , 2 ]", "[1,2]\t"])
+@pytest.mark.parametrize("text", ["[1, 2 3, 4]", "[1,\n2]", "[ 1 , 2 ]", "[1,2]\t", "[0.5,  0.25]", "[0.5 ,0.25]",
+                                  "[0.5,\t0.25]", "[0.5, 0 .25]", "[0.5, 0. 25]", "[0.5, 0.25 ]"])
 def test_whitespace(text):
-    """Whitespace between two numbers is a syntax error; around brackets and commas it is allowed."""
+    """Whitespace between two numbers is a syntax error; around brackets and commas it is allowed. json.dumps'
+    ", " is read in place; any other whitespace takes the general path: the same result as json.loads."""
     body = '{"instances": [%s]}' % ", ".join([text] * 60)
     try:
         expected = json.loads(body)
@@ -133,6 +135,7 @@ def test_whitespace(text):
             fastjson.loads(body.encode(), min_bytes=16)
         return
     decoded = fastjson.loads(body.encode(), min_bytes=16)
+    assert decoded.arrays, "the array was not cut out"
     assert np.array_equal(decoded.resolve(decoded.data["instances"]), np.asarray(expected["instances"]))
 
 
@@ -150,3 +153,112 @@ def test_a_batch_as_clients_send_it():
     decoded = fastjson.loads(body)
     got = decoded.resolve(decoded.data["instances"])
     assert np.array_equal(got.astype(np.float32), x) and decoded.data["signature_name"] == "serving_default"
+
+
+def _values_as_clients_write_them(n, seed):
+    """float32 reprs, short decimals, integers, signs, a few exponents, -0: every form in one list."""
+    rng = np.random.RandomState(seed)
+    values = [repr(float(v)) for v in rng.uniform(-2, 2, size=n).astype(np.float32)]
+    values += [repr(float(v)) for v in np.round(rng.uniform(-100, 100, size=n), 3)]
+    values += ["0", "-0", "17", "-3", "0.0", "-0.0", "2.5e-3", "-1E5", "7e+2"]
+    rng.shuffle(values)
+    return values
+
+
+@pytest.mark.parametrize("block", [48, 100, 1000, 1 << 18])
+@pytest.mark.parametrize("separator", [",", ", "])
+def test_blocks_give_the_same_numbers_as_one_pass(block, separator):
+    """The text is parsed a block at a time (block edges fall anywhere between numbers): every block size
+    reads the same values, the ones json.loads reads (float32 reprs exact once rounded to float32)."""
+    values = _values_as_clients_write_them(1500, 7)
+    text = separator.join(values).encode()
+    got = fastjson.parse_numbers(text, len(values), block=block)
+    expected = np.asarray(json.loads("[" + text.decode() + "]"), dtype=np.float64)
+    assert isinstance(got, np.ndarray) and np.allclose(got, expected, rtol=2.5e-16, atol=0)
+    assert np.array_equal(got.astype(np.float32), expected.astype(np.float32))
+    assert np.array_equal(np.signbit(got), np.signbit(expected))
+    assert np.array_equal(got, fastjson.parse_numbers(text, len(values)))
+
+
+@pytest.mark.parametrize("bad", ["1.2.3", "-", "01", ".5", "1.", "+1", "1e", "", "1 2", "0.5\t"])
+@pytest.mark.parametrize("where", [0, 700, 1499])
+def test_a_bad_number_in_any_block_is_refused(bad, where):
+    """A number JSON refuses (or whitespace parse_numbers does not take) in the first, a middle or the last
+    block: never a value."""
+    values = ["0.125"] * 1500
+    values[where] = bad
+    text = ", ".join(values).encode()
+    got = fastjson.parse_numbers(text, len(values), block=200)
+    assert got is None or got is fastjson.IRREGULAR
+
+
+def test_a_leading_minus_zero_is_the_integer_zero():
+    """The first numbers are re-read one by one: "-0" (an integer) is 0.0 there too, as json.loads has it."""
+    body = '{"instances": [%s]}' % ", ".join(["-0"] + ["0.5"] * 300)
+    decoded = fastjson.loads(body.encode())
+    got = decoded.resolve(decoded.data["instances"])
+    assert got[0] == 0.0 and not np.signbit(got[0])
+
+
+def test_a_bytearray_body_is_read_in_place():
+    """tornado's body is a bytearray: decoded as bytes are, without a copy first."""
+    x = np.round(np.random.RandomState(8).uniform(0, 1, size=(3, 16, 16, 3)), 3).astype(np.float32)
+    body = json.dumps({"instances": x.tolist()}).encode()
+    decoded = fastjson.loads(bytearray(body))
+    got = decoded.resolve(decoded.data["instances"])
+    assert np.array_equal(got.astype(np.float32), x)
+
+
+@pytest.mark.parametrize("separators", [(", ", ": "), (",", ":")])
+def test_json_dumps_bodies_are_read_in_place(monkeypatch, separators):
+    """json.dumps' output (default or compact separators) is parsed with its brackets and spaces in place
+    (parse_numbers told the list sizes), never through the general path (brackets and spaces removed)."""
+    calls = []
+    parse = fastjson.parse_numbers
+    monkeypatch.setattr(fastjson, "parse_numbers", lambda *a, **k: calls.append(k.get("sizes")) or parse(*a, **k))
+    x = np.round(np.random.RandomState(9).uniform(-1, 1, size=(2, 5, 7, 3)), 3).astype(np.float32)
+    body = json.dumps({"instances": x.tolist()}, separators=separators).encode()
+    decoded = fastjson.loads(body)
+    assert np.array_equal(decoded.resolve(decoded.data["instances"]).astype(np.float32), x)
+    assert calls == [[3, 21, 105]]
+
+
+@pytest.mark.parametrize("text", ["[[1.5, 2] , [3, 4]]", "[[1.5, 2],[ 3, 4]]", "[ [1.5, 2], [3, 4] ]", "[[1.5, 2]\n, [3, 4]]",
+                                  "[[1.5, 2], [3, 4]] ", "[[1.5, 2 ], [3, 4]]", "[[1.5, 2], [3, 4]\t]"])
+def test_whitespace_around_brackets(text):
+    """Whitespace next to a bracket is allowed by JSON: the general path reads it as json.loads does."""
+    body = '{"instances": [%s]}' % ", ".join([text] * 40)
+    decoded = fastjson.loads(body.encode(), min_bytes=16)
+    assert decoded.arrays, "the array was not cut out"
+    assert np.array_equal(decoded.resolve(decoded.data["instances"]), np.asarray(json.loads(body)["instances"]))
+
+
+@pytest.mark.parametrize("text", ["[[1.5, 2], [3, 4]]]", "[[1.5, 2]], [3, 4]]", "[[1.5, 2], [[3, 4]]", "[[1.5, 2], [3, 4]"])
+def test_misplaced_brackets_are_json_loads_errors(text):
+    body = '{"instances": [%s]}' % ", ".join(["[[0.5, 1], [2, 3]]"] * 40 + [text])
+    with pytest.raises(ValueError):
+        json.loads(body)
+    with pytest.raises(ValueError):
+        fastjson.loads(body.encode(), min_bytes=16)
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity", "1e999", ".5", "1.", "01", "+1", "1.2.3", "0x1"])
+@pytest.mark.parametrize("where", [0, 5000, 11999])
+def test_the_server_refuses_a_bad_number_in_a_large_body_with_400(bad, where):
+    """Through protocol.load_json_arrays, as the server decodes a body: a client's mistake anywhere in a
+    large batch is a 400 with json.loads' reason, never a value and never a 500."""
+    from kit.runtime.serving import protocol
+    values = ["0.5490000247955322"] * 12000
+    values[where] = bad
+    body = ('{"instances": [[%s]]}' % ", ".join(values)).encode()
+    with pytest.raises(protocol.RequestError) as info:
+        protocol.load_json_arrays(bytearray(body))
+    assert info.value.status == 400
+
+
+def test_the_server_refuses_deep_nesting_with_400():
+    from kit.runtime.serving import protocol
+    body = ('{"instances": %s0.5%s}' % ("[" * 100000, "]" * 100000)).encode()
+    with pytest.raises(protocol.RequestError) as info:
+        protocol.load_json_arrays(bytearray(body))
+    assert info.value.status == 400 and "deeply" in info.value.message

@@ -9,7 +9,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
 ALLOWED_ROOTS = {"numpy", "tensorflow", "pytest", "models", "trt_fixtures", "lazy_tf",
                  # the standard library modules these tests use (3.6 has no sys.stdlib_module_names)
-                 "ast", "base64", "collections", "gzip", "zlib", "http", "inspect", "io", "json", "os", "re", "shutil", "signal",
+                 "ast", "base64", "collections", "contextlib", "gzip", "zlib", "http", "inspect", "io", "json", "os", "re", "shutil", "signal",
                  "socket", "struct", "subprocess", "sys", "tempfile", "textwrap", "threading", "time", "pathlib"}
 
 

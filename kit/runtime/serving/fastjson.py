@@ -9,14 +9,18 @@ is cut out of the body and decoded in bulk:
 - structure: its skeleton (brackets and commas, from one bytes.translate) must
   equal the skeleton of a regular nested list of the shape its first lists
   show; the expected skeleton is built with bytes joins and compared whole;
-- numbers: the bracket- and space-free text is checked against JSON's number
-  grammar with a few numpy passes over positions (one dot per number at most,
-  a minus only first, digits on both sides of a dot, no leading zeros), then
-  the digits of every number are read at once: right-aligned windows of the
-  integer and fraction digits, gathered a block of numbers at a time, turned
-  into exact integers by a matrix-vector product with powers of ten, and
-  divided by an exact power of ten (see parse_numbers). The rare numbers with
-  an exponent are parsed one by one by float().
+- numbers: read in place in the body (tornado's bytearray, no copy), a block
+  of about 256 KiB at a time so every temporary stays small (cache-resident,
+  no fresh pages per request). The shape says where each bracket stands and
+  json.dumps' ", " puts one space after each comma: both are checked where they
+  should be (anything else: the brackets and whitespace are removed and the text
+  checked as before). The text is checked against JSON's number grammar with a
+  few numpy passes over positions (one dot per number at most, a minus only
+  first, digits on both sides of a dot, no leading zeros), then the digits of
+  every number are read at once: right-aligned windows of the integer and
+  fraction digits, turned into exact integers with SWAR multiply-and-shift
+  steps, and divided by an exact power of ten (see parse_numbers). The rare
+  numbers with an exponent are parsed one by one by float().
 
 The body then goes to json.loads with an unguessable placeholder string in
 each array's place. Anything that does not fit (ragged lists, NaN, strings,
@@ -35,18 +39,20 @@ import numpy as np
 # Numbers, commas, brackets, whitespace: nothing else can appear in a dense numeric array.
 _ARRAY = re.compile(br"\[[\[\]0-9eE+\-., \t\r\n]*\]")
 _SPACES = b" \t\r\n"
-_NUMBER_CHARS = b"0123456789eE+-."
-_SKELETON_DROP = _NUMBER_CHARS + _SPACES
+_MARKED_SKELETON_DROP = b"0123456789-." + _SPACES  # keeps e, E and +: whether any stands is then cheap to see
 _NUMBERS_DROP = b"[]" + _SPACES
 # Two number characters with only whitespace between them: two numbers JSON refuses, one after deletion.
 _SPACE_INSIDE = re.compile(br"[0-9.eE+\-][ \t\r\n]+[0-9.eE+\-]")
 _JSON_NUMBER = re.compile(br"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\Z")
+_MAX_DEPTH = 64  # nesting beyond any tensor's rank (TF Serving's clients send up to a few levels)
 _MIN_BYTES = 256  # smaller arrays: json.loads is as fast
 
-_COMMA, _MINUS, _DOT, _ZERO = 44, 45, 46, 48
+_SPACE, _PLUS, _COMMA, _MINUS, _DOT, _ZERO, _OPEN, _CLOSE = 32, 43, 44, 45, 46, 48, 91, 93
+_TEXT_BLOCK = 1 << 18  # number text per block (256 KiB): its temporaries stay in cache
+_WINDOW_REACH = 24  # the widest digit window: numbers ending before it are read again by float()
+IRREGULAR = "irregular whitespace"  # parse_numbers' answer when whitespace is not json.dumps' ", "
 _POW10 = 10.0 ** np.arange(25)  # exact in float64 up to 1e22 (Python writes up to 24 decimals: 0.000xxx)
 _POW10_INT = 10 ** np.arange(19, dtype=np.int64)
-_BLOCK = 1 << 21  # window bytes per gathered block (2 MiB)
 _MAX_EXPONENT_SHARE = 0.05  # more numbers with exponents than this: json.loads decides
 
 
@@ -81,8 +87,8 @@ def _shape(skeleton):
     shape is then built and compared with the whole skeleton (C speed: joins and one comparison).
     """
     depth = len(skeleton) - len(skeleton.lstrip(b"["))
-    if depth == 0:
-        return None
+    if depth == 0 or depth > _MAX_DEPTH:
+        return None  # deeper: json.loads decides (each level below costs a search of the skeleton)
     shape = []
     token = None
     for level in range(1, depth + 1):
@@ -109,16 +115,9 @@ def _shape(skeleton):
 # ---- numbers ----------------------------------------------------------------------------
 
 
-def _keep_masks(width):
-    """Row k: a mask for a `width`-byte window whose first k bytes are not the number's: 0x00 there, 0x0F
-    (a digit character's value bits) elsewhere; as little-endian uint64 words."""
-    masks = np.full((width + 1, width), 0x0F, dtype=np.uint8)
-    for k in range(width + 1):
-        masks[k, :k] = 0
-    return masks.view("<u8")
-
-
-_KEEP = dict((w, _keep_masks(w)) for w in (8, 16, 24))
+# Entry k: the mask of a little-endian 8-byte word whose first k bytes are not the number's: 0x00 there,
+# 0x0F (a digit character's value bits) elsewhere.
+_WORD_KEEP = np.array([sum(0x0F << (8 * i) for i in range(k, 8)) for k in range(9)], dtype=np.uint64)
 _U8 = [np.uint64(v) for v in (2561, 8, 0x00FF00FF00FF00FF, 6553601, 16,
                               0x0000FFFF0000FFFF, 42949672960001, 32, 100000000)]
 
@@ -134,36 +133,44 @@ def _digit_values(c, right, length, width):
     (two digits, then four, then eight per step); the words then combine as base 10**8 digits.
     """
     padded_width = 8 * ((width + 7) // 8)
-    count = right.size
     windows = np.ndarray(shape=(c.size - padded_width + 1,), dtype=np.dtype("V%d" % padded_width), buffer=c,
                          strides=(1,))
-    keep = _KEEP[padded_width]
     m1, s1, mid, m2, s2, high, m3, s3, base = _U8
-    out = np.empty(count, dtype=np.uint64)
-    block = max(1, _BLOCK // padded_width)
-    for b in range(0, count, block):
-        e = min(b + block, count)
-        rows = windows[np.maximum(right[b:e] - padded_width, 0)]  # n windows, contiguous
-        v = rows.view("<u8").reshape(e - b, -1) & keep[padded_width - length[b:e]]  # digit values, 0 outside
-        v = (v * m1) >> s1
-        v = ((v & mid) * m2) >> s2
-        v = ((v & high) * m3) >> s3
-        total = v[:, 0]
-        if v.shape[1] == 3 and total.max() > 1800:
-            return None  # total * 10**16 would leave uint64
-        for j in range(1, v.shape[1]):
-            total = total * base + v[:, j]
-        out[b:e] = total
+    at = right - padded_width
+    np.maximum(at, 0, out=at)
+    v = windows[at].view("<u8").reshape(right.size, -1)  # n windows, contiguous; then in place (a block is small)
+    # Digit characters to their values (0x0F), then zero the bytes left of each run: in the first word
+    # nearly always, in the others only for short runs (a 9-entry table, not a mask row per number).
+    v &= _WORD_KEEP[0]
+    skip = padded_width - length
+    v[:, 0] &= _WORD_KEEP[np.minimum(skip, 8)]
+    for j in range(1, v.shape[1]):
+        short = np.flatnonzero(skip > 8 * j)
+        if short.size:
+            v[short, j] &= _WORD_KEEP[np.minimum(skip[short] - 8 * j, 8)]
+    v *= m1
+    v >>= s1
+    v &= mid
+    v *= m2
+    v >>= s2
+    v &= high
+    v *= m3
+    v >>= s3
+    out = v[:, 0].copy()
+    if v.shape[1] == 3 and out.max() > 1800:
+        return None  # out * 10**16 would leave uint64
+    for j in range(1, v.shape[1]):
+        out *= base
+        out += v[:, j]
     return out
 
 
-def _exponent_tokens(c, starts, ends, text):
-    """Numbers with an exponent: parsed one by one, their characters then overwritten with zeros (so the
-    bulk pass sees plain numbers) -> (token indexes, values), or None when JSON refuses one."""
-    marks = np.flatnonzero((c == 101) | (c == 69))
+def _exponent_tokens(c, seg, lo, starts, ends, text):
+    """Numbers of the block seg = c[lo:...] with an exponent: parsed one by one, their characters then
+    overwritten with zeros (so the bulk pass sees plain numbers) -> (token indexes, values), or None when
+    JSON refuses one."""
+    marks = np.flatnonzero((seg == 101) | (seg == 69)) + lo
     tokens = np.unique(np.searchsorted(starts, marks, side="right") - 1)
-    if tokens.size > _MAX_EXPONENT_SHARE * starts.size:
-        return None
     values = np.empty(tokens.size, dtype=np.float64)
     for i, t in enumerate(tokens.tolist()):
         token = text[int(starts[t]):int(ends[t])]
@@ -178,10 +185,11 @@ def _exponent_tokens(c, starts, ends, text):
     return tokens, values
 
 
-def _find_dots(c, first, ends, count):
+def _find_dots(c, seg, lo, first, ends, count):
     """(dot position per number, has_dot or None when every number has one) or None when a number has two
-    dots. Numbers usually have a short integer part: the dot is looked for right after it first."""
-    total = int(np.count_nonzero(c == _DOT))
+    dots; seg = c[lo:...] is the block. Numbers usually have a short integer part: the dot is looked for
+    right after it first."""
+    total = int(np.count_nonzero(seg == _DOT))
     if total == count:
         guess = first + 1
         for _ in range(4):
@@ -189,7 +197,7 @@ def _find_dots(c, first, ends, count):
             if not missing.any():
                 return guess, None
             guess = np.where(missing, guess + 1, guess)
-    dots = np.flatnonzero(c == _DOT)
+    dots = np.flatnonzero(seg == _DOT) + lo
     owner = np.searchsorted(first, dots, side="right") - 1
     if dots.size and (np.diff(owner) == 0).any():
         return None
@@ -200,8 +208,25 @@ def _find_dots(c, first, ends, count):
     return dot_at, has_dot
 
 
-def parse_numbers(text, count):
-    """`count` comma-separated JSON numbers (no spaces) -> float64 array, or None when they are not that.
+def _block_bounds(text, lo, size, block):
+    """[lo, hi) ranges of text[lo:size] of about `block` bytes, each ending at a comma (or at size)."""
+    while lo < size:
+        hi = text.find(b",", lo + block, size) if lo + block < size else -1
+        hi = size if hi < 0 else hi
+        yield lo, hi
+        lo = hi + 1
+
+
+def parse_numbers(text, count, start=0, stop=None, block=_TEXT_BLOCK, sizes=None, plain=False):
+    """`count` comma-separated JSON numbers, text[start:stop] -> float64 array; None when they are not
+    that; IRREGULAR when whitespace stands anywhere but as one space right after a comma (json.dumps' ", ").
+
+    sizes: the brackets are still in the text, as a regular array has them (its list sizes in numbers,
+    innermost first; see _brackets_in_place): each is checked where it should stand. plain: the caller
+    knows the text holds no e, E or + (no search for them).
+
+    The text is read in blocks of about `block` bytes (whole numbers), so every temporary is small:
+    cache-resident and reused by malloc instead of fresh pages faulted in on every request.
 
     Every plain decimal is an exact integer mantissa (int64, at most 18 significant digits) divided by a
     power of ten: up to 15 significant digits (below 2**53) and 22 decimals IEEE division rounds as strtod
@@ -209,40 +234,113 @@ def parse_numbers(text, count):
     which rounding to float32, the usual input dtype, removes. Integers above 15 digits go to json.loads
     (int64 inputs stay exact there).
     """
-    if not text:
-        return None
+    stop = len(text) if stop is None else stop
+    if stop - start < 2 * _WINDOW_REACH:
+        return None  # too short for the digit windows: json.loads decides
     c = np.frombuffer(text, dtype=np.uint8)
-    commas = np.flatnonzero(c == _COMMA)
-    if commas.size + 1 != count:
+    exponents = not plain and (text.find(b"e", start, stop) >= 0 or text.find(b"E", start, stop) >= 0)
+    if exponents:
+        if text.count(b"e", start, stop) + text.count(b"E", start, stop) > _MAX_EXPONENT_SHARE * count:
+            return None
+        c = c.copy()  # exponent numbers are overwritten with plain ones (see _exponent_tokens)
+    elif not plain and text.find(b"+", start, stop) >= 0:
         return None
+    out = np.empty(count, dtype=np.float64)
+    done = 0
+    for lo, hi in _block_bounds(text, start, stop, block):
+        brackets = None if sizes is None else (sizes, done, count)
+        n = _parse_block(c, lo, hi, out[done:], text if exponents else None, lo == start, brackets)
+        if n is None or n is IRREGULAR:
+            return n
+        done += n
+    if done != count:
+        return None
+    # The first numbers' windows reached before the text: read again (already checked as JSON numbers).
+    for i, token in enumerate(text[start:_WINDOW_REACH].split(b",")[:-1]):
+        out[i] = float(json.loads(token.strip(b" []")))  # json.loads: "-0" is the integer 0
+    return out
+
+
+def _block_positions(c, lo, hi, first_block, brackets):
+    """(starts, ends) of the numbers in c[lo:hi] (global positions), IRREGULAR for stray whitespace or
+    brackets elsewhere than where `brackets` (see _brackets_in_place) puts them, None for an empty element."""
+    seg = c[lo:hi]
+    commas = np.flatnonzero(seg == _COMMA)
+    count = commas.size + 1
     starts = np.empty(count, dtype=np.int64)
-    starts[0] = 0
-    starts[1:] = commas + 1
+    starts[0] = lo
+    np.add(commas, lo + 1, out=starts[1:])
     ends = np.empty(count, dtype=np.int64)
-    ends[:-1] = commas
-    ends[-1] = c.size
+    np.add(commas, lo, out=ends[:-1])
+    ends[-1] = hi
+    n_space = int(np.count_nonzero(seg < _PLUS))  # whitespace: the only characters below "+" left here
+    if n_space:
+        # Every number but the text's first follows a comma (a block starts after one).
+        spaced = c.take(starts, mode="clip") == _SPACE
+        spaced[0] &= not first_block
+        if int(np.count_nonzero(spaced)) != n_space:
+            return IRREGULAR
+        starts += spaced
+    if brackets is not None and not _brackets_in_place(c, starts, ends, brackets):
+        return IRREGULAR
     if (ends - starts).min() < 1:
         return None  # an empty element: a syntax error json.loads reports
+    return starts, ends
+
+
+def _brackets_in_place(c, starts, ends, brackets):
+    """brackets = (list sizes in numbers, innermost first: shape[-1], shape[-2] * shape[-1], ...; the
+    index of the block's first number; the array's number count). Moves ends before the "]" each number
+    closes and starts after the "[" that open the next one (in place), and checks those bytes are
+    brackets. The skeleton holds exactly these brackets, so when every one stands where the shape puts
+    it, none is left inside a number."""
+    sizes, first, total = brackets
+    count = starts.size
+    for size in sizes:
+        # Numbers that end a list of this depth: every size-th one (never the array's last: its
+        # brackets lie outside the text); the next number opens one. Inner lists were stepped over.
+        ending = np.arange((-(first + 1)) % size, min(count, total - 1 - first), size)
+        if not (c[ends[ending] - 1] == _CLOSE).all():
+            return False
+        ends[ending] -= 1
+        opening = ending + 1
+        if first and first % size == 0:
+            opening = np.concatenate(([0], opening))
+        opening = opening[opening < count]
+        if not (c[starts[opening]] == _OPEN).all():
+            return False
+        starts[opening] += 1
+    return True
+
+
+def _parse_block(c, lo, hi, out, text, first_block, brackets):
+    """The numbers of c[lo:hi] into out[:n] -> n, None when JSON refuses one (or json.loads should
+    decide), IRREGULAR for stray whitespace. `text`: the original text when it has exponents, else None."""
+    positions = _block_positions(c, lo, hi, first_block, brackets)
+    if positions is None or positions is IRREGULAR:
+        return positions
+    starts, ends = positions
+    count = starts.size
+    if count > out.size:
+        return None
+    seg = c[lo:hi]
     exponents = None
-    if b"e" in text or b"E" in text:
-        c = c.copy()
-        exponents = _exponent_tokens(c, starts, ends, text)
+    if text is not None:
+        exponents = _exponent_tokens(c, seg, lo, starts, ends, text)
         if exponents is None:
             return None
-        if np.count_nonzero(c == 43):
+        if np.count_nonzero(seg == _PLUS):
             return None  # a plus sign outside an exponent
-    elif b"+" in text:
-        return None
     # Signs: only first, and counted by their numbers (so no minus stands anywhere else).
     negative = c[starts] == _MINUS
     n_negative = int(np.count_nonzero(negative))
-    if int(np.count_nonzero(c == _MINUS)) != n_negative:
+    if int(np.count_nonzero(seg == _MINUS)) != n_negative:
         return None
     first = starts + negative if n_negative else starts
     if (ends - first).min() < 1:
         return None  # a lone minus
     # Dots: at most one per number, with digits on both sides.
-    found = _find_dots(c, first, ends, count)
+    found = _find_dots(c, seg, lo, first, ends, count)
     if found is None:
         return None
     dot_at, has_dot = found
@@ -276,23 +374,19 @@ def parse_numbers(text, count):
     if long_.size and (ints[long_].astype(np.float64) * _POW10[decimals[long_]]
                        + fracs[long_].astype(np.float64)).max() >= 9.0e18:
         return None
-    mantissa = fracs.astype(np.int64)
+    mantissa = fracs.view(np.int64)
     whole = np.flatnonzero(ints)  # images in [0, 1]: few numbers have an integer part
     if whole.size:
         mantissa[whole] += ints[whole].astype(np.int64) * _POW10_INT[np.minimum(decimals[whole], 18)]
-    result = mantissa.astype(np.float64)
-    result /= _POW10[decimals]
+    result = out[:count]
+    np.divide(mantissa, _POW10[decimals], out=result)
     if n_negative:
         np.negative(result, out=result, where=negative)
         if has_dot is not None:
             result[negative & ~has_dot & (mantissa == 0)] = 0.0  # "-0" is the integer 0 for json.loads
     if exponents is not None:
         result[exponents[0]] = exponents[1]
-    # The first numbers' windows reached before the text: read again by float() (already checked as JSON).
-    reach = max(8 * ((int_width + 7) // 8) if int_width > 1 else 0, 8 * ((dec_width + 7) // 8))
-    for i in np.flatnonzero(ends[:8] < reach + 1).tolist():
-        result[i] = float(text[int(starts[i]):int(ends[i])])
-    return result
+    return count
 
 
 def parse_decimals(text, count):
@@ -300,24 +394,52 @@ def parse_decimals(text, count):
     return parse_numbers(text, count)
 
 
-def _parse_span(span):
-    """A candidate array's text -> float64 ndarray of its shape, or None (json.loads decides)."""
-    skeleton = span.translate(None, _SKELETON_DROP)
+def _translated(source, lo, hi, drop):
+    """source.translate(None, drop) and the bounds of source[lo:hi]'s part in it. The whole source is
+    translated (no copy of a body-sized span first); the parts before and after are short."""
+    text = source.translate(None, drop)
+    if lo == 0 and hi == len(source):
+        return text, 0, len(text)
+    return text, len(source[:lo].translate(None, drop)), len(text) - len(source[hi:].translate(None, drop))
+
+
+def _list_sizes(shape):
+    """Numbers per list at each depth, innermost first: [shape[-1], shape[-2] * shape[-1], ...]."""
+    sizes, size = [], 1
+    for d in reversed(shape[1:]):
+        size *= d
+        sizes.append(size)
+    return sizes
+
+
+def _parse_span(source, lo=0, hi=None):
+    """A candidate array's text, source[lo:hi] -> float64 ndarray of its shape, or None (json.loads
+    decides)."""
+    hi = len(source) if hi is None else hi
+    marked, start, stop = _translated(source, lo, hi, _MARKED_SKELETON_DROP)
+    skeleton = marked[start:stop]
+    plain = not (b"e" in skeleton or b"E" in skeleton or b"+" in skeleton)
+    if not plain:
+        skeleton = skeleton.translate(None, b"eE+")
     shape = _shape(skeleton)
     if shape is None:
         return None
     count = 1
     for d in shape:
         count *= d
-    # Whitespace may only separate numbers from brackets and commas: `1 2` would read as 12 below.
-    # json.dumps' ", " is the common case, recognised by counting.
-    chars = np.frombuffer(span, dtype=np.uint8)
-    spaces = chars == 32
-    n_spaces = int(np.count_nonzero(spaces))
-    if (np.count_nonzero(chars < 32) or (n_spaces and np.count_nonzero(spaces[1:] & (chars[:-1] == _COMMA))
-                                         != n_spaces)) and _SPACE_INSIDE.search(span):
-        return None
-    flat = parse_numbers(span.translate(None, _NUMBERS_DROP), count)
+    # The common text (json.dumps' ", " separators, or none) is parsed in place, brackets and spaces
+    # included: the shape says where the brackets stand.
+    flat = IRREGULAR
+    depth = len(shape)
+    if source[lo:lo + depth] == b"[" * depth and source[hi - depth:hi] == b"]" * depth:
+        flat = parse_numbers(source, count, lo + depth, hi - depth, sizes=_list_sizes(shape), plain=plain)
+    if flat is IRREGULAR:
+        # Whitespace elsewhere may only separate numbers from brackets and commas: `1 2` would read as 12
+        # once the whitespace is gone.
+        if _SPACE_INSIDE.search(source, lo, hi):
+            return None
+        text, start, stop = _translated(source, lo, hi, _NUMBERS_DROP)
+        flat = parse_numbers(text, count, start, stop, plain=plain)
     if flat is None:
         return None
     return flat.reshape(shape)
@@ -326,8 +448,8 @@ def _parse_span(span):
 def loads(body, min_bytes=_MIN_BYTES, **hooks):
     """Decode a JSON body (bytes); large dense numeric arrays come back as numpy arrays via Decoded.resolve.
     hooks go to json.loads (parse_constant, parse_float: the server refuses NaN and out-of-range floats)."""
-    if isinstance(body, (memoryview, bytearray)):
-        body = bytes(body)
+    if isinstance(body, memoryview):
+        body = bytes(body)  # bytes and bytearray (tornado's body, used in place) have the methods used here
     if len(body) < min_bytes * 2 or b"\\" in body:
         # Small bodies gain nothing; with backslashes a quote could be escaped and the string test below fails.
         return Decoded(json.loads(body.decode("utf-8"), **hooks), {})
@@ -341,7 +463,7 @@ def loads(body, min_bytes=_MIN_BYTES, **hooks):
     if first >= 0 and last - first >= min_bytes and body.find(b'"', first, last) < 0 \
             and body.find(b"{", first, last) < 0 and body.count(b'"', 0, first) % 2 == 0:
         spans = [(first, last + 1)]
-        array = _parse_span(body[first:last + 1])
+        array = _parse_span(body, first, last + 1)
         if array is None:
             spans = []
         else:

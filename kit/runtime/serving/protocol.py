@@ -90,7 +90,7 @@ def load_json_arrays(body, what="request body"):
     if not body:
         raise RequestError(400, "empty %s: send a JSON object" % what)
     try:
-        decoded = fastjson.loads(body if isinstance(body, (bytes, memoryview)) else bytes(body),
+        decoded = fastjson.loads(body if isinstance(body, (bytes, bytearray, memoryview)) else bytes(body),
                                  parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         raise RequestError(400, "the %s nests JSON arrays or objects too deeply" % what)
