@@ -8,12 +8,20 @@ weights=None: nothing is downloaded; checked). The same SavedModel is timed
 reading the output back, and (2) through `python -m kit.runtime.serving.main` on
 127.0.0.1, with keep-alive clients posting the same batch as
   - KServe v2 binary tensors (binary input, binary output),
-  - TF Serving JSON (row format, values with 3 decimals, as an image client sends), and
+  - TF Serving JSON (row format) in two forms, side by side:
+      json    the float32 batch as a numpy client sends it, json.dumps of
+              x.tolist(): every value widened to float64 and written with
+              its shortest repr, 17 digits for most (0.12300000339746475),
+              25.1 MB at batch 8;
+      json3   the same values written with 3 decimals (np.round of the
+              float64 widening, then tolist(): 0.123), about 9 MB at batch 8,
+              the lower bound for a client that rounds before it sends, and
   - TF Serving gRPC Predict (tensor_content, as tf.make_tensor_proto writes it).
 Request bodies are encoded once, so the figures are the server's cost, not
 the client's. `--clients` connections keep the server busy, so request
 handling overlaps inference as it does under real load. Measurements are
-interleaved (direct, binary, JSON, repeat) and medians are reported.
+interleaved (direct, binary, JSON, JSON 3 decimals, gRPC, repeat) and
+medians are reported.
 
 Two ratios are printed:
   wall  images/s through HTTP / images/s direct (the definition; on a shared
@@ -173,20 +181,30 @@ def per_request_ms(call, seconds):
     return (time.perf_counter() - start) / n * 1000.0
 
 
+def json_bodies(x):
+    """{"json": the tolist() form a numpy client sends (17-digit values), "json3": the same rounded to 3 decimals}."""
+    return {"json": json.dumps({"instances": x.tolist()}).encode(),
+            "json3": json.dumps({"instances": np.round(x.astype(np.float64), 3).tolist()}).encode()}
+
+
+JSON_FORMS = (("json", "JSON (float32 values as tolist() writes them)"),
+              ("json3", "JSON (3 decimals, np.round(x.astype(float64), 3).tolist())"))
+
+
 def overhead_ms(tf, batch, seconds):
-    """(direct ms/call, binary ms/request, JSON ms/request) of a trivial model with MobileNet's input."""
+    """(direct ms/call, binary ms/request, {form: JSON ms/request}) of a trivial model with MobileNet's input."""
     path = export_mean_model()
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
     x = np.round(np.random.RandomState(1).uniform(0, 1, size=(batch, 224, 224, 3)), 3).astype(np.float32)
     direct = per_request_ms(lambda: fn(images=tf.constant(x))["mean"].numpy(), seconds)
     binary_body, binary_headers = v2_binary_request({"images": x})
-    json_body = json.dumps({"instances": x.tolist()}).encode()
     server = start_server(path, str(batch))
     try:
         conn = server.open()
         binary = per_request_ms(lambda: post(conn, "/v2/models/m/infer", binary_body, binary_headers), seconds)
-        js = per_request_ms(lambda: post(conn, "/v1/models/m:predict", json_body,
-                                         {"Content-Type": "application/json"}), seconds)
+        js = dict((form, per_request_ms(lambda: post(conn, "/v1/models/m:predict", body,
+                                                     {"Content-Type": "application/json"}), seconds))
+                  for form, body in json_bodies(x).items())
     finally:
         server.stop()
     return direct, binary, js
@@ -212,7 +230,7 @@ def main(argv=None):
         x = np.round(rng.uniform(0, 1, size=(batch, 224, 224, 3)), 3).astype(np.float32)
         reference = fn(images=tf.constant(x))["probabilities"].numpy()
         binary_body, binary_headers = v2_binary_request({"images": x})
-        json_body = json.dumps({"instances": x.tolist()}).encode()
+        bodies = json_bodies(x)
         json_headers = {"Content-Type": "application/json"}
         grpc_body = grpc_predict_body(x)
         server = start_server(model_dir, str(batch))
@@ -221,52 +239,56 @@ def main(argv=None):
             response, data = post(server.open(), "/v2/models/m/infer", binary_body, binary_headers)
             _, arrays = v2_decode_response(data, response.getheader("Inference-Header-Content-Length"))
             np.testing.assert_allclose(arrays["probabilities"], reference, atol=1e-5)
-            _, data = post(server.open(), "/v1/models/m:predict", json_body, json_headers)
-            np.testing.assert_allclose(np.array(json.loads(data)["predictions"]), reference, atol=1e-5)
+            for form, body in bodies.items():
+                _, data = post(server.open(), "/v1/models/m:predict", body, json_headers)
+                # both forms carry the same float32 values (x was rounded to 3 decimals before the cast)
+                np.testing.assert_allclose(np.array(json.loads(data)["predictions"]), reference, atol=1e-5)
             np.testing.assert_allclose(grpc_outputs(server, grpc_body)["probabilities"], reference, atol=1e-5)
-            samples = {"direct": [], "binary": [], "json": [], "grpc": []}
+            samples = {"direct": [], "binary": [], "json": [], "json3": [], "grpc": []}
             for _ in range(args.rounds):
                 samples["direct"].append(direct_rate(fn, tf, x, args.seconds))
                 samples["binary"].append(http_rate(server, "/v2/models/m/infer", binary_body, binary_headers,
                                                    batch, args.seconds, args.clients))
-                samples["json"].append(http_rate(server, "/v1/models/m:predict", json_body, json_headers,
-                                                 batch, args.seconds, args.clients))
+                for form, body in bodies.items():
+                    samples[form].append(http_rate(server, "/v1/models/m:predict", body, json_headers,
+                                                   batch, args.seconds, args.clients))
                 samples["grpc"].append(grpc_rate(server, grpc_body, batch, args.seconds, args.clients))
         finally:
             server.stop()
         med = lambda values: statistics.median(values)  # noqa: E731
-        row = {"batch": batch, "direct": med([w for w, _ in samples["direct"]]), "sizes": (len(binary_body),
-                                                                                          len(json_body))}
-        for k in ("binary", "json", "grpc"):
+        row = {"batch": batch, "direct": med([w for w, _ in samples["direct"]]),
+               "sizes": (len(binary_body), len(bodies["json"]), len(bodies["json3"]))}
+        for k in ("binary", "json", "json3", "grpc"):
             row[k] = med([w for w, _ in samples[k]])
             row[k + "_wall"] = med([s[0] / d[0] for s, d in zip(samples[k], samples["direct"])])
             row[k + "_cpu"] = med([s[1] / d[1] for s, d in zip(samples[k], samples["direct"])])
         rows.append(row)
-        print("batch %d, images/s per round (wall): direct %s | binary %s | json %s" % (
-            batch, ", ".join("%.1f" % w for w, _ in samples["direct"]),
-            ", ".join("%.1f" % w for w, _ in samples["binary"]), ", ".join("%.1f" % w for w, _ in samples["json"]))
-            + " | grpc " + ", ".join("%.1f" % w for w, _ in samples["grpc"]), flush=True)
+        print("batch %d, images/s per round (wall): " % batch + " | ".join(
+            k + " " + ", ".join("%.1f" % w for w, _ in samples[k]) for k in samples), flush=True)
 
     print()
     print("Serving efficiency, MobileNetV2 224x224 (random weights), TensorFlow %s, %s, %d CPU cores (shared), "
-          "%d client connections, median of %d rounds of %.0f s" % (
+          "%d client connections, median of %d rounds of %.1f s" % (
               tf.__version__, platform.machine(), os.cpu_count(), args.clients, args.rounds, args.seconds))
-    print("%5s  %8s  %8s  %7s  %7s  %8s  %7s  %7s  %8s  %7s  %7s  %9s  %8s" % (
-        "batch", "direct", "binary", "wall", "cpu", "json", "wall", "cpu", "grpc", "wall", "cpu", "binary MB",
-        "json MB"))
+    print("%5s  %8s  %8s  %7s  %7s  %8s  %7s  %7s  %8s  %7s  %7s  %8s  %7s  %7s  %9s  %8s  %8s" % (
+        "batch", "direct", "binary", "wall", "cpu", "json", "wall", "cpu", "json3", "wall", "cpu", "grpc", "wall",
+        "cpu", "binary MB", "json MB", "json3 MB"))
     for r in rows:
-        print("%5d  %8.1f  %8.1f  %7.3f  %7.3f  %8.1f  %7.3f  %7.3f  %8.1f  %7.3f  %7.3f  %9.1f  %8.1f" % (
-            r["batch"], r["direct"], r["binary"], r["binary_wall"], r["binary_cpu"], r["json"], r["json_wall"],
-            r["json_cpu"], r["grpc"], r["grpc_wall"], r["grpc_cpu"], r["sizes"][0] / 1e6, r["sizes"][1] / 1e6))
+        print("%5d  %8.1f" % (r["batch"], r["direct"]) + "".join(
+            "  %8.1f  %7.3f  %7.3f" % (r[k], r[k + "_wall"], r[k + "_cpu"]) for k in ("binary", "json", "json3", "grpc"))
+            + "  %9.1f  %8.1f  %8.1f" % tuple(size / 1e6 for size in r["sizes"]))
     print("(images/s; wall = served images/s / direct images/s; cpu = images per server CPU-second / per direct "
           "CPU-second; targets at batch 8: binary >= 0.95, gRPC >= 0.9, JSON >= 0.5)")
+    for form, label in JSON_FORMS:
+        print("  %-5s = %s" % (form, label))
     print()
     print("Serving cost per request, trivial model with the same input (one sequential keep-alive client)")
-    print("%5s  %10s  %10s  %10s  %10s  %10s" % ("batch", "direct ms", "binary ms", "+binary", "json ms", "+json"))
+    print("%5s  %10s  %10s  %10s  %10s  %10s  %10s  %10s" % (
+        "batch", "direct ms", "binary ms", "+binary", "json ms", "+json", "json3 ms", "+json3"))
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         direct, binary, js = overhead_ms(tf, batch, args.seconds)
-        print("%5d  %10.2f  %10.2f  %10.2f  %10.1f  %10.1f" % (batch, direct, binary, binary - direct, js,
-                                                             js - direct))
+        print("%5d  %10.2f  %10.2f  %10.2f" % (batch, direct, binary, binary - direct) + "".join(
+            "  %10.1f  %10.1f" % (js[form], js[form] - direct) for form, _ in JSON_FORMS))
     return 0
 
 
