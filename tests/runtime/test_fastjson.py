@@ -262,3 +262,85 @@ def test_the_server_refuses_deep_nesting_with_400():
     with pytest.raises(protocol.RequestError) as info:
         protocol.load_json_arrays(bytearray(body))
     assert info.value.status == 400 and "deeply" in info.value.message
+
+
+_NOT_DIGITS = ["a", "e", "E", "+", "-", ".", ":", "/", "]", "[", "x", "\x00", "\xe9", " ", "\t"]
+
+
+@pytest.mark.parametrize("byte", _NOT_DIGITS)
+@pytest.mark.parametrize("where", [0, 1, 9, 10, 11, 599])
+@pytest.mark.parametrize("digit", [0, 2, 18])
+def test_a_byte_that_is_not_a_digit_inside_a_number_is_refused(byte, where, digit):
+    """The digit windows check every byte they read (nothing else does): a non-digit anywhere in a number
+    (its integer digit, its first or last decimal), in the first number, at a block's first or last
+    number (block=200: 10 numbers a block) or the last, is never a value."""
+    values = ["0.12300000339746475"] * 600
+    values[where] = values[where][:digit] + byte + values[where][digit + 1:]
+    text = ", ".join(values).encode("utf-8")
+    got = fastjson.parse_numbers(text, len(values), block=200)
+    try:
+        expected = json.loads("[" + text.decode("utf-8") + "]")
+    except ValueError:
+        assert got is None or got is fastjson.IRREGULAR
+        return
+    assert byte.isspace() and digit == 18  # "0.1230000033974647 , ": whitespace json.loads allows
+    assert got is fastjson.IRREGULAR or np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("byte", _NOT_DIGITS)
+@pytest.mark.parametrize("where", [0, 1, 2, 2999, 6000, 11999])
+def test_a_byte_that_is_not_a_digit_inside_a_number_of_a_large_body_is_a_400(byte, where):
+    """Through the server's decoder, the array parsed in place (brackets and spaces in the body): json.loads'
+    error, a 400, wherever the byte stands (first numbers, list edges, block edges, the last number)."""
+    from kit.runtime.serving import protocol
+    x = np.full((2, 20, 100, 3), 0.12300000339746475).tolist()
+    values = json.dumps(x).split(", ")
+    number = values[where].strip("[]")
+    values[where] = values[where].replace(number, number[:4] + byte + number[5:])
+    body = ('{"instances": %s}' % ", ".join(values)).encode("utf-8")  # "0.12e000...": inf, refused too
+    with pytest.raises(protocol.RequestError) as info:
+        protocol.load_json_arrays(bytearray(body))
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize("prefix", ["", " ", "{\"a\":"])
+def test_numbers_at_the_start_of_the_body_read_as_json_loads_reads_them(prefix):
+    """A bare array body: the first numbers' digit windows would start before the text; they are read one
+    by one, nested brackets before them or not."""
+    x = np.random.RandomState(10).uniform(0, 1, size=(3, 1, 1, 40)).astype(np.float32)
+    x.flat[0] = 0.12300000339746475
+    body = prefix + json.dumps(x.tolist()) + ("}" if prefix.startswith("{") else "")
+    decoded = fastjson.loads(body.encode(), min_bytes=16)
+    assert decoded.arrays, "the array was not cut out"
+    data = decoded.data["a"] if prefix.startswith("{") else decoded.data
+    expected = json.loads(body)
+    expected = np.asarray(expected["a"] if prefix.startswith("{") else expected)
+    got = decoded.resolve(data)  # 17-digit float32 reprs: within a float64 ulp, exact as float32
+    assert got[0, 0, 0, 0] == expected[0, 0, 0, 0] and np.allclose(got, expected, rtol=2.5e-16, atol=0)
+    assert np.array_equal(got.astype(np.float32), x)
+
+
+@pytest.mark.parametrize("shape", [(1, 7, 5, 3), (9, 1, 4), (2, 300), (5, 2, 1, 1, 30)])
+def test_the_outer_length_is_counted_while_parsing(shape):
+    """The shape below the outer list comes from the first lists; the outer length from the numbers read:
+    every shape, exponents in it or not, reads as json.loads reads it."""
+    x = np.round(np.random.RandomState(11).uniform(-1, 1, size=shape), 4)
+    for exponents in (False, True):
+        if exponents:
+            x.flat[-1] = 2.5e-7
+        body = json.dumps({"instances": x.tolist()})
+        decoded = fastjson.loads(body.encode(), min_bytes=16)
+        got = decoded.resolve(decoded.data["instances"])
+        assert isinstance(got, np.ndarray) and np.array_equal(got, np.asarray(json.loads(body)["instances"]))
+
+
+@pytest.mark.parametrize("text", ["[[0.5, 1], [2, 3], [4, 5]], [[6, 7], [8, 9], [1, 2]], [[3, 4], [5]]",
+                                  "[[0.5, 1], [2, 3], [4, 5]], [[6, 7], [8, 9]]",
+                                  "[[0.5, 1], [2, 3], [4, 5]], [[6, 7], [8, 9], [1, 2], [3, 4]]",
+                                  "[[0.5, 1], [2, 3], [4, 5]], [[6, 7, 8], [9, 1], [2, 3]]"])
+def test_first_lists_that_mislead_are_read_as_json_loads_reads_them(text):
+    """The first lists give the guess of the shape; a later list of another length: json.loads decides."""
+    body = '{"instances": [%s]}' % ", ".join([text] * 30)
+    decoded = fastjson.loads(body.encode(), min_bytes=16)
+    assert not decoded.arrays
+    assert decoded.data == json.loads(body)

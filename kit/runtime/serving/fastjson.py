@@ -116,15 +116,21 @@ def _shape(skeleton):
 
 
 # Entry k: the mask of a little-endian 8-byte word whose first k bytes are not the number's: 0x00 there,
-# 0x0F (a digit character's value bits) elsewhere.
-_WORD_KEEP = np.array([sum(0x0F << (8 * i) for i in range(k, 8)) for k in range(9)], dtype=np.uint64)
+# 0xFF elsewhere.
+_WORD_KEEP = np.array([sum(0xFF << (8 * i) for i in range(k, 8)) for k in range(9)], dtype=np.uint64)
+# A digit character xor "0" is its value, 0..9: + 0x76 keeps such a byte below 0x80, any other byte is
+# at or above it (no carry reaches a digit's byte from a lower one that is not flagged itself).
+_DIGIT_ZERO, _DIGIT_ADD, _DIGIT_HIGH = (np.uint64(0x3030303030303030), np.uint64(0x7676767676767676),
+                                        np.uint64(0x8080808080808080))
 _U8 = [np.uint64(v) for v in (2561, 8, 0x00FF00FF00FF00FF, 6553601, 16,
                               0x0000FFFF0000FFFF, 42949672960001, 32, 100000000)]
 
 
 def _digit_values(c, right, length, width):
     """The integers written by the digit runs c[right-length:right] (at most 24 digits) -> uint64, or None
-    when one of them does not fit (more than 19 significant digits).
+    when one of them does not fit (more than 19 significant digits) or holds a byte that is not a digit.
+    Runs whose window would start before the text (right < the window's width) read as 0: the caller
+    reads those numbers again (see _reread_first).
 
     Each run is read as a right-aligned window of 8, 16 or 24 bytes (an item of a void-dtype view of
     the text with a stride of one byte, so a block of windows is one fancy-index copy), the bytes left
@@ -137,17 +143,26 @@ def _digit_values(c, right, length, width):
                          strides=(1,))
     m1, s1, mid, m2, s2, high, m3, s3, base = _U8
     at = right - padded_width
-    np.maximum(at, 0, out=at)
+    if at[0] < 0:  # positions ascend: only the first numbers of the text can be this close to its start
+        clipped = at < 0
+        length = np.where(clipped, 0, length)
+        at[clipped] = 0
     v = windows[at].view("<u8").reshape(right.size, -1)  # n windows, contiguous; then in place (a block is small)
-    # Digit characters to their values (0x0F), then zero the bytes left of each run: in the first word
+    # Digit characters to their values, then zero the bytes left of each run: in the first word
     # nearly always, in the others only for short runs (a 9-entry table, not a mask row per number).
-    v &= _WORD_KEEP[0]
+    v ^= _DIGIT_ZERO
     skip = padded_width - length
     v[:, 0] &= _WORD_KEEP[np.minimum(skip, 8)]
     for j in range(1, v.shape[1]):
         short = np.flatnonzero(skip > 8 * j)
         if short.size:
             v[short, j] &= _WORD_KEEP[np.minimum(skip[short] - 8 * j, 8)]
+    # Every byte of every run must be a digit: nothing else (a bracket, a letter, a stray sign) was
+    # checked elsewhere inside a number.
+    check = v + _DIGIT_ADD
+    check |= v
+    if np.bitwise_or.reduce(check, axis=None) & _DIGIT_HIGH:
+        return None
     v *= m1
     v >>= s1
     v &= mid
@@ -220,10 +235,14 @@ def _block_bounds(text, lo, size, block):
 def parse_numbers(text, count, start=0, stop=None, block=_TEXT_BLOCK, sizes=None, plain=False):
     """`count` comma-separated JSON numbers, text[start:stop] -> float64 array; None when they are not
     that; IRREGULAR when whitespace stands anywhere but as one space right after a comma (json.dumps' ", ").
+    count None: as many as the text holds (the array returned says how many).
 
     sizes: the brackets are still in the text, as a regular array has them (its list sizes in numbers,
-    innermost first; see _brackets_in_place): each is checked where it should stand. plain: the caller
-    knows the text holds no e, E or + (no search for them).
+    innermost first; see _brackets_in_place): each is checked where it should stand. plain: numbers with
+    an exponent (or a +) are refused, with no search for them first.
+
+    Every byte is checked: commas, the spaces after them and the brackets where they stand; in each
+    number a leading minus, at most one dot, and digits (checked in the digit windows) for all the rest.
 
     The text is read in blocks of about `block` bytes (whole numbers), so every temporary is small:
     cache-resident and reused by malloc instead of fresh pages faulted in on every request.
@@ -240,25 +259,29 @@ def parse_numbers(text, count, start=0, stop=None, block=_TEXT_BLOCK, sizes=None
     c = np.frombuffer(text, dtype=np.uint8)
     exponents = not plain and (text.find(b"e", start, stop) >= 0 or text.find(b"E", start, stop) >= 0)
     if exponents:
-        if text.count(b"e", start, stop) + text.count(b"E", start, stop) > _MAX_EXPONENT_SHARE * count:
+        numbers = text.count(b",", start, stop) + 1 if count is None else count
+        if text.count(b"e", start, stop) + text.count(b"E", start, stop) > _MAX_EXPONENT_SHARE * numbers:
             return None
         c = c.copy()  # exponent numbers are overwritten with plain ones (see _exponent_tokens)
     elif not plain and text.find(b"+", start, stop) >= 0:
         return None
-    out = np.empty(count, dtype=np.float64)
+    # Count unknown: room for a number per 4 bytes, grown when a block might not fit (pages never
+    # written are never faulted in).
+    out = np.empty((stop - start) // 4 + 1 if count is None else count, dtype=np.float64)
     done = 0
     for lo, hi in _block_bounds(text, start, stop, block):
-        brackets = None if sizes is None else (sizes, done, count)
+        if count is None and out.size - done <= (hi - lo) // 2:
+            grown = np.empty(max(2 * out.size, done + (hi - lo) // 2 + 1), dtype=np.float64)
+            grown[:done] = out[:done]
+            out = grown
+        brackets = None if sizes is None else (sizes, done, hi == stop)
         n = _parse_block(c, lo, hi, out[done:], text if exponents else None, lo == start, brackets)
         if n is None or n is IRREGULAR:
             return n
         done += n
-    if done != count:
+    if count is not None and done != count:
         return None
-    # The first numbers' windows reached before the text: read again (already checked as JSON numbers).
-    for i, token in enumerate(text[start:_WINDOW_REACH].split(b",")[:-1]):
-        out[i] = float(json.loads(token.strip(b" []")))  # json.loads: "-0" is the integer 0
-    return out
+    return out[:done]
 
 
 def _block_positions(c, lo, hi, first_block, brackets):
@@ -290,16 +313,16 @@ def _block_positions(c, lo, hi, first_block, brackets):
 
 def _brackets_in_place(c, starts, ends, brackets):
     """brackets = (list sizes in numbers, innermost first: shape[-1], shape[-2] * shape[-1], ...; the
-    index of the block's first number; the array's number count). Moves ends before the "]" each number
+    index of the block's first number; whether the block is the array's last). Moves ends before the "]" each number
     closes and starts after the "[" that open the next one (in place), and checks those bytes are
     brackets. The skeleton holds exactly these brackets, so when every one stands where the shape puts
     it, none is left inside a number."""
-    sizes, first, total = brackets
+    sizes, first, last = brackets
     count = starts.size
     for size in sizes:
         # Numbers that end a list of this depth: every size-th one (never the array's last: its
         # brackets lie outside the text); the next number opens one. Inner lists were stepped over.
-        ending = np.arange((-(first + 1)) % size, min(count, total - 1 - first), size)
+        ending = np.arange((-(first + 1)) % size, count - 1 if last else count, size)
         if not (c[ends[ending] - 1] == _CLOSE).all():
             return False
         ends[ending] -= 1
@@ -384,9 +407,23 @@ def _parse_block(c, lo, hi, out, text, first_block, brackets):
         np.negative(result, out=result, where=negative)
         if has_dot is not None:
             result[negative & ~has_dot & (mantissa == 0)] = 0.0  # "-0" is the integer 0 for json.loads
+    if dot_at[0] < _WINDOW_REACH and not _reread_first(c, starts, ends, dot_at, result):
+        return None
     if exponents is not None:
         result[exponents[0]] = exponents[1]
     return count
+
+
+def _reread_first(c, starts, ends, dot_at, result):
+    """The numbers whose digit windows would start before the text (see _digit_values) read one by one
+    into result -> False when JSON refuses one."""
+    for t in range(int(np.searchsorted(dot_at, _WINDOW_REACH))):
+        token = c[starts[t]:ends[t]].tobytes()
+        value = float(json.loads(token.decode("ascii"))) if _JSON_NUMBER.match(token) else None
+        if value is None or not np.isfinite(value):
+            return False  # 1e999: json.loads' parse_float hook refuses it with the server's message
+        result[t] = value  # json.loads: "-0" is the integer 0
+    return True
 
 
 def parse_decimals(text, count):
@@ -412,10 +449,58 @@ def _list_sizes(shape):
     return sizes
 
 
+def _inner_shape(source, lo, hi):
+    """The shape below the outermost list of the array source[lo:hi], from its first lists (the first
+    list at each depth: its commas over the numbers of one list below) -> list, or None. Only a guess:
+    the in-place parse checks every bracket where this shape puts it."""
+    head = source[lo:lo + _MAX_DEPTH + 1]
+    depth = len(head) - len(head.lstrip(b"["))
+    if depth == 0 or depth > _MAX_DEPTH or source[hi - depth:hi] != b"]" * depth:
+        return None
+    shape, below = [], 1
+    for level in range(1, depth):
+        end = source.find(b"]" * level, lo, hi)
+        numbers = source.count(b",", lo + depth - level, end) + 1
+        size, rest = divmod(numbers, below)
+        if end < 0 or rest or size < 1:
+            return None  # end < 0: numbers counted to the text's end, never a regular list
+        shape.insert(0, size)
+        below = numbers
+    return shape
+
+
+def _parse_in_place(source, lo, hi, inner):
+    """The array source[lo:hi] of shape [n] + inner parsed in the body, brackets and json.dumps' spaces
+    included -> float64 ndarray, None (json.loads decides) or IRREGULAR (the general path decides)."""
+    depth = len(inner) + 1
+    sizes = _list_sizes([0] + inner)
+    flat = parse_numbers(source, None, lo + depth, hi - depth, sizes=sizes, plain=True)
+    if flat is None and (source.find(b"e", lo, hi) >= 0 or source.find(b"E", lo, hi) >= 0
+                         or source.find(b"+", lo, hi) >= 0):
+        flat = parse_numbers(source, None, lo + depth, hi - depth, sizes=sizes)  # the rare exponents
+    if flat is None or flat is IRREGULAR:
+        return flat
+    per_item = sizes[-1] if sizes else 1
+    if flat.size % per_item:
+        return IRREGULAR  # the last list is short: ragged
+    return flat.reshape([flat.size // per_item] + inner)
+
+
 def _parse_span(source, lo=0, hi=None):
     """A candidate array's text, source[lo:hi] -> float64 ndarray of its shape, or None (json.loads
-    decides)."""
+    decides). The common text (json.dumps' ", " separators, or none) is parsed in place."""
     hi = len(source) if hi is None else hi
+    inner = _inner_shape(source, lo, hi)
+    if inner is not None:
+        array = _parse_in_place(source, lo, hi, inner)
+        if array is not IRREGULAR:
+            return array
+    return _parse_translated(source, lo, hi)
+
+
+def _parse_translated(source, lo, hi):
+    """The general path: the skeleton (brackets and commas) gives the shape and is checked whole, then the
+    numbers are parsed with brackets and whitespace removed -> float64 ndarray, or None."""
     marked, start, stop = _translated(source, lo, hi, _MARKED_SKELETON_DROP)
     skeleton = marked[start:stop]
     plain = not (b"e" in skeleton or b"E" in skeleton or b"+" in skeleton)
@@ -427,20 +512,13 @@ def _parse_span(source, lo=0, hi=None):
     count = 1
     for d in shape:
         count *= d
-    # The common text (json.dumps' ", " separators, or none) is parsed in place, brackets and spaces
-    # included: the shape says where the brackets stand.
-    flat = IRREGULAR
-    depth = len(shape)
-    if source[lo:lo + depth] == b"[" * depth and source[hi - depth:hi] == b"]" * depth:
-        flat = parse_numbers(source, count, lo + depth, hi - depth, sizes=_list_sizes(shape), plain=plain)
-    if flat is IRREGULAR:
-        # Whitespace elsewhere may only separate numbers from brackets and commas: `1 2` would read as 12
-        # once the whitespace is gone.
-        if _SPACE_INSIDE.search(source, lo, hi):
-            return None
-        text, start, stop = _translated(source, lo, hi, _NUMBERS_DROP)
-        flat = parse_numbers(text, count, start, stop, plain=plain)
-    if flat is None:
+    # Whitespace may only separate numbers from brackets and commas: `1 2` would read as 12 once the
+    # whitespace is gone.
+    if _SPACE_INSIDE.search(source, lo, hi):
+        return None
+    text, start, stop = _translated(source, lo, hi, _NUMBERS_DROP)
+    flat = parse_numbers(text, count, start, stop, plain=plain)
+    if flat is None or flat is IRREGULAR:
         return None
     return flat.reshape(shape)
 
