@@ -200,18 +200,25 @@ def _exponent_tokens(c, seg, lo, starts, ends, text):
     return tokens, values
 
 
+def _dots_near(c, first):
+    """A dot per number within its first 5 bytes -> their positions, or None when some number has none
+    there. Numbers usually have a short integer part: the dot is looked for right after it."""
+    guess = first + 1
+    for _ in range(4):
+        missing = c.take(guess, mode="clip") != _DOT
+        if not missing.any():
+            return guess
+        guess = np.where(missing, guess + 1, guess)
+    return None
+
+
 def _find_dots(c, seg, lo, first, ends, count):
     """(dot position per number, has_dot or None when every number has one) or None when a number has two
-    dots; seg = c[lo:...] is the block. Numbers usually have a short integer part: the dot is looked for
-    right after it first."""
-    total = int(np.count_nonzero(seg == _DOT))
-    if total == count:
-        guess = first + 1
-        for _ in range(4):
-            missing = c.take(guess, mode="clip") != _DOT
-            if not missing.any():
-                return guess, None
-            guess = np.where(missing, guess + 1, guess)
+    dots; seg = c[lo:...] is the block."""
+    if int(np.count_nonzero(seg == _DOT)) == count:
+        guess = _dots_near(c, first)
+        if guess is not None:
+            return guess, None
     dots = np.flatnonzero(seg == _DOT) + lo
     owner = np.searchsorted(first, dots, side="right") - 1
     if dots.size and (np.diff(owner) == 0).any():
@@ -285,8 +292,9 @@ def parse_numbers(text, count, start=0, stop=None, block=_TEXT_BLOCK, sizes=None
 
 
 def _block_positions(c, lo, hi, first_block, brackets):
-    """(starts, ends) of the numbers in c[lo:hi] (global positions), IRREGULAR for stray whitespace or
-    brackets elsewhere than where `brackets` (see _brackets_in_place) puts them, None for an empty element."""
+    """(starts, ends, spaces after commas) of the numbers in c[lo:hi] (global positions; the spaces
+    stepped over), IRREGULAR for brackets elsewhere than where `brackets` (see _brackets_in_place) puts
+    them, None for an empty element. Whitespace elsewhere is found by _signs_and_dots."""
     seg = c[lo:hi]
     commas = np.flatnonzero(seg == _COMMA)
     count = commas.size + 1
@@ -296,19 +304,17 @@ def _block_positions(c, lo, hi, first_block, brackets):
     ends = np.empty(count, dtype=np.int64)
     np.add(commas, lo, out=ends[:-1])
     ends[-1] = hi
-    n_space = int(np.count_nonzero(seg < _PLUS))  # whitespace: the only characters below "+" left here
-    if n_space:
-        # Every number but the text's first follows a comma (a block starts after one).
-        spaced = c.take(starts, mode="clip") == _SPACE
-        spaced[0] &= not first_block
-        if int(np.count_nonzero(spaced)) != n_space:
-            return IRREGULAR
+    # Every number but the text's first follows a comma (a block starts after one).
+    spaced = c.take(starts, mode="clip") == _SPACE
+    spaced[0] &= not first_block
+    n_spaced = int(np.count_nonzero(spaced))
+    if n_spaced:
         starts += spaced
     if brackets is not None and not _brackets_in_place(c, starts, ends, brackets):
         return IRREGULAR
     if (ends - starts).min() < 1:
         return None  # an empty element: a syntax error json.loads reports
-    return starts, ends
+    return starts, ends, n_spaced
 
 
 def _brackets_in_place(c, starts, ends, brackets):
@@ -322,17 +328,17 @@ def _brackets_in_place(c, starts, ends, brackets):
     for size in sizes:
         # Numbers that end a list of this depth: every size-th one (never the array's last: its
         # brackets lie outside the text); the next number opens one. Inner lists were stepped over.
-        ending = np.arange((-(first + 1)) % size, count - 1 if last else count, size)
-        if not (c[ends[ending] - 1] == _CLOSE).all():
+        # Strided views: the moves are in place.
+        offset = (-(first + 1)) % size
+        ending = ends[offset:count - 1 if last else count:size]
+        ending -= 1
+        if not (c[ending] == _CLOSE).all():
             return False
-        ends[ending] -= 1
-        opening = ending + 1
-        if first and first % size == 0:
-            opening = np.concatenate(([0], opening))
-        opening = opening[opening < count]
-        if not (c[starts[opening]] == _OPEN).all():
-            return False
-        starts[opening] += 1
+        for opening in (starts[offset + 1::size], starts[:1] if first and first % size == 0 else None):
+            if opening is not None and opening.size:
+                if not (c[opening] == _OPEN).all():
+                    return False
+                opening += 1
     return True
 
 
@@ -342,7 +348,7 @@ def _parse_block(c, lo, hi, out, text, first_block, brackets):
     positions = _block_positions(c, lo, hi, first_block, brackets)
     if positions is None or positions is IRREGULAR:
         return positions
-    starts, ends = positions
+    starts, ends, n_spaced = positions
     count = starts.size
     if count > out.size:
         return None
@@ -354,19 +360,11 @@ def _parse_block(c, lo, hi, out, text, first_block, brackets):
             return None
         if np.count_nonzero(seg == _PLUS):
             return None  # a plus sign outside an exponent
-    # Signs: only first, and counted by their numbers (so no minus stands anywhere else).
-    negative = c[starts] == _MINUS
-    n_negative = int(np.count_nonzero(negative))
-    if int(np.count_nonzero(seg == _MINUS)) != n_negative:
-        return None
-    first = starts + negative if n_negative else starts
-    if (ends - first).min() < 1:
-        return None  # a lone minus
-    # Dots: at most one per number, with digits on both sides.
-    found = _find_dots(c, seg, lo, first, ends, count)
-    if found is None:
-        return None
-    dot_at, has_dot = found
+    found = _signs_and_dots(c, seg, lo, starts, ends, n_spaced)
+    if found is None or found is IRREGULAR:
+        return found
+    negative, n_negative, first, dot_at, has_dot = found
+    # Dots: digits on both sides.
     if has_dot is None:
         if not ((dot_at > first) & (dot_at < ends - 1)).all():
             return None
@@ -412,6 +410,33 @@ def _parse_block(c, lo, hi, out, text, first_block, brackets):
     if exponents is not None:
         result[exponents[0]] = exponents[1]
     return count
+
+
+def _signs_and_dots(c, seg, lo, starts, ends, n_spaced):
+    """(negative, their count, first digits, dot positions, has_dot or None when every number has one):
+    a minus only first and at most one dot per number -> None otherwise; IRREGULAR for whitespace other
+    than the n_spaced spaces after commas.
+
+    Commonly every number has a dot right after its first digits: then one count of the bytes up to "."
+    (whitespace, "+", ",", "-", ".") against the commas, spaces, minus signs and dots found shows
+    nothing else stands in the block."""
+    count = starts.size
+    negative = c[starts] == _MINUS
+    n_negative = int(np.count_nonzero(negative))
+    first = starts + negative if n_negative else starts
+    if (ends - first).min() < 1:
+        return None  # a lone minus
+    dot_at = _dots_near(c, first)
+    if dot_at is not None and int(np.count_nonzero(seg <= _DOT)) == 2 * count - 1 + n_spaced + n_negative:
+        return negative, n_negative, first, dot_at, None
+    if int(np.count_nonzero(seg < _PLUS)) != n_spaced:  # whitespace: the only characters below "+" here
+        return IRREGULAR
+    if int(np.count_nonzero(seg == _MINUS)) != n_negative:
+        return None
+    found = _find_dots(c, seg, lo, first, ends, count)
+    if found is None:
+        return None
+    return (negative, n_negative, first) + found
 
 
 def _reread_first(c, starts, ends, dot_at, result):
