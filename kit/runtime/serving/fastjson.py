@@ -548,29 +548,44 @@ def _parse_translated(source, lo, hi):
     return flat.reshape(shape)
 
 
+def _single_array(body, min_bytes):
+    """The common body holds one array ({"instances": [...]}): the span from the first "[" to the last
+    "]" -> ((start, end), float64 ndarray), or None. Parsed in place, the span is checked byte by byte (only
+    numbers, commas, brackets, ", " spaces: no quote, brace or backslash), so the body-wide searches for
+    those are left to the general path."""
+    first, last = body.find(b"["), body.rfind(b"]")
+    if first < 0 or last - first < min_bytes:
+        return None
+    # Before the array no backslash may escape a quote: then an even count of quotes puts it outside strings.
+    if body.find(b"\\", 0, first) >= 0 or body.find(b"\\", last) >= 0 or body.count(b'"', 0, first) % 2:
+        return None
+    inner = _inner_shape(body, first, last + 1)
+    array = IRREGULAR if inner is None else _parse_in_place(body, first, last + 1, inner)
+    if array is IRREGULAR and body.find(b'"', first, last) < 0 and body.find(b"{", first, last) < 0:
+        array = _parse_translated(body, first, last + 1)
+    if array is None or array is IRREGULAR:
+        return None
+    return (first, last + 1), array
+
+
 def loads(body, min_bytes=_MIN_BYTES, **hooks):
     """Decode a JSON body (bytes); large dense numeric arrays come back as numpy arrays via Decoded.resolve.
     hooks go to json.loads (parse_constant, parse_float: the server refuses NaN and out-of-range floats)."""
     if isinstance(body, memoryview):
         body = bytes(body)  # bytes and bytearray (tornado's body, used in place) have the methods used here
-    if len(body) < min_bytes * 2 or b"\\" in body:
-        # Small bodies gain nothing; with backslashes a quote could be escaped and the string test below fails.
-        return Decoded(json.loads(body.decode("utf-8"), **hooks), {})
+    if len(body) < min_bytes * 2:
+        return Decoded(json.loads(body.decode("utf-8"), **hooks), {})  # small bodies gain nothing
     nonce = "kit-array-" + binascii.hexlify(os.urandom(8)).decode("ascii") + "-"
     arrays = {}
     pieces = []
-    # The common body holds one array ({"instances": [...]}): try the span from the first "[" to the
-    # last "]" before scanning for arrays one by one.
-    first, last = body.find(b"["), body.rfind(b"]")
     spans = []
-    if first >= 0 and last - first >= min_bytes and body.find(b'"', first, last) < 0 \
-            and body.find(b"{", first, last) < 0 and body.count(b'"', 0, first) % 2 == 0:
-        spans = [(first, last + 1)]
-        array = _parse_span(body, first, last + 1)
-        if array is None:
-            spans = []
-        else:
-            arrays[nonce + "0"] = array
+    single = _single_array(body, min_bytes)
+    if single is not None:
+        spans = [single[0]]
+        arrays[nonce + "0"] = single[1]
+    elif b"\\" in body:
+        # With backslashes a quote could be escaped and the string test below fails.
+        return Decoded(json.loads(body.decode("utf-8"), **hooks), {})
     if not spans:
         quotes, counted = 0, 0
         for match in _ARRAY.finditer(body):
