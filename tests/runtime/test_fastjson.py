@@ -344,3 +344,33 @@ def test_first_lists_that_mislead_are_read_as_json_loads_reads_them(text):
     decoded = fastjson.loads(body.encode(), min_bytes=16)
     assert not decoded.arrays
     assert decoded.data == json.loads(body)
+
+
+@pytest.mark.parametrize("body", [
+    '{"note": "a \\\\\\" [b", "instances": %s}',  # an escaped quote before the array: json.loads decides
+    '{"instances": %s, "note": "a \\\\\\" ]b"}',
+    '{"instances": %s, "note": "\\\\u00e9"}',
+    '{"note": "[0.5, 0.25]", "instances": %s}',  # the first "[" is inside a string
+    '{"instances": %s, "note": "]"}',  # the last "]" is inside a string
+])
+def test_strings_and_escapes_around_the_array_read_as_json_loads_reads_them(body):
+    """The single array is checked byte by byte, its prefix for escapes and quotes: strings next to it
+    (escaped quotes, brackets inside them) decode as json.loads decodes them."""
+    x = np.round(np.random.RandomState(12).uniform(0, 1, size=(4, 30)), 3)
+    text = body % json.dumps(x.tolist())
+    decoded = fastjson.loads(text.encode(), min_bytes=16)
+    expected = json.loads(text)
+    assert decoded.data["note"] == expected["note"]
+    assert np.array_equal(decoded.resolve(decoded.data["instances"]), np.asarray(expected["instances"]))
+
+
+@pytest.mark.parametrize("byte", ['"', "{", "}", "\\\\", ":"])
+def test_json_text_inside_the_array_span_is_never_a_value(byte):
+    """A quote, brace or backslash inside the span the single array is taken from: json.loads' error."""
+    values = ["0.5"] * 300
+    values[150] = "0.5" + byte
+    text = '{"instances": [%s]}' % ", ".join(values)
+    with pytest.raises(ValueError):
+        json.loads(text)
+    with pytest.raises(ValueError):
+        fastjson.loads(text.encode(), min_bytes=16)
