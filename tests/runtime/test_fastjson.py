@@ -374,3 +374,16 @@ def test_json_text_inside_the_array_span_is_never_a_value(byte):
         json.loads(text)
     with pytest.raises(ValueError):
         fastjson.loads(text.encode(), min_bytes=16)
+
+
+@pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")])
+def test_more_numbers_than_the_first_guess_of_room(separators):
+    """The outer length is not known before the numbers are read: room for one per 4 bytes first, grown
+    when a block might not fit ("0,0,..." has one per 2 bytes)."""
+    x = np.zeros((50, 400), dtype=np.int64)
+    x[7, 3] = 5
+    body = json.dumps({"instances": x.tolist()}, separators=separators)
+    got = fastjson.parse_numbers(body.encode(), None, body.index("[[") + 2, len(body) - 3, block=300, sizes=[400])
+    assert got is not None and got.size == x.size and np.array_equal(got, x.ravel())
+    decoded = fastjson.loads(body.encode())
+    assert np.array_equal(decoded.resolve(decoded.data["instances"]), x)

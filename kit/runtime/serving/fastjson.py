@@ -6,21 +6,28 @@ nested lists again: for a 8x224x224x3 image batch (25 MB of JSON as
 second. Here every large array made only of numbers ([[0.1, 0.2], [0.3, 0.4]])
 is cut out of the body and decoded in bulk:
 
-- structure: its skeleton (brackets and commas, from one bytes.translate) must
-  equal the skeleton of a regular nested list of the shape its first lists
-  show; the expected skeleton is built with bytes joins and compared whole;
-- numbers: read in place in the body (tornado's bytearray, no copy), a block
-  of about 256 KiB at a time so every temporary stays small (cache-resident,
-  no fresh pages per request). The shape says where each bracket stands and
-  json.dumps' ", " puts one space after each comma: both are checked where they
-  should be (anything else: the brackets and whitespace are removed and the text
-  checked as before). The text is checked against JSON's number grammar with a
-  few numpy passes over positions (one dot per number at most, a minus only
-  first, digits on both sides of a dot, no leading zeros), then the digits of
-  every number are read at once: right-aligned windows of the integer and
-  fraction digits, turned into exact integers with SWAR multiply-and-shift
-  steps, and divided by an exact power of ten (see parse_numbers). The rare
-  numbers with an exponent are parsed one by one by float().
+- in place (the common body: one array, json.dumps' ", " or "," separators):
+  the shape below the outer list is read off its first lists, and the numbers
+  are read in the body itself (tornado's bytearray, no copy), a block of about
+  256 KiB at a time so every temporary stays small (cache-resident, no fresh
+  pages per request). Every byte is checked where it stands: the commas, one
+  space after each, the brackets where the shape puts them, and in each number
+  a leading minus, at most one dot and digits for the rest (one count of the
+  bytes up to "." per block; the digit windows check every byte they read).
+  The outer length is the count of numbers read; any irregularity takes the
+  general path;
+- general path: the skeleton (brackets and commas, from one bytes.translate)
+  must equal the skeleton of a regular nested list of the shape its first
+  lists show, then brackets and whitespace are removed and the text read as
+  above;
+- numbers: the text is checked against JSON's number grammar with a few numpy
+  passes over positions (one dot per number at most, a minus only first,
+  digits on both sides of a dot, no leading zeros), then the digits of every
+  number are read at once: right-aligned windows of the integer and fraction
+  digits, checked to be digits, turned into exact integers with SWAR
+  multiply-and-shift steps, and divided by an exact power of ten (see
+  parse_numbers). The rare numbers with an exponent are parsed one by one by
+  float().
 
 The body then goes to json.loads with an unguessable placeholder string in
 each array's place. Anything that does not fit (ragged lists, NaN, strings,
