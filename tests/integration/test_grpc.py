@@ -414,12 +414,14 @@ def test_broken_warmup_file_fails_the_start(tmp_path):
 
 
 def test_status_says_loading_until_warm_on_rest_and_grpc(tmp_path):
-    """TF Serving's AVAILABLE means inference answers: REST status, gRPC GetModelStatus and KServe v2 ready agree."""
+    """TF Serving's AVAILABLE means inference answers: REST status, gRPC GetModelStatus and KServe v2 ready agree,
+    and while LOADING both REST predict (503) and gRPC Predict (UNAVAILABLE) refuse."""
     server = Server(HALF_PLUS_TWO, "half_plus_two", "1,4", env={"KIT_TEST_WARMUP_DELAY": "1.5"})
     channel = grpc.insecure_channel("127.0.0.1:%d" % server.grpc_port)
     try:
         server.wait_live()
         status_stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         triton = tritongrpc.InferenceServerClient("127.0.0.1:%d" % server.grpc_port)
         request = get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "half_plus_two"})
         seen = set()
@@ -443,11 +445,23 @@ def test_status_says_loading_until_warm_on_rest_and_grpc(tmp_path):
                     assert after["state"] == "AVAILABLE" and code == 200
                 else:
                     seen.add("refused while loading")
+                    try:
+                        predict_stub.Predict(_predict_request(), timeout=10)
+                        grpc_code = grpc.StatusCode.OK
+                    except grpc.RpcError as e:
+                        grpc_code = e.code()
+                    if grpc_code == grpc.StatusCode.UNAVAILABLE:
+                        seen.add("gRPC refused while loading")
+                    else:  # warm-up ended in between: then gRPC answers, and the status says so
+                        assert grpc_code == grpc.StatusCode.OK
+                        assert status_stub.GetModelStatus(request, timeout=10).model_version_status[0].state == \
+                            get_model_status_pb2.ModelVersionStatus.AVAILABLE
             if ready:
                 break
             time.sleep(0.1)
         assert "loading" in seen and ready
         assert "refused while loading" in seen  # LOADING was seen with inference refused, not only racing
+        assert "gRPC refused while loading" in seen  # TF Serving's Predict answers UNAVAILABLE meanwhile
         assert status_stub.GetModelStatus(request, timeout=10).model_version_status[0].state == \
             get_model_status_pb2.ModelVersionStatus.AVAILABLE
         assert json.loads(server.get("/v1/models/half_plus_two")[2])["model_version_status"][0]["state"] == "AVAILABLE"
