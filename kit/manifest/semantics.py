@@ -385,7 +385,7 @@ def _string_inputs_have_samples(ctx: Context):
         return
     from kit.errors import ManifestError
     from kit.manifest.savedmodel import read_signatures
-    from kit.runtime.signature import string_input_message
+    from kit.runtime.signature import STRING_SAMPLES_FIX, string_input_problem
 
     text = ctx.get(MODEL_PATH)
     if _escapes(text) or _escapes_by_link(ctx, text):
@@ -397,8 +397,7 @@ def _string_inputs_have_samples(ctx: Context):
     signature = signatures.get(ctx.get(SIGNATURE))
     for tensor in signature.inputs if signature else ():
         if tensor.dtype == "string":
-            message, _, fix = string_input_message(tensor.key).partition("; ")
-            yield Problem(PARITY_SAMPLES, message, None, fix)
+            yield Problem(PARITY_SAMPLES, string_input_problem(tensor.key), None, STRING_SAMPLES_FIX)
 
 
 # ---- Fleet --------------------------------------------------------------------

@@ -39,15 +39,19 @@ class InputError(Exception):
 
 
 # How to save real encoded inputs (JPEG bytes, tf.Example) as samples numpy loads without pickle.
+BYTES_SAMPLES_EXAMPLE = "np.save(path, np.array([open(f, 'rb').read() for f in files]))"
 STRING_SAMPLES_FIX = ("give optimize.parity.samples: a .npy (one input) or .npz (one array per input name) of real "
-                      "encoded values as a numpy bytes array, e.g. "
-                      "np.save(path, np.array([open(f, 'rb').read() for f in files]))")
+                      "encoded values as a numpy bytes array, e.g. " + BYTES_SAMPLES_EXAMPLE)
+
+
+def string_input_problem(name):
+    """Why a string input needs samples (the host's manifest check gives it with STRING_SAMPLES_FIX)."""
+    return ("input %r has dtype string, which the optimizer cannot feed without real samples (kit never invents "
+            "bytes)" % name)
 
 
 def string_input_message(name):
-    """Why a string input needs samples, and the fix (the host's manifest check says the same)."""
-    return ("input %r has dtype string, which the optimizer cannot feed without real samples (kit never invents "
-            "bytes); %s" % (name, STRING_SAMPLES_FIX))
+    return "%s; %s" % (string_input_problem(name), STRING_SAMPLES_FIX)
 
 
 def read_saved_model(model_dir):
@@ -172,8 +176,7 @@ def load_samples(path, inputs):
         if "pickle" not in str(e):
             raise InputError("%s: %s" % (path, e))
         raise InputError("%s holds an object array, which kit does not load (loading it would run pickle); "
-                         "save strings as a numpy bytes array (dtype 'S'), e.g. "
-                         "np.save(path, np.array([open(f, 'rb').read() for f in files]))" % path)
+                         "save strings as a numpy bytes array (dtype 'S'), e.g. %s" % (path, BYTES_SAMPLES_EXAMPLE))
     rows = None
     for name in names:
         arr = data[name]
@@ -187,8 +190,8 @@ def load_samples(path, inputs):
         if inputs[name]["dtype"] == "string":
             if arr.dtype.kind != "S":
                 raise InputError("%s: input %r is a string input but its samples have dtype %s; save the encoded "
-                                 "values as a numpy bytes array (dtype 'S'), e.g. np.save(path, np.array([open(f, "
-                                 "'rb').read() for f in files]))" % (path, name, arr.dtype))
+                                 "values as a numpy bytes array (dtype 'S'), e.g. %s"
+                                 % (path, name, arr.dtype, BYTES_SAMPLES_EXAMPLE))
         else:
             data[name] = arr.astype(inputs[name]["dtype"], copy=False)
     if not rows:
