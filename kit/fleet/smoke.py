@@ -42,14 +42,20 @@ def _http_json(url: str, payload: dict | None = None, timeout: float = SMOKE_TIM
 
 def smoke(address: str, port: int, model: str, timeout: float = SMOKE_TIMEOUT, slot: str | None = None) -> dict:
     """One real prediction: zeros shaped like the default signature's inputs
-    (from the server's TF Serving metadata), batch of one; with `slot`, by that slot's server."""
+    (from the server's TF Serving metadata), batch of one; with `slot`, by that slot's server.
+    A signature that takes strings (encoded images) gets no prediction: an empty string is no
+    JPEG, and kit never invents bytes; its metadata answered (the build's smoke step ran real samples)."""
     base = f"http://{address}:{port}/v1/models/{model}"
     meta = _http_json(base + "/metadata", timeout=timeout, slot=slot)
     sigs = ((meta.get("metadata") or {}).get("signature_def") or {}).get("signature_def") or {}
     name = "serving_default" if "serving_default" in sigs else next(iter(sigs), None)
     if name is None:
         raise RolloutError(f"{base}/metadata lists no signature")
-    inputs = {key: [zero_example(t)] for key, t in (sigs[name].get("inputs") or {}).items()}
+    tensors = sigs[name].get("inputs") or {}
+    strings = sorted(key for key, t in tensors.items() if t.get("dtype") == "DT_STRING")
+    if strings:
+        return {"skipped": f"signature {name} takes strings ({', '.join(strings)}): metadata only"}
+    inputs = {key: [zero_example(t)] for key, t in tensors.items()}
     body = _http_json(base + ":predict", {"signature_name": name, "inputs": inputs}, timeout=timeout, slot=slot)
     outputs = body.get("outputs", body.get("predictions"))
     if "error" in body or not outputs:
