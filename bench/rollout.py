@@ -1,6 +1,6 @@
 """Rollout benchmarks on a real registry and three dockerd devices.
 
-    .venv/bin/python -m bench.rollout [--skip-real] [--skip-swarm] [--repeats N]
+    .venv/bin/python -m bench.rollout [--skip-real] [--skip-swarm] [--repeats N] [--device-cpus C]
 
 Prints, side by side in one run:
   1. rollout wall time to three devices by max_parallel (1, 3) and canary (1, 0),
@@ -8,10 +8,14 @@ Prints, side by side in one run:
      the devices (so it times kit, compose and health, not the network), for
      stop-first images and for start-first ones (labels kit.reuse_port and a
      kit.memory_limit two copies of which fit), with the mean seconds per step
-     from the rollout record (where the time goes);
+     from the rollout record (where the time goes); twice: with the three
+     devices sharing this host's cores, and with each device given a CPU of its
+     own (--device-cpus cores each, a cgroup quota on its daemons and containers:
+     testkit/cpu_budget.py), as each device of a real fleet has;
   2. failed requests per device during each update: one client per device
-     sends predictions back to back (a new connection each, every 20 ms); the
-     longest gap between two answered ones too;
+     sends predictions back to back (a new connection each, every 20 ms; the
+     clients run in a process of their own, off kit's GIL); the longest gap
+     between two answered ones too;
   3. bytes a device pulls for a model-only update vs for the whole image;
   4. the same failed-request count for the runtime image `kit build` makes from
      the bundled digits example (v0.1.0 -> a retrained v0.2.0), start-first;
@@ -93,28 +97,41 @@ def build_pair(fleet, engine, base, work, repository: str, labels=None) -> dict:
     return refs
 
 
-def update_runs(fleet, work: Path, name: str, refs: dict, repeats: int, configs=CONFIGS) -> dict:
-    """label -> [(seconds, failures per device, longest gap per device, steps)] for v1 -> v2."""
+def update_runs(fleet, work: Path, name: str, refs: dict, repeats: int, configs=CONFIGS,
+                cpus: float | None = None) -> dict:
+    """label -> [(seconds, failures per device, longest gap per device, steps)] for v1 -> v2,
+    each device limited to `cpus` cores (None: the devices share the host's)."""
     ports = {d.name: d.port for d in fleet.devices}
     out = {label: [] for label, _, _ in configs}
+    for d in fleet.devices:
+        if d.budget is not None:
+            d.budget.set(cpus)
     for _ in range(repeats):
         for label, width, canary in configs:
             path = fleet.write_fleet(work / f"{name}.yaml", name, refs["1"], health_timeout="120s",
                                      max_parallel=width, canary=canary)
             timed_rollout(path, refs["1"])
-            with fh.Hammer(ports, "fixture", [[1.0]]) as h:
+            throttled = throttled_seconds(fleet)
+            with fh.ProcessHammer(ports, "fixture", [[1.0]]) as h:
                 began, busy = time.monotonic(), cpu_busy()
                 seconds, result = timed_rollout(path, refs["2"])
                 busy = (cpu_busy() - busy) / seconds  # cores kept busy, on average (every process here)
+            throttled = throttled_seconds(fleet) - throttled
             steps = {s: statistics.mean(r.durations.get(s, 0.0) for r in result.record.devices.values())
                      for s in STEPS}
             steps["resolve+plan"] = result.record.durations.get("resolve", 0) + result.record.durations.get("plan", 0)
             steps["cores busy"] = busy
+            steps["throttled"] = throttled / len(fleet.devices)  # waiting for its CPU budget, per device
             out[label].append((seconds, {n: len(f) for n, f in h.failures.items()},
                                {n: h.longest_gap(n) for n in ports}, steps,
                                sorted({r.strategy for r in result.record.devices.values()}),
                                failure_lines(h, began)))
     return out
+
+
+def throttled_seconds(fleet) -> float:
+    """Seconds the devices' groups waited for their CPU quota so far, all devices."""
+    return sum(d.budget.throttled_seconds() for d in fleet.devices if d.budget is not None)
 
 
 def cpu_busy() -> float:
@@ -314,17 +331,22 @@ def report_bytes(title: str, r: dict) -> None:
 
 def bench_fleets(args, engine, base: str, work: Path) -> None:
     """Parts 1-4: three dockerd devices on this host."""
-    with fh.Fleet(3) as fleet:
+    with fh.Fleet(3, budget=True) as fleet:
         print(f"registry {fleet.registry.address}; devices: "
               + ", ".join(f"{d.name} ({d.host}, port {d.port})" for d in fleet.devices), flush=True)
         plain = build_pair(fleet, engine, base, work, "fixture")
         sf = build_pair(fleet, engine, base, work, "fixture-sf", labels=fh.START_FIRST_LABELS)
-        report_updates("stop-first fixture image, v1 -> v2 on 3 devices (images already there):",
-                       update_runs(fleet, work, "stopfirst", plain, args.repeats))
-        take_down(fleet, work, "stopfirst")
-        report_updates("start-first fixture image (kit.reuse_port, 2 x 1.1 GiB fit), v1 -> v2 on 3 devices:",
-                       update_runs(fleet, work, "startfirst", sf, args.repeats))
-        take_down(fleet, work, "startfirst")
+        cpus = args.device_cpus
+        for cores, where in ((None, f"sharing this host's {os.cpu_count()} cores"),
+                             (cpus, f"each device limited to {cpus:g} core of its own")):
+            report_updates(f"stop-first fixture image, v1 -> v2 on 3 devices (images already there), {where}:",
+                           update_runs(fleet, work, "stopfirst", plain, args.repeats, cpus=cores))
+            take_down(fleet, work, "stopfirst")
+            report_updates(f"start-first fixture image (kit.reuse_port, 2 x 1.1 GiB fit), v1 -> v2 on 3 devices, "
+                           f"{where}:", update_runs(fleet, work, "startfirst", sf, args.repeats, cpus=cores))
+            take_down(fleet, work, "startfirst")
+        for d in fleet.devices:
+            d.budget.set(None)
         report_bytes("bytes per device, fixture image (16 MiB model layer on the Debian base):",
                      bench_bytes(fleet, plain, work))
         for ref in [*plain.values(), *sf.values()]:
@@ -347,6 +369,8 @@ def main() -> int:
     ap.add_argument("--skip-swarm", action="store_true", help="no swarm vs compose comparison")
     ap.add_argument("--only-swarm", action="store_true", help="only the swarm vs compose comparison")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--device-cpus", type=float, default=0.5,
+                    help="cores each device gets in the second round of part 1 (a cgroup quota; default 0.5)")
     args = ap.parse_args()
     engine = connect()
     base = ensure_debian_base(engine)

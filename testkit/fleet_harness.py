@@ -46,6 +46,7 @@ import yaml
 
 from kit.net import free_port
 from kit.runtime.serving import reuseport
+from testkit.cpu_budget import CpuBudget
 from testkit.harness import Harness
 
 REGISTRY_PORT = 5000
@@ -342,6 +343,8 @@ class Device:
     engine_labels: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     containerd: subprocess.Popen | None = None
+    budget: CpuBudget | None = None  # its daemons and containers in one cgroup (testkit/cpu_budget.py)
+    cpus: float | None = None  # that group's limit in cores (None: none)
 
     @property
     def sock(self) -> Path:
@@ -370,7 +373,14 @@ class Device:
                 "--pidfile", str(self.pidfile), "-H", self.host, "--log-level", "warn"]
         for key, value in self.engine_labels.items():
             argv += ["--label", f"{key}={value}"]
+        if self.budget is not None:
+            argv += ["--cgroup-parent", self.budget.cgroup_parent]
         return argv
+
+    def popen(self, argv: list[str], log) -> subprocess.Popen:
+        """A daemon of this device, in its CPU budget when it has one."""
+        return subprocess.Popen(self.wrap(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=self.budget.enter if self.budget else None)
 
     def _start_containerd(self) -> None:
         if self.containerd is not None and self.containerd.poll() is None:
@@ -383,9 +393,7 @@ class Device:
             'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
             f'[grpc]\n  address = "{self.containerd_sock}"\n')
         log = open(self.root / "containerd.log", "ab")
-        self.containerd = subprocess.Popen(self.wrap(["containerd", "--config", str(config), "--log-level", "warn"]),
-                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           start_new_session=True)
+        self.containerd = self.popen(["containerd", "--config", str(config), "--log-level", "warn"], log)
         log.close()
         _wait(self.containerd_sock.exists, 30, f"containerd for {self.name}")
 
@@ -393,10 +401,11 @@ class Device:
         """Start the device (containerd if needed, then dockerd)."""
         self.root.mkdir(parents=True, exist_ok=True)
         assert len(str(self.sock)) < 100, self.sock
+        if self.budget is not None:
+            self.budget.create(self.cpus)
         self._start_containerd()
         log = open(self.root / "dockerd.log", "ab")
-        self.proc = subprocess.Popen(self.wrap(self.argv()), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = self.popen(self.argv(), log)
         log.close()
         _wait(self.answers, 60, f"dockerd for {self.name}", interval=0.2)
         return self
@@ -441,6 +450,8 @@ class Device:
         self.stop()
         stop_process(self.containerd, 30)
         self.release()
+        if self.budget is not None:
+            self.budget.remove()
         _unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -556,14 +567,17 @@ class Fleet(Harness):
     """Registry + devices; a context manager that tears everything down."""
 
     def __init__(self, n_devices: int = 3, registry_port: int = REGISTRY_PORT, tag: str | None = None,
-                 engine_labels: dict | None = None):
-        """engine_labels: device name -> {label: value} given to that dockerd (--label)."""
+                 engine_labels: dict | None = None, budget: bool = False, cpus: float | None = None):
+        """engine_labels: device name -> {label: value} given to that dockerd (--label).
+        budget: each device in a CPU budget of its own, of `cpus` cores (None: unlimited until
+        device.budget.set() says otherwise; testkit/cpu_budget.py)."""
         tag = tag or str(os.getpid() % 100000)
         self.registry = Registry(registry_port)
         # Model ports picked free per session: a concurrent session (another
         # developer's test run) has its own devices on the same host network.
         self.devices = [Device(f"dev-{i + 1}", Path(f"/tmp/kd{tag}-{i + 1}"), free_port(),
-                               dict((engine_labels or {}).get(f"dev-{i + 1}", {})))
+                               dict((engine_labels or {}).get(f"dev-{i + 1}", {})),
+                               budget=CpuBudget(f"kit-kd{tag}-{i + 1}") if budget or cpus else None, cpus=cpus)
                         for i in range(n_devices)]
 
     def start(self) -> None:
@@ -723,3 +737,33 @@ class Hammer:
         """Seconds between two answered predictions, at most (failed requests fall inside gaps)."""
         ts = [t for t, _ in self.answers[name]]
         return max((b - a for a, b in zip(ts, ts[1:])), default=float("nan"))
+
+
+class ProcessHammer(Hammer):
+    """The same clients in a process of their own, as a fleet's clients are other machines: in
+    kit's process their threads would hold the GIL kit's rollout threads need. Timestamps are
+    CLOCK_MONOTONIC, the same clock in both processes."""
+
+    def __enter__(self) -> "ProcessHammer":
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        self._pipe, child = ctx.Pipe()
+        self._proc = ctx.Process(target=self._serve, args=(child,), daemon=True)
+        self._proc.start()
+        if not self._pipe.poll(30):
+            raise RuntimeError("the client process did not start")
+        self._pipe.recv()
+        return self
+
+    def _serve(self, pipe) -> None:
+        Hammer.__enter__(self)
+        pipe.send("started")
+        pipe.recv()  # until told to stop
+        Hammer.__exit__(self)
+        pipe.send((self.answers, self.failures))
+
+    def __exit__(self, *exc) -> None:
+        self._pipe.send("stop")
+        self.answers, self.failures = self._pipe.recv()
+        self._proc.join(30)

@@ -48,7 +48,8 @@ def fleet(engine):
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
         pytest.fail("the fleet tests need Compose v2 as a docker CLI plugin (scripts/setup-host installs it)",
                     pytrace=False)
-    with fh.Fleet(3, engine_labels={"dev-3": FAKE_L4T}) as f:
+    # Each device in a CPU budget of its own (unlimited unless a test sets one), as bench/rollout.py runs them.
+    with fh.Fleet(3, engine_labels={"dev-3": FAKE_L4T}, budget=True) as f:
         yield f
 
 
@@ -209,6 +210,34 @@ def test_rerun_of_a_finished_rollout_changes_nothing(fleet, images, tmp_path):
     assert snapshot(fleet) == before  # same containers, not restarted
     assert files == {d.name: (tmp_path / ".kit/fleet/lab" / d.name / "compose.yml").stat().st_mtime_ns
                      for d in fleet.devices}
+
+
+def test_a_devices_cpu_budget_holds_its_daemons_and_its_containers(fleet, images, tmp_path):
+    """What bench/rollout.py's per-device CPUs rest on: dockerd, containerd and the model
+    container of a device sit in its group, and its quota throttles work in that container."""
+    ensure(fleet, tmp_path, images, "v1")
+    device = fleet.devices[0]
+    group = f":/{device.budget.name}"
+
+    def cgroup_of(pid: int) -> str:
+        return next(line for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                    if "cpu" in line.split(":")[1].split(","))  # the cpu controller's line
+
+    assert group in cgroup_of(device.proc.pid) and group in cgroup_of(device.containerd.pid)
+    with device.client() as eng:
+        container = deployment(eng, "lab").container
+        assert f"{group}/" in cgroup_of(eng.container_inspect(container)["State"]["Pid"])
+    device.budget.set(0.1)
+    try:
+        throttled = device.budget.throttled_seconds()
+        busy = subprocess.run(["docker", "-H", device.host, "exec", container, "python3", "-c",
+                               "import time\nend = time.monotonic() + 1.0\nwhile time.monotonic() < end: pass"],
+                              capture_output=True, text=True, timeout=60)
+        assert busy.returncode == 0, busy.stderr
+        assert device.budget.throttled_seconds() - throttled > 0.5  # 0.1 core for a second of busy work
+    finally:
+        device.budget.set(None)
+    assert fh.predict(device.port, "fixture", [[2.0]])["model_version"] == "1"
 
 
 def test_model_update_then_dry_run_plans_without_touching(compose_flavour, fleet, images, tmp_path, capsys):
