@@ -14,7 +14,6 @@ from kit.errors import KitError
 from kit.fleet import compose
 from kit.fleet import state as st
 from kit.fleet.device_steps import DeviceSteps, Interrupted
-from kit.fleet.facts import connected
 from kit.fleet.plan import START_FIRST, DevicePlan
 from kit.fleet.status import Deployment, deployment, device_address
 from kit.units import utc_timestamp
@@ -37,7 +36,7 @@ class DeviceUpdate:
         run.step(name, "connect", f"wave {self.wave}: connecting to {self.host} "
                  f"({plan.strategy}: {plan.strategy_reason})")
         try:
-            with connected(plan.device, timeout=60) as engine:
+            with run.engine_for(plan.device, timeout=60) as engine:
                 self.dep = deployment(engine, run.fleet.name)
                 run.store.device(name, before=self.dep.image, after=self.dep.image)
                 self.phase = "pull"

@@ -112,12 +112,17 @@ def unreachable(device: FleetDevice, error: DockerError | str) -> DeviceFacts:
     return DeviceFacts(name=device.name, host=device.host, reachable=False, error=message)
 
 
+def connect_device(device: FleetDevice, timeout: int = 60):
+    """A connection to the device's engine (the caller closes it)."""
+    from kit.docker_api import connect
+
+    return connect(device.host, timeout=timeout)
+
+
 @contextlib.contextmanager
 def connected(device: FleetDevice, timeout: int = 60):
     """A connection to the device's engine, closed afterwards."""
-    from kit.docker_api import connect
-
-    engine = connect(device.host, timeout=timeout)
+    engine = connect_device(device, timeout=timeout)
     try:
         yield engine
     finally:

@@ -5,7 +5,10 @@ are "unchanged"."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -13,7 +16,7 @@ from kit import labels as lb
 from kit.errors import DockerError
 from kit.fleet import compose
 from kit.fleet import state as st
-from kit.fleet.facts import DeviceFacts, connected, read_facts, unreachable
+from kit.fleet.facts import DeviceFacts, connect_device, read_facts, unreachable
 from kit.fleet.gate import Decision, check
 from kit.fleet.release import Release
 from kit.fleet.status import Deployment, deployment, device_address, ready
@@ -124,8 +127,43 @@ def choose_strategy(new: Fingerprint | None, facts: DeviceFacts | None, dep: Dep
     return START_FIRST, f"two copies fit: {format_size(need_old)} + {format_size(need_new)} <= {format_size(total)}"
 
 
+# A connection the plan opened is handed to the device's update when that starts within this many
+# seconds (the first wave, at once): over ssh:// each new connection is an ssh session to the
+# device. A device of a later wave connects afresh: an idle connection may have gone stale.
+KEEP_CONNECTION = 30.0
+
+
 class ComposePlanner(Release):
     """What each device of a compose fleet gets, decided before anything changes."""
+
+    def __init__(self, fleet, resolved, progress=None):
+        super().__init__(fleet, resolved, progress)
+        self._kept: dict[str, tuple[object, float]] = {}  # device -> (engine the plan opened, when)
+        self._kept_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def engine_for(self, device: FleetDevice, timeout: int = 60):
+        """The device's engine for one step: the plan's connection if it is fresh, else a new one;
+        closed afterwards."""
+        with self._kept_lock:
+            engine, opened = self._kept.pop(device.name, (None, 0.0))
+        if engine is not None and time.monotonic() - opened > KEEP_CONNECTION:
+            engine.close()
+            engine = None
+        if engine is None:
+            engine = connect_device(device, timeout=timeout)
+        try:
+            yield engine
+        finally:
+            engine.close()
+
+    def close_kept(self) -> None:
+        """Close the connections no update took (refused or unchanged devices, a stopped rollout)."""
+        with self._kept_lock:
+            kept, self._kept = list(self._kept.values()), {}
+        for engine, _ in kept:
+            with contextlib.suppress(Exception):
+                engine.close()
 
     def spec(self, device: FleetDevice, port: int, image: str | None = None, health=None, nvidia=None,
              slot: str = compose.BLUE):
@@ -143,7 +181,7 @@ class ComposePlanner(Release):
         port = int(device.port or self.resolved.env.get("KIT_PORT") or DEFAULT_PORT)
         files = st.DeviceFiles(self.root, device.name)
         try:
-            with connected(device, timeout=30) as engine:
+            with self._planning(device, keep=not dry_run) as engine:
                 dep = deployment(engine, self.fleet.name, with_labels=True)
                 probe = dep.image if dep.exists else None
                 facts = read_facts(engine, device, probe_image=probe)
@@ -203,6 +241,22 @@ class ComposePlanner(Release):
         self.progress(device.name, "gate", f"{plan.action}: {plan.reason}"
                       + (f" ({plan.strategy}: {plan.strategy_reason})" if plan.action == UPDATE else ""))
         return plan
+
+    @contextlib.contextmanager
+    def _planning(self, device: FleetDevice, keep: bool):
+        """The plan's connection to the device, kept for its update (engine_for) when `keep` and
+        nothing failed; closed otherwise."""
+        engine = connect_device(device, timeout=30)
+        try:
+            yield engine
+        except BaseException:
+            engine.close()
+            raise
+        if keep:
+            with self._kept_lock:
+                self._kept[device.name] = (engine, time.monotonic())
+        else:
+            engine.close()
 
     def plan(self, dry_run: bool) -> list[DevicePlan]:
         devices = list(self.fleet.devices)

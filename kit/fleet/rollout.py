@@ -277,10 +277,13 @@ def rollout(fleet_path: str | Path, image: str | None = None, dry_run: bool = Fa
         return RolloutResult(fleet.name, ref, resolved.digest_ref, True, "planned", "", plans)
     with fleet_lock(run.root):
         t1 = time.monotonic()
-        plans = run.plan(dry_run=False)
-        durations = {"resolve": round(t1 - t0, 3), "plan": round(time.monotonic() - t1, 3)}
-        with _signals_stop(run):
-            record = run.run(plans, ref, durations)
+        try:
+            plans = run.plan(dry_run=False)
+            durations = {"resolve": round(t1 - t0, 3), "plan": round(time.monotonic() - t1, 3)}
+            with _signals_stop(run):
+                record = run.run(plans, ref, durations)
+        finally:
+            run.close_kept()
     return RolloutResult(fleet.name, ref, resolved.digest_ref, False, record.status, record.reason, plans,
                          record, str(run.root / "rollout.json"))
 

@@ -212,6 +212,29 @@ def test_rerun_of_a_finished_rollout_changes_nothing(fleet, images, tmp_path):
                      for d in fleet.devices}
 
 
+def test_the_plans_connection_serves_the_first_waves_update(fleet, images, tmp_path, monkeypatch):
+    """One connection per device for plan and update (over ssh:// each is an ssh session), a
+    fresh one when the update starts later than KEEP_CONNECTION after the plan."""
+    import kit.docker_api
+    from kit.fleet import plan as fleet_plan
+
+    ensure(fleet, tmp_path, images, "v1")
+    real_connect, opened = kit.docker_api.connect, []
+
+    def counting_connect(host=None, *args, **kwargs):  # a spy: the real connection, counted
+        opened.append(host)
+        return real_connect(host, *args, **kwargs)
+
+    monkeypatch.setattr(kit.docker_api, "connect", counting_connect)
+    for image, keep, per_device in (("v2", 30.0, 1), ("v1", 0.0, 2)):
+        monkeypatch.setattr(fleet_plan, "KEEP_CONNECTION", keep)
+        opened.clear()
+        result = rollout(fleet_file(fleet, tmp_path, images.refs[image], max_parallel=3, canary=0))
+        assert result.status == "done", result.to_dict()
+        assert {d.host: opened.count(d.host) for d in fleet.devices} == {d.host: per_device for d in fleet.devices}
+    assert serving_versions(fleet) == {d.name: "1" for d in fleet.devices}
+
+
 def test_a_devices_cpu_budget_holds_its_daemons_and_its_containers(fleet, images, tmp_path):
     """What bench/rollout.py's per-device CPUs rest on: dockerd, containerd and the model
     container of a device sit in its group, and its quota throttles work in that container."""
