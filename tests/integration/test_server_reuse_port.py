@@ -122,6 +122,77 @@ def test_many_switches_under_a_stream_of_new_connections_reset_none():
             assert server.stop() == 0
 
 
+class GrpcClient(Client):
+    """TF Serving's own client (tensorflow-serving-api), a NEW channel per Predict, back to back;
+    keeps (when, kit-slot metadata) or the error."""
+
+    def run(self):
+        import grpc
+        import numpy as np
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "half_plus_two"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[1.0], [2.0]], np.float32)))
+        while not self.stopped.is_set():
+            channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
+            try:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                response, call = stub.Predict.with_call(request, timeout=10)
+                y = tf.make_ndarray(response.outputs["y"]).ravel().tolist()
+                if y != [2.5, 3.0]:
+                    self.errors.append(("wrong answer", y))
+                self.results.append((time.monotonic(), dict(call.initial_metadata()).get("kit-slot")))
+            except Exception as e:  # UNAVAILABLE, reset, deadline: all count
+                self.errors.append((round(time.monotonic(), 3), repr(e)[:300]))
+            finally:
+                channel.close()
+            time.sleep(self.pause)
+
+
+def test_grpc_clients_move_to_the_new_server_and_none_fails():
+    """The same switch for gRPC: grpcio owns that socket, so the new server steers its port through
+    /proc (reuseport.steer_port). A new channel goes to the new server once it is ready, and the
+    old one's SIGTERM fails no RPC. With KIT_REUSE_PORT_STEER=0 on both servers (no program on the
+    group, as before gRPC was steered) the old one keeps answering and the test fails."""
+    old = Server(HALF_PLUS_TWO, "half_plus_two", "1", env={"KIT_REUSE_PORT": "1", "KIT_SLOT": "blue"}).wait_ready(180)
+    clients = [GrpcClient(old.grpc_port, pause=0.0) for _ in range(2)]
+    for client in clients:
+        client.start()
+    deadline = time.monotonic() + 60
+    while not all("blue" in c.slots() for c in clients) and time.monotonic() < deadline:
+        time.sleep(0.05)  # both answered by the old server before the new one starts
+    new = Server(HALF_PLUS_TWO, "half_plus_two", "1", port=old.port, grpc_port=old.grpc_port,
+                 env={"KIT_REUSE_PORT": "1", "KIT_SLOT": "green", "KIT_TEST_WARMUP_DELAY": "2"})
+    try:
+        began = time.monotonic()
+        while not all("green" in c.slots() for c in clients) and time.monotonic() < began + 180:
+            assert new.proc.poll() is None, new.logs()
+            time.sleep(0.05)
+        steered = "gRPC listening on 127.0.0.1:%d (new connections on the shared port come here)" % old.grpc_port
+        while steered not in new.logs() and time.monotonic() < began + 180:
+            time.sleep(0.05)  # grpcio answers as soon as it starts: the steering (and its log line) follow
+        assert steered in new.logs(), new.logs()
+        assert all("blue" in c.slots() for c in clients)
+        time.sleep(1.0)
+        first = min(t for c in clients for t, s in c.results if s == "green")
+        assert {s for c in clients for t, s in c.results if t > first + 0.5} == {"green"}
+        assert old.stop() == 0  # SIGTERM: gRPC refuses new RPCs, finishes those in flight, exits
+        switched = time.monotonic()
+        time.sleep(1.0)
+        for client in clients:
+            client.stopped.set()
+            client.join()
+        errors = [e for c in clients for e in c.errors]
+        after = sum(len(c.slots(since=switched)) for c in clients)
+        assert (errors, after > 10) == ([], True), (errors[:5], after)
+    finally:
+        for client in clients:
+            client.stopped.set()
+        assert new.stop() == 0
+
+
 def test_a_port_held_without_reuse_port_is_refused_at_start():
     plain = Server(HALF_PLUS_TWO, "half_plus_two", "1").wait_ready(180)
     try:

@@ -13,7 +13,8 @@ Messages come from grpc_messages (built in code, no protoc); handlers are
 registered with grpc.method_handlers_generic_handler. Errors carry the REST
 status's gRPC twin (400 INVALID_ARGUMENT, 404 NOT_FOUND, 503 UNAVAILABLE, ...)
 and the same message text. Bounded: message size (max_body), concurrent RPCs
-(the queue bound plus the worker threads), threads.
+(the queue bound plus the worker threads), threads. With KIT_SLOT every RPC's
+initial metadata carries kit-slot (REST's Kit-Slot header).
 """
 
 import logging
@@ -42,9 +43,13 @@ _SIGNATURE_DEF_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 
 def _handler(state, endpoint, request_class, response_class, method):
     """A unary-unary handler: RequestError -> status code + message, with metrics."""
+    # KIT_SLOT: which of two servers sharing the port answered (REST's Kit-Slot header).
+    slot = (("kit-slot", state.config.slot),) if state.config.slot else None
 
     def call(request, context):
         start = time.monotonic()
+        if slot:
+            context.send_initial_metadata(slot)
         try:
             response = method(state, request)
         except RequestError as e:

@@ -55,7 +55,7 @@ wins over the variable, the variable over the default.
                        KIT_REUSE_PORT=1                 bind with SO_REUSEPORT (HTTP and gRPC): a new
                                                         server starts beside the old on one port
                                                         (kit rollout's start-first updates)
-                       KIT_SLOT                         sent as the Kit-Slot header on every reply
+                       KIT_SLOT                         sent as the Kit-Slot header on every reply (gRPC: kit-slot metadata)
                                                         (which of two servers on a port answered)
   --probe                                               GET /v2/health/ready on KIT_HOST:KIT_PORT;
                                                         exit 0 on 200, else 1 (HEALTHCHECK)

@@ -15,10 +15,16 @@ growing and it closes on SIGTERM with nothing queued. Alone (first start, or aft
 closed and it moved to index 0) the index is out of range and nothing changes.
 
 The program must be attached after listen(): on an unhashed socket the kernel makes it a group of
-its own instead (Linux 4.9 to 4.19 then keep it out of the shared one)."""
+its own instead (Linux 4.9 to 4.19 then keep it out of the shared one).
+
+gRPC's port is grpcio's socket, not a Python one: steer_port finds this process's listening sockets
+on a port through /proc (their inodes in /proc/self/net/tcp{,6}, the descriptors that point at them
+in /proc/self/fd) and attaches the same program through a duplicate of each descriptor (a dup is
+the same socket, so the program lands on the same group)."""
 
 import ctypes
 import logging
+import os
 import socket
 
 log = logging.getLogger("kit.serve")
@@ -52,3 +58,62 @@ def steer_to(sock, index=NEWEST):
                     "%s; an update beside an old server may see connections reset as it closes", e)
         return False
     return True
+
+
+TCP_LISTEN = "0A"  # the state column of /proc/net/tcp for LISTEN (include/net/tcp_states.h)
+
+
+def _listening_inodes(port):
+    """Inodes of the sockets listening on `port` in this process's network namespace."""
+    inodes = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)  # the header line
+                for line in f:
+                    fields = line.split()
+                    local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                    if local_port == port and fields[3] == TCP_LISTEN:
+                        inodes.add(fields[9])
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    return inodes
+
+
+def listening_sockets(port):
+    """Duplicates of this process's own sockets listening on `port` (the caller closes them)."""
+    inodes = _listening_inodes(port)
+    found = []
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return found
+    matching = []
+    for name in fds:  # every readlink before any dup: a dup may take the number listdir's own fd had
+        try:
+            target = os.readlink("/proc/self/fd/" + name)
+        except OSError:
+            continue  # closed meanwhile (listdir's own descriptor among them)
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            matching.append(int(name))
+    for fd in matching:
+        try:
+            found.append(socket.socket(fileno=os.dup(fd)))  # family and type read from the socket
+        except OSError:
+            continue
+    return found
+
+
+def steer_port(port, index=NEWEST):
+    """steer_to for every socket this process listens on at `port` (gRPC's, owned by grpcio).
+    True when there was at least one and the kernel took the program on each."""
+    sockets = listening_sockets(port)
+    if not sockets:
+        log.warning("cannot steer port %d's new connections to this server: no listening socket of this "
+                    "process found in /proc", port)
+        return False
+    try:
+        return all([steer_to(sock, index) for sock in sockets])
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -711,7 +711,11 @@ def run(config):
                 log.error("%s", e)
                 state.failed = str(e)
                 return begin_shutdown()
-            log.info("gRPC listening on %s:%d", config.host, bound)
+            # grpcio listens on its own socket: steered through /proc (reuseport.steer_port), so a
+            # client's new channel (a reconnect after the old server's GOAWAY too) comes here.
+            grpc_steered = config.reuse_port_steer and reuseport.steer_port(bound)
+            log.info("gRPC listening on %s:%d%s", config.host, bound,
+                     " (new connections on the shared port come here)" if grpc_steered else "")
         for sock in sockets:
             sock.listen(config.backlog)
         server.listen_on(sockets)
