@@ -20,6 +20,8 @@ from kit.net import free_port
 from kit.runtime.serving import healthcheck
 
 REPO = Path(__file__).resolve().parents[4]
+# The probe runs in the image on Python 3.6: KIT_SERVER_PYTHON=.venv-twin/bin/python runs it there.
+PROBE_PYTHON = os.environ.get("KIT_SERVER_PYTHON") or sys.executable
 
 
 class Stub(ThreadingMixIn, HTTPServer):
@@ -83,7 +85,7 @@ def probe(port, slot=None, argv=(), module="kit.runtime.serving.healthcheck"):
     env.pop("KIT_HOST", None)
     if slot is not None:
         env["KIT_SLOT"] = slot
-    done = subprocess.run([sys.executable, "-m", module, *argv], env=env, capture_output=True, text=True,
+    done = subprocess.run([PROBE_PYTHON, "-m", module, *argv], env=env, capture_output=True, text=True,
                           timeout=60)
     return done.returncode, done.stderr
 
@@ -141,11 +143,11 @@ def test_the_probe_runs_as_a_standalone_file(stubs, tmp_path):
     port = stubs(lambda n: (200, "blue")).port
     env = dict(os.environ, KIT_PORT=str(port), KIT_SLOT="green")
     env.pop("PYTHONPATH", None)
-    done = subprocess.run([sys.executable, str(copy)], env=env, capture_output=True, text=True, cwd=tmp_path,
+    done = subprocess.run([PROBE_PYTHON, str(copy)], env=env, capture_output=True, text=True, cwd=tmp_path,
                           timeout=60)
     assert done.returncode == 1 and "blue" in done.stderr
     env["KIT_SLOT"] = "blue"
-    assert subprocess.run([sys.executable, str(copy)], env=env, cwd=tmp_path, timeout=60).returncode == 0
+    assert subprocess.run([PROBE_PYTHON, str(copy)], env=env, cwd=tmp_path, timeout=60).returncode == 0
 
 
 def test_beside_an_old_server_on_a_shared_port_the_new_one_s_probe_waits_for_it(stubs):
