@@ -20,9 +20,10 @@ cannot exist here is faked in one visible place: an engine label
 
 The fixture image (build_fixture_image) is a throwaway stand-in for the
 runtime image, for rollout mechanics: a stdlib HTTP server with kit's
-fingerprint labels, a HEALTHCHECK, /v2/health/ready and a TF-Serving-shaped
-:predict (y = x/2 + 2), whose health (FIXTURE_MODE=healthy|never-healthy|crash)
-is baked into the image's env and whose port comes from KIT_PORT."""
+fingerprint labels, kit's own HEALTHCHECK probe (healthcheck.py, slot-aware),
+/v2/health/ready and a TF-Serving-shaped :predict (y = x/2 + 2), whose health
+(FIXTURE_MODE=healthy|never-healthy|crash) is baked into the image's env and
+whose port comes from KIT_PORT."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ from pathlib import Path
 import yaml
 
 from kit.net import free_port
-from kit.runtime.serving import reuseport
+from kit.runtime.serving import healthcheck, reuseport
 from testkit.cpu_budget import CpuBudget
 from testkit.harness import Harness
 
@@ -53,7 +54,7 @@ REGISTRY_PORT = 5000
 OWNER_FILE = Path("/tmp/kit-fleet-registry.json")  # marks a registry this harness started
 
 FIXTURE_SERVER = r'''
-import json, os, signal, socket, sys, threading, urllib.request
+import json, os, signal, socket, sys, threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
 
@@ -67,12 +68,10 @@ HEALTHY = os.environ.get("FIXTURE_MODE", "healthy") == "healthy"
 if os.environ.get("FIXTURE_MODE") == "crash" and "--probe" not in sys.argv:
     sys.exit(3)  # a broken image that dies at start
 
-if "--probe" in sys.argv:
-    try:
-        urllib.request.urlopen("http://127.0.0.1:%d/v2/health/ready" % PORT, timeout=3)
-        sys.exit(0)
-    except Exception:
-        sys.exit(1)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # kit's modules copied beside it
+if "--probe" in sys.argv:  # as kit's `main --probe`: the image's probe, healthcheck.py
+    from healthcheck import main as probe_main
+    sys.exit(probe_main([a for a in sys.argv[1:] if a != "--probe"]))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -146,7 +145,6 @@ if REUSE_PORT and not HEALTHY:
         signal.pause()
 server = Server((HOST, PORT), Handler)
 if REUSE_PORT:  # as kit's server once ready: every new connection of the shared port comes here
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from reuseport import steer_to
     steer_to(server.socket)
 # PID 1 ignores SIGTERM unless it handles it. Drain as the real server does: stop
@@ -164,8 +162,9 @@ ENV KIT_MODEL_NAME=fixture KIT_PORT=8501 KIT_HOST=0.0.0.0
 # Same code, same build cache hit, same layer digest in every version (the
 # directories COPY creates get the build's time, so only a cache hit keeps it).
 COPY app/ /opt/fixture/
+# kit's own probe (slot-aware through KIT_SLOT), as in the runtime image
 HEALTHCHECK --interval=5s --timeout=5s --start-period=60s --retries=3 \\
-  CMD ["python3", "/opt/fixture/server.py", "--probe"]
+  CMD ["python3", "/opt/fixture/healthcheck.py"]
 CMD ["python3", "/opt/fixture/server.py"]
 ARG FIXTURE_MODE=healthy
 ARG FIXTURE_VERSION=1
@@ -643,8 +642,10 @@ def build_fixture_image(engine, ref: str, version: str = "1", mode: str = "healt
     try:
         (ctx / "app").mkdir()
         (ctx / "app" / "server.py").write_text(FIXTURE_SERVER)
-        # kit's own steering of a shared port (start-first), the module the runtime image runs
+        # kit's own steering of a shared port (start-first) and its own health probe, the
+        # modules the runtime image runs (both stdlib only, standalone)
         shutil.copy(reuseport.__file__, ctx / "app" / "reuseport.py")
+        shutil.copy(healthcheck.__file__, ctx / "app" / "healthcheck.py")
         (ctx / "Dockerfile").write_text(FIXTURE_DOCKERFILE)
         (ctx / "model").mkdir()
         seed = hashlib.sha256(f"fixture-model-{version}".encode()).digest()

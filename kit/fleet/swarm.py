@@ -51,28 +51,11 @@ STACK_TIMEOUT = 300  # seconds for one `docker stack deploy`
 HEALTH_INTERVAL = "2s"
 HEALTH_RETRIES = 8
 # Each task names itself in KIT_SLOT (a swarm template, expanded per task) and the kit server
-# and the fixture send it back as the Kit-Slot header.
+# and the fixture send it back as the Kit-Slot header. Start-first: old and new task share the
+# port and the kernel hands each connection to one of the listening servers, so the new task's
+# probe may reach the old server. The image's own probe (kit.runtime.serving.healthcheck) reads
+# KIT_SLOT and counts only its own task's answer, so the stack file keeps the image's test.
 TASK_SLOT = "{{.Task.ID}}"
-# Start-first: old and new task share the port and the kernel hands each connection to one
-# of the listening servers, so the new task's probe may reach the old server. It counts only
-# an answer from its own task (a new connection lands on another listener at random: 8 tries
-# miss a listening new server 1 time in 256, which one interval later is tried again).
-SLOT_PROBE = """\
-import http.client, os, sys
-port, slot = int(os.environ.get("KIT_PORT") or 8501), os.environ.get("KIT_SLOT")
-for _ in range(8):
-    try:
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
-        c.request("GET", "/v2/health/ready")
-        r = c.getresponse()
-        r.read()
-        c.close()
-    except Exception:
-        sys.exit(1)
-    if r.getheader("Kit-Slot") == slot:
-        sys.exit(0 if r.status == 200 else 1)
-sys.exit(1)
-"""
 
 
 def stack_name(fleet: str) -> str:
@@ -156,13 +139,10 @@ def environment(spec: compose.ServiceSpec) -> dict:
 
 
 def healthcheck(spec: compose.ServiceSpec) -> dict:
-    """The compose healthcheck, probed every HEALTH_INTERVAL: the swarm calls a task running
-    only after its first passing probe, which Docker runs one interval after the start. An
-    image that shares its port is probed by SLOT_PROBE (its own task's answer only)."""
-    check = dict(compose.healthcheck(spec), interval=HEALTH_INTERVAL, retries=HEALTH_RETRIES)
-    if spec.reuse_port:
-        check["test"] = ["CMD", "python3", "-c", SLOT_PROBE]
-    return check
+    """The compose healthcheck (the image's own probe, slot-aware through KIT_SLOT), probed
+    every HEALTH_INTERVAL: the swarm calls a task running only after its first passing probe,
+    which Docker runs one interval after the start."""
+    return dict(compose.healthcheck(spec), interval=HEALTH_INTERVAL, retries=HEALTH_RETRIES)
 
 
 def render(spec: compose.ServiceSpec, policy: UpdatePolicy, placement: list[str]) -> str:

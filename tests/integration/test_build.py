@@ -152,6 +152,28 @@ def test_full_build_tags_and_labels(built, engine, example):
     assert env["KIT_MAX_CONNECTIONS"] == "2048" and env["KIT_IDLE_TIMEOUT"] == "20000ms"
 
 
+def test_built_image_health_probe_is_slot_aware(built, engine):
+    """The image's HEALTHCHECK reads KIT_SLOT from the container's env: healthy on its own
+    server's Kit-Slot, and the same probe with another slot is not (as a start-first task's
+    probe that reaches the old server)."""
+    from kit.net import free_port
+
+    record, _ = built
+    port = free_port()
+    cid = engine.run(record["image"], name=f"kit-test-slot-{RUN_ID}",
+                     env={"KIT_PORT": str(port), "KIT_GRPC_PORT": "0", "KIT_HOST": "127.0.0.1", "KIT_SLOT": "blue"})
+    try:
+        assert engine.wait_healthy(cid, 180).health == "healthy"  # the image's HEALTHCHECK, KIT_SLOT=blue
+        for argv in (["python3", "-m", "kit.runtime.serving.healthcheck"],
+                     ["python3", "-m", "kit.runtime.serving.main", "--probe"]):
+            other = subprocess.run(["docker", "exec", "-e", "KIT_SLOT=green", cid, *argv], capture_output=True,
+                                   text=True, timeout=60)
+            assert other.returncode == 1 and "not ready for slot green" in other.stderr, other.stderr
+            assert "blue" in other.stderr
+    finally:
+        engine.remove_container(cid, force=True)
+
+
 def test_model_layer_is_last_and_the_rest_is_the_builder(built, engine):
     record, _ = built
     layers = engine.layer_digests(record["image"])

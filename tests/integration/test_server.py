@@ -660,6 +660,29 @@ def test_health_probe(digits):
     assert closed.returncode == 1 and b"not ready" in closed.stderr
 
 
+def test_health_probe_with_a_slot_counts_only_that_slot_s_server():
+    """KIT_SLOT=blue on the server (its Kit-Slot header) and on the probe: the image's
+    HEALTHCHECK, run as a start-first update's new task runs it beside the old one."""
+    server = Server(HALF_PLUS_TWO, "half_plus_two", "1", env={"KIT_SLOT": "blue", "KIT_TEST_WARMUP_DELAY": "5"})
+    try:
+        def probe(slot, *argv):
+            env = dict(os.environ, PYTHONPATH=str(REPO), KIT_PORT=str(server.port), KIT_SLOT=slot)
+            return subprocess.run([SERVER_PYTHON, "-m", *argv], env=env, capture_output=True, text=True, timeout=60)
+
+        server.wait_live()
+        warming = probe("blue", "kit.runtime.serving.healthcheck")  # its own server, warming up: 503
+        assert warming.returncode == 1 and "slot blue answered HTTP 503" in warming.stderr, warming.stderr
+        server.wait_ready()
+        assert probe("blue", "kit.runtime.serving.healthcheck").returncode == 0
+        assert probe("blue", "kit.runtime.serving.main", "--probe").returncode == 0
+        for argv in (["kit.runtime.serving.healthcheck"], ["kit.runtime.serving.main", "--probe"]):
+            other = probe("green", *argv)  # a ready server, but another slot's: not this task's health
+            assert other.returncode == 1, other.stderr
+            assert "not ready for slot green" in other.stderr and "blue" in other.stderr
+    finally:
+        assert server.stop() == 0
+
+
 # ---- kit serve --local / kit bench --local (host orchestration) ---------------------------------
 
 def test_runtime_args_come_from_the_manifest(digits_manifest, digits_dir):

@@ -58,7 +58,9 @@ wins over the variable, the variable over the default.
                        KIT_SLOT                         sent as the Kit-Slot header on every reply (gRPC: kit-slot metadata)
                                                         (which of two servers on a port answered)
   --probe                                               GET /v2/health/ready on KIT_HOST:KIT_PORT;
-                                                        exit 0 on 200, else 1 (HEALTHCHECK)
+                                                        exit 0 on 200, else 1 (HEALTHCHECK); with
+                                                        KIT_SLOT only that slot's reply counts
+                                                        (kit.runtime.serving.healthcheck)
 
 Test-only hooks (environment only, never set them in production):
   KIT_TEST_WARMUP_DELAY  seconds to sleep inside the warm-up (makes "not ready yet" observable)

@@ -103,7 +103,14 @@ def test_start_first_order_and_reuse_port_go_into_update_and_rollback_config():
     assert svc["deploy"]["update_config"]["order"] == "start-first"
     assert svc["deploy"]["rollback_config"]["order"] == "start-first"
     assert svc["environment"] == {"KIT_PORT": "8601", "KIT_REUSE_PORT": "1", "KIT_SLOT": "{{.Task.ID}}"}
-    assert svc["healthcheck"]["test"] == ["CMD", "python3", "-c", swarm.SLOT_PROBE]
+    # A shared port keeps the image's own probe, which reads KIT_SLOT and counts only its own
+    # task's answer (tests/unit/runtime/serving/test_healthcheck.py); the swarm only probes faster.
+    assert svc["healthcheck"]["test"] == compose.DEFAULT_HEALTH_TEST
+    image_probe = ("CMD", "python3", "-m", "kit.runtime.serving.healthcheck")
+    shared = yaml.safe_load(swarm.render(spec(reuse_port=True, health_test=image_probe), policy, []))
+    assert shared["services"]["model"]["healthcheck"] == dict(
+        compose.healthcheck(spec(health_test=image_probe)), interval="2s", retries=8)
+    assert shared["services"]["model"]["healthcheck"]["test"] == list(image_probe)
     assert stack()["services"]["model"]["deploy"]["update_config"]["order"] == "stop-first"
 
 
@@ -154,52 +161,3 @@ def test_timeline_reads_the_swarm_task_timestamps_into_phases():
                    "smoke": 0.1}
     assert set(tl.durations(base + 0.5, start_first=True)) == {"schedule", "prepare", "start", "health", "observe",
                                                                "smoke", "drain-old"}
-
-
-def test_slot_probe_counts_only_its_own_task_s_answer(tmp_path):
-    """Run the probe for real against two servers sharing a port: the old one (another slot)
-    answers ready, the new one is not listening yet, then it is."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    def server(slot, port=0):
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Kit-Slot", slot)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        class Shared(HTTPServer):
-            def server_bind(self):
-                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                HTTPServer.server_bind(self)
-
-        srv = Shared(("127.0.0.1", port), Handler)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        return srv
-
-    def probe(port):
-        env = dict(os.environ, KIT_PORT=str(port), KIT_SLOT="task-new")
-        return subprocess.run([sys.executable, "-c", swarm.SLOT_PROBE], env=env, timeout=30).returncode
-
-    old = server("task-old")
-    port = old.server_address[1]
-    try:
-        assert probe(port) == 1  # only the old task answers: the new one is not ready
-        new = server("task-new", port)
-        try:
-            assert probe(port) == 0
-        finally:
-            new.shutdown()
-            new.server_close()
-    finally:
-        old.shutdown()
-        old.server_close()
