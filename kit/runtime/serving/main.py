@@ -55,8 +55,9 @@ wins over the variable, the variable over the default.
                        KIT_REUSE_PORT=1                 bind with SO_REUSEPORT (HTTP and gRPC): a new
                                                         server starts beside the old on one port
                                                         (kit rollout's start-first updates)
-                       KIT_SLOT                         sent as the Kit-Slot header on every reply (gRPC: kit-slot metadata)
-                                                        (which of two servers on a port answered)
+                       KIT_SLOT                         sent as the Kit-Slot header on every reply
+                                                        and as gRPC's kit-slot metadata (which of
+                                                        two servers on a port answered)
   --probe                                               GET /v2/health/ready on KIT_HOST:KIT_PORT;
                                                         exit 0 on 200, else 1 (HEALTHCHECK); with
                                                         KIT_SLOT only that slot's reply counts

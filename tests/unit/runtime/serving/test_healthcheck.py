@@ -160,3 +160,18 @@ def test_beside_an_old_server_on_a_shared_port_the_new_one_s_probe_waits_for_it(
     # each probe misses a listening server 1 time in 256 (8 connections, 2 listeners); Docker
     # probes again one interval later, and so does this test (a miss 3 times: 1 in 16 million)
     assert any(probe(old.port, "task-new")[0] == 0 for _ in range(3))
+
+
+def test_the_timeout_bounds_the_whole_probe_not_each_try(stubs):
+    """Docker kills a probe that overruns its own timeout (and loses the reason): 8 slow replies
+    from another slot must not add up to 8 timeouts."""
+    import time
+
+    def slow(n):
+        time.sleep(0.4)
+        return 200, "blue"
+
+    began = time.monotonic()
+    code, err = probe(stubs(slow).port, "green", argv=["--timeout", "1"])
+    assert code == 1 and "no reply from it within 1s" in err and "blue" in err, err
+    assert time.monotonic() - began < 2.5  # 8 x 0.4 s = 3.2 s without the bound (plus start-up)
