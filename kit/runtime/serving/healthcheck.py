@@ -53,17 +53,16 @@ def check(host, port, timeout=3.0, slot=None, path=READY_PATH, tries=SLOT_TRIES)
     # `timeout` bounds the whole probe, every try included: Docker kills a probe that overruns
     # its own timeout and counts it as a failure without our reason.
     deadline = time.monotonic() + timeout
+    out_of_time = "%s is not ready for slot %s: no reply from it within %gs (answered: %%s)" % (where, slot, timeout)
     for _ in range(tries if slot else 1):
         left = deadline - time.monotonic()
         if left <= 0:
-            return "%s is not ready for slot %s: no reply from it within %gs (answered: %s)" % (
-                where, slot, timeout, ", ".join(others))
+            return out_of_time % ", ".join(others)
         try:
             status, answered = _ask(host, port, left, path)
         except (OSError, http_client.HTTPException, ValueError) as e:
             if others and time.monotonic() >= deadline - 0.05:  # the probe's time ran out mid-try
-                return "%s is not ready for slot %s: no reply from it within %gs (answered: %s)" % (
-                    where, slot, timeout, ", ".join(others))
+                return out_of_time % ", ".join(others)
             return "%s is not ready: %s" % (where, str(e) or type(e).__name__)
         if not slot:
             return None if status == 200 else "%s is not ready: HTTP %d" % (where, status)
